@@ -1,0 +1,70 @@
+"""The ``qwen3-rag`` command line.
+
+Each subcommand lives in its own module of this package with two functions, ``add_parser(subparsers)`` and
+``run(args) -> int``. Those modules import nothing heavy at import time, so ``qwen3-rag --help`` is instant; the
+work is imported from ``pipelines/`` inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+# Subcommand name -> module in this package. Order is the order shown by --help.
+_COMMANDS: dict[str, str] = {
+    "index": "qwen3_rag.cli.index",
+    "info": "qwen3_rag.cli.info",
+    "query": "qwen3_rag.cli.query",
+    "eval": "qwen3_rag.cli.eval",
+}
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as ``qwen3-rag: error: <message>`` with exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from qwen3_rag import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="qwen3-rag",
+        description="Build, query and evaluate local retrieval indexes with Qwen3-Embedding and Qwen3-Reranker.",
+    )
+    parser.add_argument("--version", action="version", version=f"qwen3-rag {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in _COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # subcommand not built yet
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except CLIError as exc:
+        print(f"qwen3-rag: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qwen3-rag: interrupted; committed work is kept, run the same command again to continue",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""What Embedder and Reranker share: lazy loading, token-budget batching, padding, out-of-memory retry."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from qwen3_rag.retrieval import _loading
+
+logger = logging.getLogger(__name__)
+
+#: Default padded-token budget of one forward pass, per device type.
+DEFAULT_TOKEN_BUDGET = {"cuda": 65536, "cpu": 8192, "mps": 16384}
+
+
+def check_texts(texts: Any, name: str = "texts") -> list[str]:
+    """Return ``texts`` as a list of str, or raise a TypeError that says which item is wrong."""
+    if isinstance(texts, str):
+        raise TypeError(f"{name} must be a list of strings, got a single str; wrap it in a list: [{texts[:40]!r}]")
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"{name}[{i}] is {type(text).__name__} ({text!r:.60}), expected str; convert it with str() "
+                "or drop it before calling"
+            )
+    return out
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
+    """Group item indices into batches, longest first, so that rows x longest row <= ``max_tokens``.
+
+    Sorting by length makes padding small; the budget keeps memory flat whatever the lengths. A single item longer
+    than the budget gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        length = max(int(lengths[i]), 1)
+        if current and (
+            max(longest, length) * (len(current) + 1) > max_tokens or (max_rows is not None and len(current) >= max_rows)
+        ):
+            batches.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, length)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int, *, left: bool, pad_to_multiple_of: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token id lists into ``(input_ids, attention_mask)`` int64 tensors."""
+    width = max(len(s) for s in sequences)
+    if pad_to_multiple_of > 1:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        n = len(seq)
+        if left:
+            ids[row, width - n:] = seq
+            mask[row, width - n:] = 1
+        else:
+            ids[row, :n] = seq
+            mask[row, :n] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token, as if the row were alone."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class TransformerRunner:
+    """Base class: holds the model id, device, dtype and batching settings; loads weights on first use."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        device: str | torch.device,
+        dtype: str | torch.dtype,
+        batch_size: int | None,
+        max_tokens_per_batch: int | None,
+        show_progress: bool,
+        revision: str | None,
+        attn_implementation: str | None,
+    ) -> None:
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        if max_tokens_per_batch is not None and (not isinstance(max_tokens_per_batch, int) or max_tokens_per_batch < 1):
+            raise ValueError(f"max_tokens_per_batch must be a positive int or None, got {max_tokens_per_batch!r}")
+        self.model_id = os.fspath(model)
+        self.revision = revision
+        self._path, self._is_local = _loading.resolve_model_path(self.model_id)
+        self.config = _loading.load_config(self.model_id, revision=revision)
+        self.device = _loading.resolve_device(device)
+        self._dtype_request = dtype
+        if not isinstance(dtype, torch.dtype) and dtype != "auto" and dtype not in _loading.DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not one of 'auto', {', '.join(map(repr, _loading.DTYPES))}")
+        self.batch_size = batch_size
+        self.max_tokens_per_batch = max_tokens_per_batch or DEFAULT_TOKEN_BUDGET.get(self.device.type, 8192)
+        self.show_progress = show_progress
+        self._attn_request = attn_implementation
+        self._tokenizer: Any = None
+        self._model: Any = None
+        self._dtype: torch.dtype | None = None
+
+    # -- loading -------------------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        """The model's (fast) tokenizer, loaded on first access."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(self._path, revision=self.revision)
+            if not getattr(tok, "is_fast", False):
+                raise ValueError(f"{self.model_id!r} has no fast tokenizer (tokenizer.json); qwen3-rag needs one")
+            self._tokenizer = tok
+        return self._tokenizer
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype (resolved from ``dtype="auto"`` on first use)."""
+        if self._dtype is None:
+            self._dtype = _loading.resolve_dtype(
+                self._dtype_request, self.device, _loading.checkpoint_dtype(self.config)
+            )
+        return self._dtype
+
+    def _load_kwargs(self) -> dict[str, Any]:
+        import transformers
+
+        major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+        dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+        attn = _loading.attention_implementation(self.device, self.dtype, self._attn_request)
+        return {dtype_key: self.dtype, "attn_implementation": attn, "revision": self.revision}
+
+    def _load_model(self) -> Any:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    @property
+    def model(self) -> Any:
+        """The torch module that runs (loaded on first access, in eval mode, on ``device``)."""
+        if self._model is None:
+            logger.info("loading %s on %s as %s", self.model_id, self.device, self.dtype)
+            self._model = self._load_model()
+        return self._model
+
+    # -- running -------------------------------------------------------------------------------------------------
+    def _padding_multiple(self) -> int:
+        return 8 if self.device.type == "cuda" else 1
+
+    def _run_batches(
+        self,
+        sequences: Sequence[Sequence[int]],
+        forward: Callable[[list[Sequence[int]]], torch.Tensor],
+        out: np.ndarray,
+        desc: str,
+    ) -> None:
+        """Run ``forward`` over token-budget batches of ``sequences``, writing row ``i`` of the result to ``out[i]``.
+
+        On CUDA out-of-memory a batch is halved and retried, down to one row.
+        """
+        if not sequences:
+            return
+        lengths = [len(s) for s in sequences]
+        batches = plan_batches(lengths, self.max_tokens_per_batch, self.batch_size)
+        from tqdm.auto import tqdm
+
+        with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, disable=not self.show_progress) as bar:
+            for batch in batches:
+                self._run_one(batch, sequences, forward, out)
+                bar.update(len(batch))
+
+    def _run_one(
+        self,
+        batch: list[int],
+        sequences: Sequence[Sequence[int]],
+        forward: Callable[[list[Sequence[int]]], torch.Tensor],
+        out: np.ndarray,
+    ) -> None:
+        try:
+            result = forward([sequences[i] for i in batch])
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise RuntimeError(
+                    f"out of memory on {self.device} for a single input of {len(sequences[batch[0]])} tokens; "
+                    "lower max_length or use a device with more memory"
+                ) from None
+            torch.cuda.empty_cache()
+            half = len(batch) // 2
+            self.max_tokens_per_batch = max(1, self.max_tokens_per_batch // 2)
+            logger.warning("out of memory with %d rows; retrying in halves (token budget now %d)",
+                           len(batch), self.max_tokens_per_batch)
+            self._run_one(batch[:half], sequences, forward, out)
+            self._run_one(batch[half:], sequences, forward, out)
+            return
+        out[batch] = result.float().cpu().numpy()

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qwen3_rag import DEFAULT_INSTRUCTION, TASKS, Reranker
+
+from qwen3_reference import reference_rerank
+
+QUERY = "What is the capital of China?"
+DOCS = [
+    "The capital of China is Beijing.",
+    "Gravity is a force that attracts two bodies towards each other.",
+    "",
+    "Paris is the capital of France. " * 8,
+    "yes",
+]
+
+
+def test_scores_equal_the_reference_algorithm(tiny_reranker, tiny_qwen3_reranker_dir):
+    ours = tiny_reranker.score(QUERY, DOCS)
+    ref = reference_rerank(tiny_qwen3_reranker_dir, [(QUERY, d) for d in DOCS], DEFAULT_INSTRUCTION)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    assert all(0.0 <= s <= 1.0 for s in ours)
+    assert np.ptp(ours) > 1e-3  # the tiny model really discriminates, so the comparison means something
+
+
+def test_instruction_by_name(tiny_reranker, tiny_qwen3_reranker_dir):
+    ours = tiny_reranker.score(QUERY, DOCS, instruction="scifact")
+    ref = reference_rerank(tiny_qwen3_reranker_dir, [(QUERY, d) for d in DOCS], TASKS["scifact"])
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_rerank_sorts_and_keeps_indices(tiny_reranker):
+    scores = tiny_reranker.score(QUERY, DOCS)
+    results = tiny_reranker.rerank(QUERY, DOCS)
+    assert [r.index for r in results] == sorted(range(len(DOCS)), key=lambda i: -scores[i])
+    assert all(r.document == DOCS[r.index] and r.score == scores[r.index] for r in results)
+    top = tiny_reranker.rerank(QUERY, DOCS, top_n=2)
+    assert top == results[:2]
+    assert tiny_reranker.rerank(QUERY, []) == []
+
+
+def test_batch_invariance(tiny_qwen3_reranker_dir):
+    one = Reranker(tiny_qwen3_reranker_dir, device="cpu", dtype="float32", batch_size=1)
+    big = Reranker(tiny_qwen3_reranker_dir, device="cpu", dtype="float32", max_tokens_per_batch=100_000)
+    long_docs = ["The capital of China is Beijing and it is a large city. " * 12] * 3
+    alone = one.score(QUERY, DOCS)
+    mixed = big.score(QUERY, long_docs + DOCS)[len(long_docs):]
+    np.testing.assert_allclose(mixed, alone, atol=1e-5)
+
+
+def test_truncation_cuts_only_the_body(tiny_qwen3_reranker_dir):
+    rr = Reranker(tiny_qwen3_reranker_dir, device="cpu", dtype="float32", max_length=80)
+    prefix, suffix = rr._affixes()
+    doc = "Beijing is the capital of China. " * 50
+    ids = rr.tokenize(QUERY, doc)
+    assert len(ids) == 80
+    assert ids[: len(prefix)] == prefix and ids[-len(suffix):] == suffix
+    ref = reference_rerank(tiny_qwen3_reranker_dir, [(QUERY, doc)], DEFAULT_INSTRUCTION, max_length=80)
+    np.testing.assert_allclose(rr.score(QUERY, [doc]), ref, atol=1e-5)
+
+
+def test_score_pairs_across_queries(tiny_reranker):
+    pairs = [(QUERY, DOCS[0]), ("Explain gravity", DOCS[1])]
+    assert tiny_reranker.score_pairs(pairs) == pytest.approx(
+        [tiny_reranker.score(QUERY, [DOCS[0]])[0], tiny_reranker.score("Explain gravity", [DOCS[1]])[0]], abs=1e-6
+    )
+
+
+def test_only_two_head_rows_are_kept(tiny_reranker):
+    tiny_reranker.score(QUERY, DOCS[:1])
+    assert tuple(tiny_reranker._runner._head.shape) == (2, 64)
+
+
+def test_bad_input(tiny_reranker):
+    with pytest.raises(TypeError, match="single str"):
+        tiny_reranker.score(QUERY, "not a list")
+    with pytest.raises(TypeError, match=r"documents\[1\]"):
+        tiny_reranker.score(QUERY, ["ok", 1.5])
+    with pytest.raises(TypeError, match="query must be a str"):
+        tiny_reranker.score(None, ["ok"])
+    with pytest.raises(ValueError, match="top_n"):
+        tiny_reranker.rerank(QUERY, ["ok"], top_n=-1)
