@@ -97,6 +97,7 @@ class TransformerRunner:
         show_progress: bool,
         revision: str | None,
         attn_implementation: str | None,
+        compile: bool = False,
     ) -> None:
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
@@ -114,6 +115,7 @@ class TransformerRunner:
         self.max_tokens_per_batch = max_tokens_per_batch or DEFAULT_TOKEN_BUDGET.get(self.device.type, 8192)
         self.show_progress = show_progress
         self._attn_request = attn_implementation
+        self.compile = bool(compile)
         self._tokenizer: Any = None
         self._model: Any = None
         self._dtype: torch.dtype | None = None
@@ -156,7 +158,12 @@ class TransformerRunner:
         """The torch module that runs (loaded on first access, in eval mode, on ``device``)."""
         if self._model is None:
             logger.info("loading %s on %s as %s", self.model_id, self.device, self.dtype)
-            self._model = self._load_model()
+            model = self._load_model()
+            if self.compile:
+                # Fuses the memory-bound elementwise work (RMSNorm upcasts, RoPE) that dominates GPU time;
+                # dynamic shapes because every length-sorted batch has its own (rows, length).
+                model = torch.compile(model, dynamic=True)
+            self._model = model
         return self._model
 
     # -- running -------------------------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ class Embedder:
         revision: Hub revision.
         attn_implementation: Override the attention kernel (default flash_attention_2 on CUDA when installed,
             else sdpa).
+        compile: Run the model through ``torch.compile(dynamic=True)``. On a GPU this fuses the memory-bound
+            elementwise work and measured 2.3x the eager throughput (H200, 0.6B shape, BENCHMARKS.md), after a
+            one-time compilation of about two minutes: worth it for large ingestion jobs, not for queries.
 
     Raises:
         ValueError: The model cannot be found, ``dim`` is out of range, or an argument is invalid.
@@ -80,6 +83,7 @@ class Embedder:
         normalize: bool | None = None,
         revision: str | None = None,
         attn_implementation: str | None = None,
+        compile: bool = False,
     ) -> None:
         self._runner = _EmbeddingRunner(
             model,
@@ -90,6 +94,7 @@ class Embedder:
             show_progress=show_progress,
             revision=revision,
             attn_implementation=attn_implementation,
+            compile=compile,
         )
         config = self._runner.config
         self.model_id = self._runner.model_id

@@ -156,3 +156,26 @@ def test_bf16_is_close_to_fp32(tiny_qwen3_embedding_dir):
     bf16 = Embedder(tiny_qwen3_embedding_dir, device="cpu", dtype="bfloat16").embed_documents(TEXTS)
     cos = (fp32 * bf16).sum(1)
     assert cos.min() > 0.99
+
+
+def test_out_of_memory_halves_the_batch_and_retries(tiny_qwen3_embedding_dir, monkeypatch):
+    import torch
+
+    emb = Embedder(tiny_qwen3_embedding_dir, device="cpu", dtype="float32", max_tokens_per_batch=100_000)
+    texts = TEXTS * 3
+    expected = emb.embed_documents(texts)
+    real_forward = emb._runner.forward
+    calls: list[int] = []
+    done: list[int] = []
+
+    def flaky(sequences):
+        calls.append(len(sequences))
+        if len(sequences) > 4:
+            raise torch.OutOfMemoryError("simulated")
+        done.append(len(sequences))
+        return real_forward(sequences)
+
+    monkeypatch.setattr(emb._runner, "forward", flaky)
+    np.testing.assert_allclose(emb.embed_documents(texts), expected, atol=1e-5)
+    assert calls[0] == len(texts) and max(done) <= 4 and sum(done) == len(texts)
+    assert emb._runner.max_tokens_per_batch < 100_000
