@@ -158,7 +158,16 @@ class TransformerRunner:
         """The torch module that runs (loaded on first access, in eval mode, on ``device``)."""
         if self._model is None:
             logger.info("loading %s on %s as %s", self.model_id, self.device, self.dtype)
-            model = self._load_model()
+            from transformers.utils import logging as hf_logging
+
+            bars_were_on = hf_logging.is_progress_bar_enabled()
+            if not self.show_progress:  # transformers draws a "Loading weights" bar on every load
+                hf_logging.disable_progress_bar()
+            try:
+                model = self._load_model()
+            finally:
+                if bars_were_on:
+                    hf_logging.enable_progress_bar()
             if self.compile:
                 # Fuses the memory-bound elementwise work (RMSNorm upcasts, RoPE) that dominates GPU time;
                 # dynamic shapes because every length-sorted batch has its own (rows, length).

@@ -1,0 +1,202 @@
+"""``qwen3-rag eval --dataset BEIR_DIR``: index a BEIR corpus; report nDCG, recall, MRR and MAP per mode."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from qwen3_rag.cli import CLIError
+
+_MODES = ("dense", "bm25", "hybrid", "rerank")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate retrieval on a BEIR-layout data set",
+        description="Build (or reuse) an index of a BEIR corpus (title + ' ' + text per document), run the "
+                    "test queries and report nDCG@k, recall@100, MRR@k and MAP@100 per mode (trec_eval "
+                    "definitions, graded relevance).",
+        epilog="example: qwen3-rag eval --dataset data/scifact --model MODEL_DIR --max-length 256 "
+               "--chunk-size 0 --modes dense,bm25,hybrid --json scifact.json --plot scifact.png",
+    )
+    p.add_argument("--dataset", required=True, metavar="BEIR_DIR",
+                   help="folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
+    p.add_argument("--split", default="test", help="qrels split (default test)")
+    p.add_argument("--index", default=None, metavar="DIR",
+                   help="index directory to build or reuse (default: a temporary one, deleted afterwards)")
+    p.add_argument("--model", default=None,
+                   help="embedding model id or directory (default Qwen/Qwen3-Embedding-0.6B, or the model "
+                        "of an existing --index)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens per text for the embedder")
+    p.add_argument("--dim", type=int, default=None, help="embedding dimension (Matryoshka) for Qwen3 models")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="tokens per chunk; 0 = whole documents (default: the index default, 512)")
+    p.add_argument("--chunk-overlap", type=int, default=None, help="tokens shared by consecutive chunks")
+    p.add_argument("--modes", default="dense,bm25,hybrid",
+                   help=f"comma-separated, from {','.join(_MODES)} (default dense,bm25,hybrid)")
+    p.add_argument("--rerank-model", default=None,
+                   help="reranker for the rerank mode (default Qwen/Qwen3-Reranker-0.6B)")
+    p.add_argument("--candidates", type=int, default=100, help="documents reranked per query (default 100)")
+    p.add_argument("--fusion", choices=["convex", "rrf"], default="convex",
+                   help="hybrid fusion: convex score combination (default) or reciprocal rank fusion")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="dense weight of the convex fusion, 0..1 (default 0.45)")
+    p.add_argument("--weights", default="1,1", metavar="DENSE,BM25",
+                   help="RRF weights (--fusion rrf; default 1,1)")
+    p.add_argument("--instruction", default=None, help="query instruction for the embedder")
+    p.add_argument("--k", type=int, default=10, help="cut-off for nDCG and MRR (default 10)")
+    p.add_argument("--ignore-identical-ids", action="store_true",
+                   help="drop a retrieved document whose id equals the query id (MTEB's habit for "
+                        "ArguAna-like sets; wrong for Cranfield/CISI, where ids are unrelated)")
+    p.add_argument("--batch-size", type=int, default=None, help="texts per embedding batch (cap)")
+    p.add_argument("--device", default="auto", help="device for the models (auto, cpu, cuda, ...)")
+    p.add_argument("--json", default=None, metavar="OUT", help="write {mode: {metric: value}} to this file")
+    p.add_argument("--plot", default=None, metavar="OUT.png", help="plot recall@k (k = 1..100) for each mode")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(run=run)
+
+
+def _parse_modes(text: str) -> list[str]:
+    modes = [m.strip().lower() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in _MODES]
+    if bad or not modes:
+        raise CLIError(f"--modes {text!r}: unknown mode(s) {', '.join(bad) or '(none given)'}; "
+                       f"choose from {','.join(_MODES)}")
+    return list(dict.fromkeys(modes))
+
+
+def _parse_weights(text: str) -> tuple[float, float]:
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 2 or min(parts) < 0 or max(parts) == 0:
+        raise CLIError(f"--weights {text!r}: expected two non-negative numbers DENSE,BM25 such as 1,1 "
+                       "or 1,0.5")
+    return parts[0], parts[1]
+
+
+def plot_recall(curves: dict[str, list[float]], out: str | Path, title: str) -> None:
+    """Save a recall@k plot (one line per mode) to ``out``; needs matplotlib (the ``plot`` extra)."""
+    from qwen3_rag._optional import require
+
+    require("matplotlib", "plot", "--plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode, curve in curves.items():
+        ax.plot(range(1, len(curve) + 1), curve, label=mode)
+    ax.set_xscale("log")
+    ax.set_xlabel("k")
+    ax.set_ylabel("recall@k")
+    ax.set_ylim(0, 1)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import tempfile
+
+    modes = _parse_modes(args.modes)
+    weights = _parse_weights(args.weights)
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
+        raise CLIError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    if args.k < 1:
+        raise CLIError(f"--k must be at least 1, got {args.k}")
+    if args.candidates < 1:
+        raise CLIError(f"--candidates must be at least 1, got {args.candidates}")
+    if args.chunk_size is not None and args.chunk_size < 0:
+        raise CLIError(f"--chunk-size must be >= 0 (0 = whole documents), got {args.chunk_size}")
+    if args.plot:
+        from qwen3_rag._optional import is_available
+
+        if not is_available("matplotlib"):
+            raise CLIError("--plot needs matplotlib: pip install 'qwen3-rag[plot]'")
+
+    from qwen3_rag.pipelines.evaluation import evaluate_index, index_corpus, load_beir
+
+    try:
+        dataset = load_beir(args.dataset, split=args.split)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    if not dataset.queries:
+        raise CLIError(f"{args.dataset}: no judged queries in qrels/{args.split}.tsv match queries.jsonl")
+
+    from qwen3_rag.indexers.bm25 import BM25Sidecar
+    from qwen3_rag.indexers.index import Index, IndexMismatchError
+    from qwen3_rag.pipelines.search import Retriever
+    from qwen3_rag.retrieval.embedding import DEFAULT_EMBEDDING_MODEL, Embedder
+
+    show_progress = not args.no_progress
+    tmp = None
+    index_dir = args.index
+    if index_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="qwen3-rag-eval-")
+        index_dir = str(Path(tmp.name) / "index")
+    try:
+        model = args.model
+        if model is None and Index.exists(index_dir):
+            with Index.open(index_dir, read_only=True) as existing:
+                model = existing.manifest["model"].get("model")
+        model = model or DEFAULT_EMBEDDING_MODEL
+        kwargs: dict[str, Any] = {"device": args.device, "show_progress": False}
+        for key in ("max_length", "dim", "batch_size"):
+            if getattr(args, key) is not None:
+                kwargs[key] = getattr(args, key)
+        try:
+            embedder = Embedder(model, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"cannot load the embedding model {model!r}: {exc}") from None
+        try:
+            index = Index.open_or_create(index_dir, embedder, chunk_size=args.chunk_size,
+                                         chunk_overlap=args.chunk_overlap)
+        except (IndexMismatchError, ValueError, FileExistsError) as exc:
+            raise CLIError(str(exc)) from None
+        reranker = None
+        if "rerank" in modes:
+            from qwen3_rag.retrieval.reranking import DEFAULT_RERANKER_MODEL, Reranker
+
+            name = args.rerank_model or DEFAULT_RERANKER_MODEL
+            try:
+                reranker = Reranker(name, device=args.device, batch_size=args.batch_size)
+            except (OSError, ValueError) as exc:
+                index.close()
+                raise CLIError(f"cannot load the reranker {name!r}: {exc}") from None
+        with index:
+            if any(m != "dense" for m in modes):
+                BM25Sidecar.attach(index)  # built during ingestion, kept in step by the commit hook
+            written = index_corpus(dataset, index, show_progress=show_progress)
+            logging.getLogger(__name__).info("indexed %d new or changed documents into %s", written,
+                                             index_dir)
+            fusion_kwargs: dict[str, Any] = {"fusion": args.fusion, "weights": weights}
+            if args.alpha is not None:
+                fusion_kwargs["alpha"] = args.alpha
+            retriever = Retriever(index, embedder=embedder, reranker=reranker, **fusion_kwargs)
+            report = evaluate_index(dataset, retriever, modes, k=args.k, reranker=reranker,
+                                    candidates=args.candidates, instruction=args.instruction,
+                                    ignore_identical_ids=args.ignore_identical_ids,
+                                    show_progress=show_progress)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    print(f"{dataset.path} ({len(dataset.corpus)} documents, {report.num_queries} queries, model {model})")
+    print(report.table())
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report.metrics, indent=2) + "\n", encoding="utf-8")
+    if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        plot_recall(report.recall_curves, args.plot, f"{Path(args.dataset).name}: recall@k")
+    return 0

@@ -1,0 +1,124 @@
+"""``qwen3-rag index``: build or update an index directory from files and folders."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "index",
+        help="build or update an index from files and folders",
+        description="Index files and folders into DIR (created on first use). Re-running embeds only new and "
+        "changed documents; an interrupted run continues where it stopped.",
+    )
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="files and folders (.txt .md .rst .html .pdf, "
+        "source code, .jsonl/.json/.csv records; a BEIR corpus.jsonl works as is)",
+    )
+    p.add_argument("--index", required=True, metavar="DIR", help="the index directory")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="M",
+        help="embedding model id or local directory (default: the index's model, or "
+        "Qwen/Qwen3-Embedding-0.6B for a new index)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="max tokens per chunk, 0 = no chunking (new index only; default 128)",
+    )
+    p.add_argument(
+        "--chunk-overlap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tokens shared by consecutive chunks (new index only; default 32)",
+    )
+    p.add_argument(
+        "--index-type",
+        default=None,
+        metavar="SPEC",
+        help="Flat (default), HNSW<M>, IVF<n>,Flat or IVF<n>,PQ<m> (new index only)",
+    )
+    p.add_argument(
+        "--dim", type=int, default=None, metavar="D", help="embedding dimension (Matryoshka truncation)"
+    )
+    p.add_argument("--device", default="auto", metavar="D", help="cpu, cuda, cuda:1, mps or auto (default)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="embedding batch size")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only files matching GLOB (repeatable), e.g. '*.md' or 'docs/guide/*.rst'",
+    )
+    p.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB", help="skip files matching GLOB (repeatable)"
+    )
+    p.add_argument("--prune", action="store_true", help="delete indexed documents whose source is gone")
+    p.add_argument(
+        "--id-field", default=None, metavar="F", help="record files: the id field (default _id / id)"
+    )
+    p.add_argument(
+        "--text-field",
+        action="append",
+        default=None,
+        metavar="F",
+        help="record files: a text field, repeatable, joined with a space (default title + text)",
+    )
+    p.add_argument(
+        "--metadata-field",
+        action="append",
+        default=None,
+        metavar="F",
+        help="record files: a metadata field, repeatable (default every other field)",
+    )
+    p.add_argument(
+        "--commit-every", type=int, default=None, metavar="N", help="chunks per commit (default 512)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qwen3_rag.cli import CLIError
+    from qwen3_rag.indexers.index import IndexLockedError, IndexMismatchError
+    from qwen3_rag.indexers.loaders import RecordFields
+    from qwen3_rag.pipelines.ingest import DEFAULT_COMMIT_EVERY, ingest
+
+    fields = RecordFields(id=args.id_field, text=args.text_field, metadata=args.metadata_field)
+    try:
+        report = ingest(
+            args.sources,
+            args.index,
+            model=args.model,
+            chunk_size=args.chunk_size,
+            chunk_overlap=args.chunk_overlap,
+            index_type=args.index_type,
+            dim=args.dim,
+            device=args.device,
+            batch_size=args.batch_size,
+            include=args.include,
+            exclude=args.exclude,
+            prune=args.prune,
+            record_fields=fields,
+            commit_every=args.commit_every or DEFAULT_COMMIT_EVERY,
+            show_progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    except (FileNotFoundError, FileExistsError, IndexMismatchError, IndexLockedError) as exc:
+        raise CLIError(str(exc)) from exc
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    print(report.summary())
+    if report.embedded_nothing and not report.failed:
+        print("index is up to date")
+    return 1 if report.failed else 0

@@ -1,0 +1,70 @@
+"""``qwen3-rag info``: describe an index directory (manifest and counts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="describe an index (model, chunking, index type, counts)",
+        description="Print the manifest of an index directory with its current counts.",
+    )
+    p.add_argument("index", metavar="DIR", help="the index directory")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON")
+    p.set_defaults(run=run)
+
+
+def describe(path: str) -> dict[str, Any]:
+    """The manifest of the index at ``path`` plus top-level ``documents``, ``chunks``, ``vectors``, ``model``,
+    ``dim``, ``consistent``."""
+    from qwen3_rag.indexers.index import Index
+
+    with Index.open(path, read_only=True) as index:
+        manifest = index.manifest
+    counts = manifest["counts"]
+    out: dict[str, Any] = {
+        "path": path,
+        "documents": counts["documents"],
+        "chunks": counts["chunks"],
+        "vectors": counts["vectors"],
+        "consistent": counts["vectors"] == counts["chunks"],
+        "model": manifest["model"].get("model"),
+        "dim": manifest["dim"],
+        "index_type": manifest["index"]["spec"],
+        "model_info": manifest["model"],
+    }
+    out.update({k: v for k, v in manifest.items() if k not in out})
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from qwen3_rag.cli import CLIError
+
+    try:
+        info = describe(args.index)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    m = info["model"]
+    pooling = info["model_info"].get("pooling")
+    chunking = info["chunking"]
+    details = info.get("versions", {})
+    lines = [
+        f"index       {info['path']}  (format {info['format_version']}, generation {info['generation']})",
+        f"model       {m}  dim {info['dim']}, {pooling or '?'} pooling, {info['metric']}",
+        f"chunking    {chunking['chunk_size']} tokens, overlap {chunking['chunk_overlap']}",
+        f"index type  {info['index'].get('spec')} (searching as {info['index'].get('effective')})",
+        f"documents   {info['documents']}",
+        f"chunks      {info['chunks']}",
+        f"vectors     {info['vectors']}" + ("" if info["consistent"] else "  (differs from chunks!)"),
+        f"created     {info.get('created_at')}",
+        "versions    " + ", ".join(f"{k} {v}" for k, v in details.items()),
+    ]
+    print("\n".join(lines))
+    return 0

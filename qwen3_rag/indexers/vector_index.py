@@ -1,0 +1,364 @@
+"""A FAISS index addressed by stable int64 ids, built from a FAISS-style spec.
+
+Specs: ``Flat`` (exact inner product), ``HNSW<M>`` (e.g. ``HNSW32``), ``IVF<n>,Flat`` and
+``IVF<n>,PQ<m>``. IVF indexes need training; until enough vectors exist (``39 * n``, and at least 256 for PQ)
+the index is exact (``Flat``) and it is trained once on every stored vector when the threshold is crossed.
+Vectors are unit rows and the metric is inner product (= cosine).
+
+Deletion: ``Flat`` and ``IVF`` remove vectors; ``HNSW`` cannot, so deleted ids become tombstones that searches
+exclude and the index is rebuilt from the store (compaction) when they reach a quarter of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_SPEC = re.compile(
+    r"^(?:(?P<flat>Flat)|HNSW(?P<m>\d+)(?:,Flat)?|IVF(?P<nlist>\d+),(?:(?P<ivfflat>Flat)|PQ(?P<pq>\d+)))$",
+    re.IGNORECASE,
+)
+#: Compact an HNSW index when this fraction of its vectors is deleted.
+COMPACT_FRACTION = 0.25
+#: Up to this many tombstones, an unfiltered HNSW search fetches k + tombstones hits and drops the dead ones
+#: (k live hits guaranteed); above it, a "not deleted" id selector is used.
+OVERFETCH_TOMBSTONES = 1024
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A parsed index spec.
+
+    Attributes:
+        spec: The canonical spec string (``Flat``, ``HNSW32``, ``IVF256,Flat``, ``IVF256,PQ16``).
+        kind: ``flat``, ``hnsw`` or ``ivf``.
+        hnsw_m: Neighbours per node for HNSW.
+        nlist: Number of IVF lists.
+        pq_m: Number of PQ sub-quantizers (0 for IVF-Flat).
+    """
+
+    spec: str
+    kind: str
+    hnsw_m: int = 0
+    nlist: int = 0
+    pq_m: int = 0
+
+    @classmethod
+    def parse(cls, spec: str) -> IndexSpec:
+        """Parse ``Flat``, ``HNSW<M>``, ``IVF<n>,Flat`` or ``IVF<n>,PQ<m>``.
+
+        Raises:
+            ValueError: for any other spec.
+        """
+        m = _SPEC.match(spec.replace(" ", ""))
+        if not m:
+            raise ValueError(
+                f"unknown index type {spec!r}; use Flat, HNSW<M> (e.g. HNSW32), "
+                "IVF<n>,Flat (e.g. IVF1024,Flat) "
+                "or IVF<n>,PQ<m> (e.g. IVF1024,PQ16)"
+            )
+        if m.group("flat"):
+            return cls("Flat", "flat")
+        if m.group("m"):
+            M = int(m.group("m"))
+            if not 2 <= M <= 256:
+                raise ValueError(f"HNSW M must be between 2 and 256, got {M}")
+            return cls(f"HNSW{M}", "hnsw", hnsw_m=M)
+        nlist = int(m.group("nlist"))
+        if nlist < 1:
+            raise ValueError(f"IVF needs at least one list, got IVF{nlist}")
+        if m.group("pq"):
+            pq = int(m.group("pq"))
+            return cls(f"IVF{nlist},PQ{pq}", "ivf", nlist=nlist, pq_m=pq)
+        return cls(f"IVF{nlist},Flat", "ivf", nlist=nlist)
+
+    def check_dim(self, dim: int) -> None:
+        """Raise ValueError when the spec cannot be used with vectors of ``dim`` dimensions."""
+        if self.pq_m and (self.pq_m < 1 or dim % self.pq_m):
+            divisors = [d for d in (4, 8, 16, 32, 48, 64, 96) if dim % d == 0]
+            raise ValueError(
+                f"{self.spec}: PQ{self.pq_m} needs a dimension divisible by {self.pq_m}, the "
+                f"embeddings have {dim}; use PQ with one of {divisors}"
+            )
+
+    @property
+    def train_size(self) -> int:
+        """Vectors needed before an IVF index is trained (0 when no training is needed)."""
+        if self.kind != "ivf":
+            return 0
+        return max(39 * self.nlist, 256 if self.pq_m else 0)
+
+
+def _as_ids(ids: Iterable[int] | np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(
+        np.fromiter((int(i) for i in ids), dtype=np.int64)
+        if not isinstance(ids, np.ndarray)
+        else ids.astype(np.int64, copy=False)
+    )
+
+
+class VectorIndex:
+    """The FAISS part of an index: ids -> unit vectors, inner-product search with optional id restriction.
+
+    Args:
+        dim: Vector dimension.
+        spec: An index spec (see :class:`IndexSpec`).
+        use_gpu: ``"auto"`` searches on the GPUs when this faiss has them, ``True`` requires them, ``False``
+            never.
+    """
+
+    def __init__(self, dim: int, spec: str | IndexSpec = "Flat", use_gpu: bool | str = "auto") -> None:
+        self.dim = int(dim)
+        self.spec = spec if isinstance(spec, IndexSpec) else IndexSpec.parse(spec)
+        self.spec.check_dim(self.dim)
+        self.tombstones: set[int] = set()
+        self._index = self._flat()
+        self._trained = self.spec.kind != "ivf"
+        self._gpu_index: faiss.Index | None = None
+        ngpu = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+        if use_gpu is True and ngpu == 0:
+            raise RuntimeError(
+                "use_gpu=True but this faiss has no GPUs; install 'qwen3-rag[gpu]' on a CUDA machine "
+                "or pass use_gpu='auto'"
+            )
+        self._use_gpu = bool(use_gpu) and ngpu > 0 and self.spec.kind != "hnsw"
+        if self._use_gpu:
+            logger.info("searching on %d GPU(s)", ngpu)
+        if self.spec.kind == "hnsw":
+            self._index = self._hnsw()
+
+    # -- construction
+    # -----------------------------------------------------------------------------------------
+
+    def _flat(self) -> faiss.Index:
+        return faiss.IndexIDMap(faiss.IndexFlatIP(self.dim))
+
+    def _hnsw(self) -> faiss.Index:
+        hnsw = faiss.IndexHNSWFlat(self.dim, self.spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = max(40, 2 * self.spec.hnsw_m)
+        return faiss.IndexIDMap(hnsw)
+
+    def _ivf(self) -> faiss.Index:
+        body = "Flat" if not self.spec.pq_m else f"PQ{self.spec.pq_m}"
+        index = faiss.index_factory(self.dim, f"IVF{self.spec.nlist},{body}", faiss.METRIC_INNER_PRODUCT)
+        if self.spec.pq_m:
+            # polysemous training (on by default) only serves Hamming-filtered search, which is not used, and
+            # costs seconds even on a few hundred vectors
+            faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False  # type: ignore[attr-defined]  # faiss's stubs are incomplete
+        return index
+
+    @property
+    def is_trained(self) -> bool:
+        """False while an IVF index still runs as an exact index, waiting for enough vectors."""
+        return self._trained
+
+    @property
+    def effective_type(self) -> str:
+        """What is actually searched: the spec, or ``Flat`` for an untrained IVF."""
+        return self.spec.spec if self._trained else "Flat"
+
+    @property
+    def ntotal(self) -> int:
+        """Vectors held, tombstones included."""
+        return int(self._index.ntotal)
+
+    def __len__(self) -> int:
+        return self.ntotal - len(self.tombstones)
+
+    def reset(self, train_vectors: np.ndarray | None = None) -> None:
+        """Empty the index; an IVF spec is trained on ``train_vectors`` when they are enough, else runs
+        exact."""
+        self.tombstones.clear()
+        self._gpu_index = None
+        if (
+            self.spec.kind == "ivf"
+            and train_vectors is not None
+            and len(train_vectors) >= self.spec.train_size
+        ):
+            index = self._ivf()
+            logger.info("training %s on %d vectors", self.spec.spec, len(train_vectors))
+            index.train(np.ascontiguousarray(train_vectors, dtype=np.float32).reshape(-1, self.dim))
+            self._index, self._trained = index, True
+        elif self.spec.kind == "hnsw":
+            self._index = self._hnsw()
+        else:
+            self._index, self._trained = self._flat(), self.spec.kind != "ivf"
+
+    def build(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace the whole content (training an IVF index when there are enough vectors)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        self.reset(vectors)
+        self.add(ids, vectors)
+
+    def needs_training(self, live_count: int) -> bool:
+        """True when an untrained IVF index now has enough vectors to be trained (call :meth:`build`)."""
+        return self.spec.kind == "ivf" and not self._trained and live_count >= self.spec.train_size
+
+    def needs_compaction(self) -> bool:
+        """True when tombstones make up a large part of an HNSW index (rebuild it with :meth:`build`)."""
+        return bool(self.tombstones) and len(self.tombstones) >= COMPACT_FRACTION * max(1, self.ntotal)
+
+    # -- updates
+    # ----------------------------------------------------------------------------------------------
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors under new ids (ids must not be present)."""
+        ids = _as_ids(ids)
+        if not len(ids):
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if vectors.shape[0] != len(ids):
+            raise ValueError(f"got {len(ids)} ids for {vectors.shape[0]} vectors")
+        self._index.add_with_ids(vectors, ids)
+        self._gpu_index = None
+
+    def remove(self, ids: Iterable[int]) -> None:
+        """Remove ids (tombstones for HNSW)."""
+        arr = _as_ids(ids)
+        if not len(arr):
+            return
+        self._gpu_index = None
+        if self.spec.kind == "hnsw":
+            self.tombstones.update(int(i) for i in arr)
+        else:
+            self._index.remove_ids(faiss.IDSelectorBatch(arr))
+
+    def ids(self) -> np.ndarray:
+        """Every id held (tombstones included)."""
+        index = self._index
+        if isinstance(index, faiss.IndexIDMap):
+            return faiss.vector_to_array(index.id_map).astype(np.int64)
+        ivf = faiss.extract_index_ivf(index)
+        invlists = ivf.invlists
+        out = []
+        for lst in range(ivf.nlist):
+            n = invlists.list_size(lst)  # type: ignore[union-attr]  # faiss's stubs are incomplete
+            if n:
+                ptr = invlists.get_ids(lst)  # type: ignore[union-attr]  # faiss's stubs are incomplete
+                out.append(faiss.rev_swig_ptr(ptr, n).copy())
+                invlists.release_ids(lst, ptr)  # type: ignore[union-attr]  # faiss's stubs are incomplete
+        return np.concatenate(out).astype(np.int64) if out else np.empty(0, np.int64)
+
+    # -- search
+    # -----------------------------------------------------------------------------------------------
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` inner-product search, restricted to ``allowed`` ids when given.
+
+        Returns:
+            ``(scores float32 (n, k), ids int64 (n, k))``; missing hits have id -1 and score -inf.
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        n = q.shape[0]
+        k = int(k)
+        if k <= 0 or self.ntotal == 0 or (allowed is not None and len(allowed) == 0):
+            return np.full((n, max(k, 0)), -np.inf, np.float32), np.full((n, max(k, 0)), -1, np.int64)
+        sel: faiss.IDSelector | None = None
+        keep: list[object] = []  # keeps selector parts alive while faiss uses them
+        if allowed is not None:
+            arr = _as_ids(allowed)
+            keep.append(arr)
+            sel = faiss.IDSelectorBatch(arr)
+            keep.append(sel)
+        elif len(self.tombstones) > OVERFETCH_TOMBSTONES:
+            dead = _as_ids(sorted(self.tombstones))
+            inner = faiss.IDSelectorBatch(dead)
+            sel = faiss.IDSelectorNot(inner)
+            keep += [dead, inner, sel]
+        elif self.tombstones:
+            # few tombstones: ask for that many more hits and drop them, which keeps k live hits exact-count
+            scores, ids = self._search_plain(q, min(self.ntotal, k + len(self.tombstones)))
+            alive = ~np.isin(ids, _as_ids(sorted(self.tombstones)))
+            out_s = np.full((n, k), -np.inf, np.float32)
+            out_i = np.full((n, k), -1, np.int64)
+            for row in range(n):
+                keep_ids, keep_scores = ids[row][alive[row]][:k], scores[row][alive[row]][:k]
+                out_i[row, : len(keep_ids)], out_s[row, : len(keep_ids)] = keep_ids, keep_scores
+            return out_s, out_i
+        kk = min(k, self.ntotal)
+        gpu = self._gpu() if sel is None and self._use_gpu else None
+        if gpu is not None:
+            scores, ids = gpu.search(q, kk)
+        else:
+            scores, ids = self._index.search(q, kk, params=self._params(sel, kk))
+        del keep
+        ids = ids.astype(np.int64, copy=False)
+        scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
+        if kk < k:
+            scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
+        return scores, ids
+
+    def _search_plain(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, ids = self._index.search(q, k, params=self._params(None, k))
+        ids = ids.astype(np.int64, copy=False)
+        return np.where(ids < 0, -np.inf, scores).astype(np.float32), ids
+
+    def _params(self, sel: faiss.IDSelector | None, k: int) -> faiss.SearchParameters | None:
+        if self.spec.kind == "hnsw":
+            return (
+                faiss.SearchParametersHNSW(sel=sel, efSearch=max(64, 2 * k))  # type: ignore[attr-defined]  # faiss's stubs are incomplete
+                if sel is not None
+                else faiss.SearchParametersHNSW(efSearch=max(64, 2 * k))  # type: ignore[attr-defined]  # faiss's stubs are incomplete
+            )
+        if self.spec.kind == "ivf" and self._trained:
+            nprobe = min(self.spec.nlist, max(16, self.spec.nlist // 16))
+            if sel is not None:
+                nprobe = min(self.spec.nlist, nprobe * 4)
+            return (
+                faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)  # type: ignore[call-arg]  # faiss's stubs are incomplete
+                if sel is not None
+                else faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]  # faiss's stubs are incomplete
+            )
+        return faiss.SearchParameters(sel=sel) if sel is not None else None  # type: ignore[call-arg]  # faiss's stubs are incomplete
+
+    def _gpu(self) -> faiss.Index | None:
+        # a GPU copy for unfiltered searches; filtered ones and HNSW stay on the CPU index (the saved one)
+        if self._gpu_index is None:
+            try:
+                self._gpu_index = faiss.index_cpu_to_all_gpus(self._index)
+            except Exception as exc:  # an index type faiss cannot move: search on the CPU
+                logger.info("searching %s on the CPU (%s)", self.effective_type, exc)
+                self._use_gpu = False
+                return None
+        return self._gpu_index
+
+    # -- persistence
+    # ------------------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the (CPU) index atomically: a temp file in the same folder, fsync, then ``os.replace``."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        faiss.write_index(self._index, str(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], dim: int, spec: str | IndexSpec, use_gpu: bool | str = "auto"
+    ) -> VectorIndex:
+        """Read an index written by :meth:`save` (tombstones are recomputed by the caller).
+
+        Raises:
+            ValueError: if the file holds another dimension.
+        """
+        self = cls(dim, spec, use_gpu=use_gpu)
+        index = faiss.read_index(str(path))
+        if index.d != self.dim:
+            raise ValueError(f"{path}: FAISS index has dimension {index.d}, expected {self.dim}")
+        self._index = index
+        self._trained = self.spec.kind != "ivf" or not isinstance(index, faiss.IndexIDMap)
+        return self

@@ -1,0 +1,190 @@
+"""Pieces the framework adapters share: a bridge from any framework embedding to the core embedder
+interface, opening an index directory for an adapter, and reading stored vectors back.
+
+Nothing here imports an optional framework; each adapter passes its framework's calls in as functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+#: Attributes that name the model behind a framework embedding, read into the bridge's fingerprint.
+_MODEL_ATTRS = ("model", "model_name", "model_id", "deployment", "size", "dimensions", "embed_dim")
+
+
+class EmbeddingBridge:
+    """The core embedder interface (``embed_documents`` / ``embed_queries`` -> float32 arrays, ``dim``,
+    ``describe()``, ``count_tokens``) over a framework's embedding object.
+
+    The core :class:`~qwen3_rag.indexers.index.Index` records ``describe()`` in its manifest and refuses to
+    open with another model; the fingerprint here is made of the framework class and its model name, so an
+    index built with one framework embedding opens again only with an equivalent one.
+
+    Args:
+        obj: The framework embedding (kept for its name in :meth:`describe`).
+        embed_documents: ``list[str] -> list[list[float]]``.
+        embed_query: ``str -> list[float]``.
+        embed_queries: Optional batched ``list[str] -> list[list[float]]`` for queries.
+        dim: The vector dimension; ``None`` embeds one probe text when it is first needed.
+    """
+
+    tokenizer: Any = None
+    max_length: int | None = None
+
+    def __init__(
+        self,
+        obj: Any,
+        embed_documents: Callable[[list[str]], Sequence[Sequence[float]]],
+        embed_query: Callable[[str], Sequence[float]],
+        embed_queries: Callable[[list[str]], Sequence[Sequence[float]]] | None = None,
+        dim: int | None = None,
+    ) -> None:
+        self.obj = obj
+        self._embed_documents = embed_documents
+        self._embed_query = embed_query
+        self._embed_queries = embed_queries
+        self._dim = dim
+        cls = type(obj)
+        self.model_id = f"{cls.__module__}.{cls.__qualname__}"
+
+    @property
+    def dim(self) -> int:
+        """The vector dimension (one probe text is embedded the first time it is asked for)."""
+        if self._dim is None:
+            self._dim = len(self._embed_query("dimension probe"))
+        return self._dim
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest record: the framework class and model name, a fingerprint of both, and ``dim``."""
+        parts = [self.model_id]
+        for attr in _MODEL_ATTRS:
+            value = getattr(self.obj, attr, None)
+            if isinstance(value, (str, int)) and not isinstance(value, bool):
+                parts.append(f"{attr}={value}")
+        fingerprint = hashlib.sha256("|".join(parts).encode()).hexdigest()
+        return {
+            "model": " ".join(parts),
+            "revision": None,
+            "fingerprint": fingerprint,
+            "pooling": None,
+            "normalize": True,
+            "dim": self.dim,
+            "instruction": None,
+        }
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return _as_matrix(self._embed_documents(texts), len(texts))
+
+    def embed_queries(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
+        # a framework embedding owns its query formatting; ``instruction`` belongs to the Qwen3 embedder only
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        if self._embed_queries is not None:
+            return _as_matrix(self._embed_queries(texts), len(texts))
+        return _as_matrix([self._embed_query(t) for t in texts], len(texts))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Words and punctuation marks (a framework embedding exposes no tokenizer)."""
+        return [len(_WORD.findall(t)) for t in texts]
+
+
+def _as_matrix(rows: Any, n: int) -> np.ndarray:
+    out = np.asarray(rows, dtype=np.float32)
+    if out.ndim != 2 or out.shape[0] != n:
+        raise ValueError(f"the embedding model returned an array of shape {out.shape} for {n} texts")
+    return out
+
+
+def unit_rows(vectors: Any) -> np.ndarray:
+    """``vectors`` as a 2-d float32 array with L2-normalised rows (the index stores unit vectors)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if v.ndim == 1:
+        v = v[None, :]
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.ascontiguousarray(v / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def open_index(
+    path: str | os.PathLike[str] | None, embedder: Any, index_type: str = "Flat"
+) -> tuple[Any, Any]:
+    """Open the index at ``path`` with ``embedder``, or create it without chunking (the host framework
+    splits texts itself). ``path=None`` creates one in a temporary directory that lives as long as the
+    returned handle.
+
+    Returns:
+        ``(index, tempdir)``; ``tempdir`` is a :class:`tempfile.TemporaryDirectory` or None.
+
+    Raises:
+        IndexMismatchError: if the index was built with another embedding model.
+    """
+    import tempfile
+
+    from qwen3_rag.indexers.index import Index
+
+    tmp = None
+    if path is None:
+        tmp = tempfile.TemporaryDirectory(prefix="qwen3-rag-")
+        path = Path(tmp.name) / "index"
+    if Index.exists(path):
+        return Index.open(path, embedder), tmp
+    return Index.create(path, embedder, chunk_size=0, chunk_overlap=0, index_type=index_type), tmp
+
+
+def stored_vectors(index: Any, chunk_ids: Sequence[int]) -> np.ndarray:
+    """The stored unit vectors of ``chunk_ids``, in that order (for maximal marginal relevance)."""
+    ids = [int(i) for i in chunk_ids]
+    if not ids:
+        return np.zeros((0, index.dim), np.float32)
+    getter = getattr(index, "get_vectors", None)
+    if getter is not None:
+        return np.asarray(getter(ids), dtype=np.float32)
+    # TODO(core): use a public Index.get_vectors(ids) once it exists; the store is the source of truth
+    found_ids, vecs = index._store.vectors_of(ids, index.dim)
+    row = {int(i): r for r, i in enumerate(found_ids)}
+    return np.stack([vecs[row[i]] for i in ids]) if ids else vecs
+
+
+def copy_index(index: Any, target: str | os.PathLike[str]) -> Path:
+    """Copy a committed index directory to ``target`` (which must not hold an index yet).
+
+    Raises:
+        FileExistsError: if ``target`` holds an index.
+    """
+    import shutil
+    import sqlite3
+
+    from qwen3_rag.indexers.index import LOCK_FILE, STORE_FILE, Index
+
+    target = Path(target)
+    if Index.exists(target):
+        raise FileExistsError(f"{str(target)!r} already holds an index; choose another directory")
+    index.commit()
+    target.mkdir(parents=True, exist_ok=True)
+    # sqlite's online backup gives a consistent copy of the store, whatever sits in its write-ahead log
+    src = sqlite3.connect(str(Path(index.path) / STORE_FILE))
+    dst = sqlite3.connect(str(target / STORE_FILE))
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    for item in Path(index.path).iterdir():
+        if item.name.startswith(STORE_FILE) or item.name == LOCK_FILE or item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, target / item.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target / item.name)
+    return target

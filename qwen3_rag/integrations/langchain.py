@@ -1,0 +1,651 @@
+"""LangChain adapters: embeddings, a vector store over an index directory, a retriever and a reranker.
+
+Install with ``pip install 'qwen3-rag[langchain]'``.
+
+Example:
+    >>> from qwen3_rag.integrations.langchain import Qwen3Embeddings, Qwen3VectorStore  # doctest: +SKIP
+    >>> embeddings = Qwen3Embeddings(model="Qwen/Qwen3-Embedding-0.6B")                   # doctest: +SKIP
+    >>> store = Qwen3VectorStore.from_texts(["FAISS is a library."], embeddings)          # doctest: +SKIP
+    >>> store.similarity_search("what is faiss?", k=1)                                     # doctest: +SKIP
+
+Every class holds a core object (:class:`~qwen3_rag.Embedder`, :class:`~qwen3_rag.indexers.index.Index`,
+:class:`~qwen3_rag.pipelines.search.Retriever`, :class:`~qwen3_rag.Reranker`) and only converts between
+LangChain's types and the core's.
+"""
+
+# ruff: noqa: E402  (the extra is checked before anything imports it)
+from __future__ import annotations
+
+from qwen3_rag._optional import require
+
+require("langchain_core", "langchain", "qwen3_rag.integrations.langchain")
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun, Callbacks
+from langchain_core.documents import BaseDocumentCompressor, Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.vectorstores import VectorStore
+from langchain_core.vectorstores.utils import maximal_marginal_relevance
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from qwen3_rag.indexers.filters import FilterError
+from qwen3_rag.integrations._common import (
+    EmbeddingBridge,
+    copy_index,
+    open_index,
+    stored_vectors,
+    unit_rows,
+)
+from qwen3_rag.types import Chunk, Hit
+from qwen3_rag.types import Document as CoreDocument
+
+__all__ = [
+    "Qwen3Embeddings",
+    "Qwen3Reranker",
+    "Qwen3Retriever",
+    "Qwen3VectorStore",
+    "relevance_from_cosine",
+    "translate_filter",
+]
+
+DEFAULT_EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B"
+DEFAULT_RERANKER_MODEL = "Qwen/Qwen3-Reranker-0.6B"
+
+# LangChain's metadata filter operators -> the core dialect (qwen3_rag.indexers.filters)
+_FIELD_OPS = {
+    "$eq": "$eq",
+    "$ne": "$ne",
+    "$neq": "$ne",
+    "$gt": "$gt",
+    "$gte": "$gte",
+    "$lt": "$lt",
+    "$lte": "$lte",
+    "$in": "$in",
+    "$nin": "$nin",
+}
+_SUPPORTED = "$eq $ne $neq $gt $gte $lt $lte $in $nin $and $or $not"
+
+
+def translate_filter(flt: Mapping[str, Any] | Callable[..., bool] | None) -> Any:
+    """Translate a LangChain metadata filter into the core filter dialect (run inside the FAISS search).
+
+    Accepted: ``{"field": value}`` (equality; a list value means ``$in``), ``{"field": {"$op": value}}``
+    with ``$eq $ne $neq $gt $gte $lt $lte $in $nin``, and ``$and`` / ``$or`` (lists of filters) and ``$not``
+    (one filter). Keys of one dict are combined with AND. A callable ``metadata -> bool`` is passed through.
+    A missing field never matches a comparison (``$ne`` / ``$nin`` included); see
+    :mod:`qwen3_rag.indexers.filters`.
+
+    Raises:
+        FilterError: for an operator outside the list above or a malformed filter.
+    """
+    if flt is None or (callable(flt) and not isinstance(flt, Mapping)):
+        return flt
+    if not isinstance(flt, Mapping):
+        raise FilterError(f"a filter must be a dict, got {flt!r} ({type(flt).__name__})")
+    out: dict[str, Any] = {}
+    for key, value in flt.items():
+        if not isinstance(key, str):
+            raise FilterError(f"filter keys must be strings, got {key!r}")
+        if key in ("$and", "$or"):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise FilterError(f"{key} needs a non-empty list of filters, got {value!r}")
+            out[key] = [translate_filter(v) for v in value]
+        elif key == "$not":
+            if isinstance(value, (list, tuple)):
+                value = {"$and": list(value)} if len(value) != 1 else value[0]
+            out[key] = translate_filter(value)
+        elif key.startswith("$"):
+            raise FilterError(
+                f"unsupported filter operator {key!r} at the top level; supported: {_SUPPORTED}"
+            )
+        elif isinstance(value, Mapping):
+            cond: dict[str, Any] = {}
+            for op, arg in value.items():
+                if op not in _FIELD_OPS:
+                    raise FilterError(
+                        f"field {key!r}: unsupported filter operator {op!r}; supported: {_SUPPORTED}"
+                    )
+                core_op = _FIELD_OPS[op]
+                if core_op in cond:
+                    raise FilterError(f"field {key!r}: {op!r} repeats an operator already given")
+                cond[core_op] = list(arg) if isinstance(arg, (list, tuple, set)) else arg
+            out[key] = cond
+        elif isinstance(value, (list, tuple, set)):
+            out[key] = {"$in": list(value)}
+        else:
+            out[key] = {"$eq": value}
+    return out
+
+
+def relevance_from_cosine(score: float) -> float:
+    """Map a cosine similarity in [-1, 1] to a relevance score in [0, 1]: ``(1 + cos) / 2``.
+
+    Unlike LangChain's ``_max_inner_product_relevance_score_fn`` this keeps the order of negative similarities
+    and never leaves [0, 1], so ``score_threshold`` means the same thing for every query.
+    """
+    return min(1.0, max(0.0, (1.0 + float(score)) / 2.0))
+
+
+# -- embeddings
+# --------------------------------------------------------------------------------------------------------
+
+
+class Qwen3Embeddings(BaseModel, Embeddings):
+    """LangChain :class:`~langchain_core.embeddings.Embeddings` over a :class:`~qwen3_rag.Embedder`.
+
+    Queries get the query instruction (``Instruct: ...\\nQuery:...``), documents are embedded raw, exactly as
+    Qwen3-Embedding expects. Vectors are L2-normalised lists of floats.
+
+    Args:
+        embedder: A :class:`~qwen3_rag.Embedder` (or anything with its interface). When omitted, one is
+            built from ``model`` on first use, so constructing this object loads nothing.
+        model: Model id or directory used when ``embedder`` is not given.
+        device: Device for the embedder built from ``model``.
+        instruction: Query instruction (text or a task name from :data:`qwen3_rag.TASKS`); None: the
+            embedder's default.
+        model_kwargs: Other :class:`~qwen3_rag.Embedder` arguments (``dim``, ``dtype``, ``max_length``...).
+
+    Example:
+        >>> emb = Qwen3Embeddings(model_kwargs={"dim": 256})  # doctest: +SKIP
+        >>> len(emb.embed_query("what is faiss?"))           # doctest: +SKIP
+        256
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
+
+    embedder: Any = None
+    model: str = DEFAULT_EMBEDDING_MODEL
+    device: str = "auto"
+    instruction: str | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def core(self) -> Any:
+        """The core embedder (built from ``model`` on first access when none was given)."""
+        if self.embedder is None:
+            with self._lock:
+                if self.embedder is None:
+                    from qwen3_rag.retrieval.embedding import Embedder
+
+                    self.embedder = Embedder(self.model, device=self.device, **self.model_kwargs)
+        return self.embedder
+
+    def _embed(self, texts: list[str], query: bool) -> list[list[float]]:
+        if not texts:
+            return []
+        core = self.core
+        if query:
+            vectors = (
+                core.embed_queries(texts, instruction=self.instruction)
+                if self.instruction is not None
+                else core.embed_queries(texts)
+            )
+        else:
+            vectors = core.embed_documents(texts)
+        return np.asarray(vectors, dtype=np.float32).tolist()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed documents (no instruction), in input order."""
+        return self._embed(list(texts), query=False)
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query with the query instruction."""
+        return self._embed([text], query=True)[0]
+
+    def embed_queries(self, texts: list[str]) -> list[list[float]]:
+        """Embed many queries in one batch with the query instruction."""
+        return self._embed(list(texts), query=True)
+
+
+def _core_embedder(embedding: Embeddings, dim: int | None = None) -> Any:
+    """What the core index embeds with: the Qwen3 embedder, or a bridge over any LangChain Embeddings."""
+    if isinstance(embedding, Qwen3Embeddings):
+        return embedding.core
+    return EmbeddingBridge(embedding, embedding.embed_documents, embedding.embed_query, dim=dim)
+
+
+# -- vector store
+# ------------------------------------------------------------------------------------------------------
+
+
+class Qwen3VectorStore(VectorStore):
+    """A LangChain vector store over a qwen3-rag index directory (SQLite store + FAISS), with any Embeddings.
+
+    Each LangChain document is one stored document with one vector (LangChain splits texts itself); its id is
+    ``Document.id`` (or the ``ids`` given; a UUID when neither is), and adding an existing id replaces it.
+    Scores of :meth:`similarity_search_with_score` are cosine similarities; relevance scores
+    (``similarity_search_with_relevance_scores``, ``score_threshold``) are ``(1 + cos) / 2`` in [0, 1].
+    Metadata filters use LangChain's dict dialect (see :func:`translate_filter`) and run inside the FAISS
+    search, so ``k`` hits come back whenever ``k`` documents match. Async methods run the sync ones in an
+    executor; one lock serialises access to the index.
+    An index built by ``qwen3-rag index`` opens too (with :class:`Qwen3Embeddings` on its model): its chunks
+    come back as documents whose id is the id of the file they come from.
+
+    Args:
+        embedding: Any LangChain :class:`~langchain_core.embeddings.Embeddings`. With :class:`Qwen3Embeddings`
+            the index records the Qwen3 model, so the index also works with the CLI and the core retriever.
+        path: The index directory (opened when it holds an index, else created); None: a temporary directory
+            that is removed with the store (use :meth:`save` to keep it).
+        index: An open core :class:`~qwen3_rag.indexers.index.Index` to use instead of ``path``.
+        index_type: FAISS index type for a new index (``Flat``, ``HNSW32``, ``IVF1024,Flat``...).
+        batch_size: Texts embedded per ``embed_documents`` call when adding.
+
+    Raises:
+        IndexMismatchError: if the index at ``path`` was built with another embedding model.
+    """
+
+    def __init__(
+        self,
+        embedding: Embeddings,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        index: Any = None,
+        index_type: str = "Flat",
+        batch_size: int = 256,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.embedding = embedding
+        self.batch_size = batch_size
+        self._tmp: Any = None
+        if index is None:
+            index, self._tmp = open_index(path, _core_embedder(embedding), index_type)
+        elif path is not None:
+            raise ValueError("pass either path= or index=, not both")
+        self.index = index
+        self._lock = threading.RLock()
+
+    # -- lifecycle
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], embedding: Embeddings, **kwargs: Any) -> Qwen3VectorStore:
+        """Open the index directory at ``path`` (written by :meth:`save`, the CLI or the core).
+
+        Raises:
+            FileNotFoundError: if there is no index at ``path``.
+            IndexMismatchError: if it was built with another embedding model.
+        """
+        from qwen3_rag.indexers.index import Index
+
+        if not Index.exists(path):
+            raise FileNotFoundError(f"no index at {str(path)!r}; create one with Qwen3VectorStore(emb, path)")
+        return cls(embedding, path, **kwargs)
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Commit everything; with ``path`` (another directory) also copy the index there.
+
+        Returns:
+            The directory that holds the saved index.
+        """
+        with self._lock:
+            if path is None or Path(path).resolve() == Path(self.index.path).resolve():
+                self.index.commit()
+                return Path(self.index.path)
+            return copy_index(self.index, path)
+
+    def close(self) -> None:
+        """Commit, write the FAISS file and release the index (and remove a temporary directory)."""
+        with self._lock:
+            self.index.close()
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+
+    def __enter__(self) -> Qwen3VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def embeddings(self) -> Embeddings:
+        return self.embedding
+
+    # -- writing
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[Any, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Embed and store texts; an id that exists already is replaced (unchanged ones are not re-embedded).
+
+        Returns:
+            The ids, in input order (UUIDs for texts without one).
+
+        Raises:
+            ValueError: when ``metadatas`` or ``ids`` do not have one entry per text.
+        """
+        texts = list(texts)
+        if metadatas is not None and len(metadatas) != len(texts):
+            raise ValueError(f"got {len(texts)} texts but {len(metadatas)} metadatas")
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"got {len(texts)} texts but {len(ids)} ids")
+        given: list[str | None] = list(ids) if ids is not None else [None] * len(texts)
+        # add_documents passes Document.id for every document, None where one has no id
+        out_ids = [str(i) if i else str(uuid.uuid4()) for i in given]
+        docs = [
+            CoreDocument(
+                id=doc_id,
+                text=text,
+                source=str((metadatas[n] if metadatas else {}).get("source", "")),
+                metadata=dict(metadatas[n]) if metadatas else {},
+            )
+            for n, (doc_id, text) in enumerate(zip(out_ids, texts, strict=True))
+        ]
+        with self._lock, self.index.batch():
+            latest = {d.id: d for d in docs}  # a repeated id: the last one wins
+            todo = [d for d in latest.values() if self.index.document_hash(d.id) != d.content_hash]
+            for start in range(0, len(todo), self.batch_size):
+                part = todo[start : start + self.batch_size]
+                vectors = unit_rows(self.embedding.embed_documents([d.text for d in part]))
+                if vectors.shape[0] != len(part):
+                    raise ValueError(
+                        f"the embeddings returned {vectors.shape[0]} vectors for {len(part)} texts"
+                    )
+                for doc, vector in zip(part, vectors, strict=True):
+                    chunk = Chunk(
+                        doc_id=doc.id,
+                        index=0,
+                        text=doc.text,
+                        start=0,
+                        end=len(doc.text),
+                        metadata=doc.metadata,
+                    )
+                    self.index.add_chunks(doc, [chunk], vector[None, :])
+        return out_ids
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
+        """Delete documents by id (unknown ids are ignored); ``ids=None`` deletes everything.
+
+        Returns:
+            True.
+        """
+        with self._lock:
+            if ids is None:
+                ids = [doc_id for doc_id, _, _ in self.index.iter_documents()]
+            self.index.delete([str(i) for i in ids])
+        return True
+
+    # -- reading
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Documents by id, in the order asked; unknown ids are left out."""
+        with self._lock:
+            found = self.index.get_documents([str(i) for i in ids])
+        return [Document(page_content=d.text, metadata=dict(d.metadata), id=d.id) for d in found]
+
+    def _search(
+        self, vector: Sequence[float] | np.ndarray, k: int, filter: Any
+    ) -> list[tuple[Document, float, int]]:
+        """The one search path: ``(document, cosine, chunk_id)`` of the ``k`` nearest vectors."""
+        if k < 1:
+            return []
+        q = unit_rows(vector)
+        with self._lock:
+            ids, scores = self.index.search_vectors(q, k, filter=translate_filter(filter))
+            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if int(i) >= 0]
+            chunks = {c.chunk_id: c for c in self.index.get_chunks([i for i, _ in pairs])}
+        out = []
+        for i, s in pairs:
+            if i in chunks:
+                c = chunks[i]
+                out.append((Document(page_content=c.text, metadata=dict(c.metadata), id=c.doc_id), s, i))
+        return out
+
+    def similarity_search_with_score_by_vector(
+        self, embedding: list[float], k: int = 4, filter: Any = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """Documents nearest to a vector with their cosine similarity, best first."""
+        return [(doc, score) for doc, score, _ in self._search(embedding, k, filter)]
+
+    def similarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, filter: Any = None, **kwargs: Any
+    ) -> list[Document]:
+        """Documents nearest to a vector, best first."""
+        return [doc for doc, _, _ in self._search(embedding, k, filter)]
+
+    def similarity_search_with_score(
+        self, query: str, k: int = 4, filter: Any = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """Documents nearest to ``query`` with their cosine similarity, best first."""
+        return self.similarity_search_with_score_by_vector(self.embedding.embed_query(query), k, filter)
+
+    def similarity_search(self, query: str, k: int = 4, filter: Any = None, **kwargs: Any) -> list[Document]:
+        """The ``k`` documents nearest to ``query``; ``filter`` in LangChain's dict dialect."""
+        return self.similarity_search_by_vector(self.embedding.embed_query(query), k, filter)
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        return relevance_from_cosine
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Any = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Diverse results: the ``fetch_k`` nearest documents re-picked by maximal marginal relevance."""
+        found = self._search(embedding, max(k, fetch_k), filter)
+        if not found:
+            return []
+        with self._lock:
+            vectors = stored_vectors(self.index, [i for _, _, i in found])
+        picked = maximal_marginal_relevance(unit_rows(embedding)[0], list(vectors), lambda_mult, k)
+        return [found[i][0] for i in picked]
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Any = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """See :meth:`max_marginal_relevance_search_by_vector`."""
+        return self.max_marginal_relevance_search_by_vector(
+            self.embedding.embed_query(query), k, fetch_k, lambda_mult, filter
+        )
+
+    # -- construction
+    @classmethod
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[Any, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        path: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> Qwen3VectorStore:
+        """A store at ``path`` (None: a temporary directory) holding ``texts``. Other keyword arguments go to
+        the constructor."""
+        store = cls(embedding, path, **kwargs)
+        store.add_texts(texts, metadatas, ids=ids)
+        return store
+
+    def __repr__(self) -> str:
+        return f"Qwen3VectorStore(path={str(self.index.path)!r}, embedding={type(self.embedding).__name__})"
+
+
+# -- retriever
+# ---------------------------------------------------------------------------------------------------------
+
+
+def hit_to_document(hit: Hit) -> Document:
+    """A core :class:`~qwen3_rag.types.Hit` as a LangChain Document.
+
+    ``id`` is the document id; the metadata is the document's own plus ``doc_id``, ``source``, ``chunk_id``,
+    ``start``, ``end``, ``page``, ``score``, ``scores`` and, when reranked, ``relevance_score``.
+    """
+    metadata: dict[str, Any] = dict(hit.metadata)
+    metadata.setdefault("doc_id", hit.doc_id)
+    metadata.setdefault("source", hit.source)
+    metadata.update(
+        chunk_id=hit.chunk_id,
+        start=hit.start,
+        end=hit.end,
+        page=hit.page,
+        score=hit.score,
+        scores=dict(hit.scores),
+    )
+    if "rerank" in hit.scores:
+        metadata["relevance_score"] = hit.scores["rerank"]
+    return Document(page_content=hit.text, metadata=metadata, id=hit.doc_id)
+
+
+class Qwen3Retriever(BaseRetriever):
+    """The full qwen3-rag search pipeline (dense, BM25 hybrid, reranked) as a LangChain retriever.
+
+    Args:
+        retriever: A core :class:`~qwen3_rag.pipelines.search.Retriever` (see :meth:`from_index`).
+        k: Documents returned per query (``invoke(query, k=...)`` overrides it per call).
+        hybrid: Fuse dense and BM25 results.
+        rerank: None/False, True (the core retriever's reranker), a model id or a
+            :class:`~qwen3_rag.Reranker`.
+        candidates: First-stage hits that are fused / reranked.
+        filter: Default metadata filter in LangChain's dict dialect (see :func:`translate_filter`).
+        instruction: Query instruction (None: the embedder's default).
+
+    Example:
+        >>> retriever = Qwen3Retriever.from_index("my-index", k=5, hybrid=True)  # doctest: +SKIP
+        >>> retriever.invoke("how do I rotate the logs?", k=3)                  # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    retriever: Any
+    k: int = Field(default=4, ge=1)
+    hybrid: bool = False
+    rerank: Any = None
+    candidates: int = Field(default=50, ge=1)
+    filter: Any = None
+    instruction: str | None = None
+
+    @classmethod
+    def from_index(
+        cls,
+        path: str | os.PathLike[str] | Any,
+        *,
+        embedder: Any = None,
+        reranker: Any = None,
+        **kwargs: Any,
+    ) -> Qwen3Retriever:
+        """A retriever over an index directory (or an open core Index).
+
+        Args:
+            path: The index directory or an open :class:`~qwen3_rag.indexers.index.Index`.
+            embedder: A core embedder, a :class:`Qwen3Embeddings`, or None for the model in the manifest.
+            reranker: A :class:`~qwen3_rag.Reranker` or model id used for ``rerank=True``.
+            **kwargs: The fields of this class (``k``, ``hybrid``, ``rerank``...).
+        """
+        from qwen3_rag.pipelines.search import Retriever
+
+        if isinstance(embedder, Qwen3Embeddings):
+            embedder = embedder.core
+        if isinstance(reranker, Qwen3Reranker):
+            reranker = reranker.core
+        return cls(retriever=Retriever(path, embedder=embedder, reranker=reranker), **kwargs)
+
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        filter: Any = None,
+        hybrid: bool | None = None,
+        rerank: Any = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        hits = self.retriever.search(
+            query,
+            k=self.k if k is None else int(k),
+            filter=translate_filter(self.filter if filter is None else filter),
+            instruction=self.instruction,
+            hybrid=self.hybrid if hybrid is None else hybrid,
+            rerank=self.rerank if rerank is None else rerank,
+            candidates=self.candidates,
+        )
+        return [hit_to_document(hit) for hit in hits]
+
+
+# -- reranker
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Qwen3Reranker(BaseDocumentCompressor):
+    """Rerank documents with Qwen3-Reranker; the LangChain document compressor for
+    ``ContextualCompressionRetriever``.
+
+    The returned documents are copies sorted by relevance, with ``metadata["relevance_score"]`` the reranker's
+    probability that the document answers the query.
+
+    Args:
+        reranker: A :class:`~qwen3_rag.Reranker` (or anything with ``rerank(query, documents, top_n)``). When
+            omitted, one is built from ``model`` on first use.
+        model: Model id or directory used when ``reranker`` is not given.
+        device: Device for the reranker built from ``model``.
+        top_n: Documents kept (None: all of them, reordered).
+        instruction: Reranking instruction (None: the reranker's default).
+        model_kwargs: Other :class:`~qwen3_rag.Reranker` arguments.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
+
+    reranker: Any = None
+    model: str = DEFAULT_RERANKER_MODEL
+    device: str = "auto"
+    top_n: int | None = Field(default=3, ge=1)
+    instruction: str | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def core(self) -> Any:
+        """The core reranker (built from ``model`` on first access when none was given)."""
+        if self.reranker is None:
+            with self._lock:
+                if self.reranker is None:
+                    from qwen3_rag.retrieval.reranking import Reranker
+
+                    self.reranker = Reranker(self.model, device=self.device, **self.model_kwargs)
+        return self.reranker
+
+    def compress_documents(
+        self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+    ) -> Sequence[Document]:
+        """The ``top_n`` most relevant documents, best first, with ``relevance_score`` in their metadata."""
+        documents = list(documents)
+        if not documents:
+            return []
+        kwargs: dict[str, Any] = {"top_n": self.top_n}
+        if self.instruction is not None:
+            kwargs["instruction"] = self.instruction
+        results = self.core.rerank(query, [d.page_content for d in documents], **kwargs)
+        out = []
+        for result in results:
+            doc = documents[result.index]
+            out.append(
+                Document(
+                    page_content=doc.page_content,
+                    metadata={**doc.metadata, "relevance_score": float(result.score)},
+                    id=doc.id,
+                )
+            )
+        return out

@@ -1,0 +1,319 @@
+"""Ingestion: files and folders -> an index directory, incrementally, in bounded memory, resumable.
+
+Documents stream from the loaders one at a time; only the chunks waiting to be embedded (at most about
+``commit_every``) are held. Every ``commit_every`` chunks the store commits, so a run that is interrupted
+(Ctrl-C, ``kill -9``) loses at most that batch and the next run continues where it stopped: documents whose
+content hash is already stored are not embedded again, changed documents are re-embedded and replace all their
+chunks, and ``prune=True`` deletes the documents whose source is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qwen3_rag.indexers.index import Index
+from qwen3_rag.indexers.loaders import LoadReport, RecordFields, iter_documents
+from qwen3_rag.types import Chunk, Document
+
+logger = logging.getLogger(__name__)
+
+#: Chunks embedded and committed together; bounds memory and the work lost by an interruption.
+DEFAULT_COMMIT_EVERY = 512
+
+
+@dataclass
+class IngestReport:
+    """What an ingestion run did.
+
+    Attributes:
+        added, updated, unchanged, skipped, failed, pruned: Documents (skipped and failed count files too).
+        chunks_added, chunks_removed: Chunks written and deleted.
+        tokens: Tokens embedded.
+        seconds: Wall time.
+        failures: ``(source, reason)`` of every file or record that failed.
+        skips: ``(source, reason)`` of every file skipped (binary, empty).
+    """
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    pruned: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    skips: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def embedded_nothing(self) -> bool:
+        """True when the run changed nothing (a re-run on an unchanged corpus)."""
+        return not (self.added or self.updated or self.pruned)
+
+    def summary(self) -> str:
+        """A few human-readable lines for the end of a run."""
+        rate = self.tokens / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"documents: {self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.skipped} skipped, {self.failed} failed"
+            + (f", {self.pruned} pruned" if self.pruned else ""),
+            f"chunks: {self.chunks_added} added, {self.chunks_removed} removed; "
+            f"{self.tokens} tokens embedded "
+            f"in {self.seconds:.1f}s ({rate:,.0f} tokens/s)",
+        ]
+        for source, reason in self.failures:
+            lines.append(f"  failed: {source}: {reason}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "added",
+                "updated",
+                "unchanged",
+                "skipped",
+                "failed",
+                "pruned",
+                "chunks_added",
+                "chunks_removed",
+                "tokens",
+                "seconds",
+            )
+        }
+
+
+def load_embedder(
+    model: str | None,
+    *,
+    dim: int | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    index_path: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Build the :class:`~qwen3_rag.Embedder` for an ingestion run.
+
+    With ``model=None`` an existing index's model (and dimension) is reused, else the default Qwen3 model.
+    """
+    from qwen3_rag.retrieval.embedding import DEFAULT_EMBEDDING_MODEL, Embedder
+
+    if index_path is not None and Index.exists(index_path):
+        stored = Index.read_manifest(index_path)["model"]
+        if model is None:
+            model = stored.get("model")
+            logger.info("using the index's model %s", model)
+        if dim is None and stored.get("dim"):
+            dim = int(stored["dim"])
+    embedder = Embedder(model or DEFAULT_EMBEDDING_MODEL, device=device, batch_size=batch_size)
+    if dim is not None and dim != embedder.dim:
+        embedder = Embedder(model or DEFAULT_EMBEDDING_MODEL, device=device, batch_size=batch_size, dim=dim)
+    return embedder
+
+
+def ingest(
+    sources: Iterable[str | os.PathLike[str]],
+    index: str | os.PathLike[str] | Index,
+    *,
+    embedder: Any = None,
+    model: str | None = None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    index_type: str | None = None,
+    dim: int | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    prune: bool = False,
+    record_fields: RecordFields | None = None,
+    commit_every: int = DEFAULT_COMMIT_EVERY,
+    show_progress: bool = False,
+    attach: Sequence[Callable[[Index], Any]] = (),
+    bm25: bool = True,
+) -> IngestReport:
+    """Index files and folders into an index directory (created on first use), incrementally.
+
+    Args:
+        sources: Files and folders (see :func:`~qwen3_rag.indexers.loaders.iter_documents`).
+        index: The index directory, or an open writable :class:`~qwen3_rag.indexers.index.Index`.
+        embedder: The embedder; default one built from ``model`` (or the index's model).
+        model: Model id or local directory when no ``embedder`` is given.
+        chunk_size: Tokens per chunk for a new index (default 128; an existing index keeps its own).
+        chunk_overlap: Overlap in tokens for a new index (default 32).
+        index_type: FAISS spec for a new index (``Flat``, ``HNSW32``, ``IVF1024,Flat``, ``IVF1024,PQ16``).
+        dim: Output dimension (Matryoshka truncation) when the embedder is built here.
+        device: Device for the embedder built here.
+        batch_size: Embedding batch size for the embedder built here.
+        include: Globs a file must match. exclude: Globs that drop a file.
+        prune: Delete indexed documents that this run's sources no longer produce.
+        record_fields: Id / text / metadata fields of .jsonl / .json / .csv records.
+        commit_every: Chunks per commit.
+        show_progress: Show a tqdm bar (documents, chunks, tokens/s).
+        attach: Callables run on the open index before loading starts, e.g. ``BM25Sidecar.attach`` to keep a
+            sidecar in step with every commit of this run.
+        bm25: Build the BM25 index (for hybrid search) during ingestion and keep it in step (default on).
+
+    Returns:
+        An :class:`IngestReport`.
+
+    Raises:
+        FileNotFoundError: if a source does not exist (checked before anything is written).
+        IndexMismatchError: if the index was built with another model.
+    """
+    paths = [Path(s) for s in sources]
+    missing = [str(s) for s in paths if not s.exists()]
+    if missing:
+        raise FileNotFoundError(f"source(s) not found: {', '.join(missing)}")
+    if commit_every < 1:
+        raise ValueError(f"commit_every must be >= 1, got {commit_every}")
+    started = time.perf_counter()
+    owns = not isinstance(index, Index)
+    if isinstance(index, Index):
+        idx = index
+    else:
+        if embedder is None:
+            embedder = load_embedder(model, dim=dim, device=device, batch_size=batch_size, index_path=index)
+        idx = Index.open_or_create(
+            index,
+            embedder,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            index_type=index_type,
+            dim=None,
+        )
+    try:
+        hooks = list(attach)
+        if bm25:
+            from qwen3_rag.indexers.bm25 import BM25Sidecar
+
+            if BM25Sidecar.attach not in hooks:
+                hooks.insert(0, BM25Sidecar.attach)
+        for hook in hooks:
+            hook(idx)
+        report = _run(idx, paths, include, exclude, prune, record_fields, commit_every, show_progress)
+    finally:
+        if owns:
+            idx.close()
+    report.seconds = time.perf_counter() - started
+    logger.info("ingestion finished: %s", report.summary().replace("\n", "; "))
+    return report
+
+
+class _Progress:
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(unit="doc", desc="indexing", dynamic_ncols=True)
+        self.t0 = time.perf_counter()
+
+    def update(self, docs: int, report: IngestReport) -> None:
+        if self.bar is None:
+            return
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(docs)
+        self.bar.set_postfix(
+            chunks=report.chunks_added, tok_s=f"{report.tokens / elapsed:,.0f}", refresh=False
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run(
+    idx: Index,
+    sources: list[Path],
+    include: Sequence[str],
+    exclude: Sequence[str],
+    prune: bool,
+    record_fields: RecordFields | None,
+    commit_every: int,
+    show_progress: bool,
+) -> IngestReport:
+    if idx.chunker is None or idx.embedder is None:
+        raise ValueError("ingest needs an index opened with an embedder")
+    chunker, embedder = idx.chunker, idx.embedder
+    report = IngestReport()
+    loads = LoadReport()
+    seen: set[str] = set()
+    pending: list[tuple[Document, list[Chunk]]] = []
+    pending_chunks = 0
+    progress = _Progress(show_progress)
+
+    def flush() -> None:
+        nonlocal pending_chunks
+        if not pending:
+            return
+        texts = [c.text for _, chunks in pending for c in chunks]
+        vectors = embedder.embed_documents(texts) if texts else None
+        pos = 0
+        # intermediate commits leave the FAISS file behind (rewriting it every batch would cost O(n^2));
+        # close() writes it, and a run killed before that rebuilds it from the store on the next open
+        with idx.batch(flush_vectors=False):
+            for doc, chunks in pending:
+                report.chunks_removed += len(idx.chunk_ids(doc.id))
+                idx.add_chunks(doc, chunks, vectors[pos : pos + len(chunks)] if vectors is not None else [])
+                pos += len(chunks)
+        pending.clear()
+        pending_chunks = 0
+
+    try:
+        for doc in iter_documents(
+            sources, include=include, exclude=exclude, record_fields=record_fields, report=loads
+        ):
+            if doc.id in seen:
+                loads.fail(doc.source, f"duplicate document id {doc.id!r} (the first one was kept)")
+                continue
+            seen.add(doc.id)
+            stored = idx.document_hash(doc.id)
+            if stored == doc.content_hash:
+                report.unchanged += 1
+                progress.update(1, report)
+                continue
+            chunks = chunker.chunk(doc)
+            if stored is None:
+                report.added += 1
+            else:
+                report.updated += 1
+            report.chunks_added += len(chunks)
+            report.tokens += chunker.last_token_count
+            pending.append((doc, chunks))
+            pending_chunks += len(chunks)
+            if pending_chunks >= commit_every:
+                flush()
+            progress.update(1, report)
+        flush()
+        if prune:
+            report.pruned = _prune(idx, seen, loads)
+    finally:
+        progress.close()
+    report.skipped = len(loads.skipped)
+    report.failed = len(loads.failed)
+    report.failures = list(loads.failed)
+    report.skips = list(loads.skipped)
+    return report
+
+
+def _prune(idx: Index, seen: set[str], loads: LoadReport) -> int:
+    failed_sources = [s for s, _ in loads.failed]
+
+    def from_failed(source: str) -> bool:
+        return any(source == f or source.startswith(f + "#") for f in failed_sources)
+
+    gone = [
+        doc_id for doc_id, source, _ in idx.iter_documents() if doc_id not in seen and not from_failed(source)
+    ]
+    if gone:
+        logger.info("pruning %d documents whose source is gone", len(gone))
+        idx.delete(gone)
+    return len(gone)

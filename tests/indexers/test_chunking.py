@@ -1,0 +1,152 @@
+"""Chunk invariants: offsets reproduce the text, no chunk over the limit, nothing lost, boundaries
+preferred."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qwen3_rag.indexers.chunking import PAGE_STARTS_KEY, Chunker, ChunkingConfig, regex_token_spans
+from qwen3_rag.types import Document
+
+WORDS = [
+    "alpha",
+    "beta",
+    "Gamma",
+    "delta.",
+    "epsilon,",
+    "zeta!",
+    "eta?",
+    "\n",
+    "\n\n",
+    "  ",
+    "北京是中国的首都。",
+    "naïve",
+    "🙂",
+    "x" * 30,
+    "3.14",
+    "# Heading",
+    "- item",
+    "```",
+    "été",
+]
+
+texts = st.one_of(
+    st.lists(st.sampled_from(WORDS), min_size=0, max_size=120).map(lambda ws: " ".join(ws)),
+    st.text(min_size=0, max_size=400),
+)
+
+
+def check(chunker: Chunker, doc: Document, count: Any) -> None:
+    """Offsets reproduce the text, chunks fit, and every character the tokenizer sees lands in some chunk."""
+    chunks = chunker.chunk(doc)
+    for i, c in enumerate(chunks):
+        assert c.index == i
+        assert doc.text[c.start : c.end] == c.text
+        assert c.text and c.text == c.text.strip()
+        assert c.doc_id == doc.id
+        if chunker.chunk_size:
+            assert count(c.text) <= chunker.chunk_size, (c.text, count(c.text))
+    starts = [c.start for c in chunks]
+    assert starts == sorted(starts)
+    # nothing is lost: every character of every token is inside some chunk (characters a tokenizer drops, like
+    # control characters for WordPiece, are invisible to the model and may fall between chunks)
+    covered = [False] * len(doc.text)
+    for c in chunks:
+        for p in range(c.start, c.end):
+            covered[p] = True
+    for s, e in chunker._spans(doc.text):  # noqa: SLF001
+        assert all(covered[p] or doc.text[p].isspace() for p in range(s, e)), (s, e)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=texts, size=st.integers(4, 40), overlap_frac=st.sampled_from([0.0, 0.25, 0.5]))
+def test_invariants_word_tokenizer(text: str, size: int, overlap_frac: float) -> None:
+    chunker = Chunker(size, int(size * overlap_frac))
+    check(chunker, Document(id="d", text=text), lambda t: len(regex_token_spans(t)))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=texts, size=st.integers(4, 40), overlap_frac=st.sampled_from([0.0, 0.25]))
+def test_invariants_byte_level_bpe(plain_tokenizer: Any, text: str, size: int, overlap_frac: float) -> None:
+    chunker = Chunker(size, int(size * overlap_frac), tokenizer=plain_tokenizer)
+
+    def count(t: str) -> int:
+        return len(plain_tokenizer(t, add_special_tokens=False)["input_ids"])
+
+    check(chunker, Document(id="d", text=text), count)
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer(minilm_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=texts, size=st.integers(4, 40))
+def test_invariants_wordpiece(minilm_tokenizer: Any, text: str, size: int) -> None:
+    chunker = Chunker(size, size // 4, tokenizer=minilm_tokenizer)
+
+    def count(t: str) -> int:
+        return len(minilm_tokenizer(t, add_special_tokens=False)["input_ids"])
+
+    check(chunker, Document(id="d", text=text), count)
+
+
+def test_short_document_stays_whole_and_zero_disables() -> None:
+    doc = Document(id="d", text="  One short paragraph. Two sentences.  ")
+    [chunk] = Chunker(64, 8).chunk(doc)
+    assert chunk.text == "One short paragraph. Two sentences."
+    long = Document(id="d", text="word " * 1000)
+    assert len(Chunker(0, 0).chunk(long)) == 1
+    assert len(Chunker(100, 10).chunk(long)) > 10
+    assert Chunker(10, 0).chunk(Document(id="e", text=" \n\t ")) == []
+
+
+def test_prefers_paragraph_then_sentence_boundaries() -> None:
+    para1 = "First paragraph sentence one. Sentence two is here."
+    para2 = "Second paragraph starts. And goes on for a while longer."
+    chunks = Chunker(20, 0).chunk(Document(id="d", text=para1 + "\n\n" + para2))
+    assert [c.text for c in chunks] == [para1, para2]
+    text = "Alpha beta gamma delta. Epsilon zeta eta theta iota kappa. Lambda mu nu."
+    chunks = Chunker(12, 0).chunk(Document(id="d", text=text))
+    assert chunks[0].text == "Alpha beta gamma delta. Epsilon zeta eta theta iota kappa."
+
+
+def test_overlap_repeats_tail_of_previous_chunk() -> None:
+    text = " ".join(f"w{i}" for i in range(100))
+    chunks = Chunker(20, 5).chunk(Document(id="d", text=text))
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert a.start < b.start < a.end  # they overlap
+        assert len(regex_token_spans(text[b.start : a.end])) <= 5
+
+
+def test_pages_and_markdown_headings() -> None:
+    pages = ["Page one text. " * 10, "Page two text. " * 10]
+    text = "\n\n".join(pages)
+    doc = Document(
+        id="p", text=text, source="x.pdf", metadata={PAGE_STARTS_KEY: [0, len(pages[0]) + 2], "format": "pdf"}
+    )
+    chunks = Chunker(16, 0).chunk(doc)
+    assert chunks[0].page == 1 and chunks[-1].page == 2
+    assert all(PAGE_STARTS_KEY not in c.metadata for c in chunks)
+    md = (
+        "# Guide\n\nIntro text here.\n\n## Install\n\nRun pip install.\n\n"
+        "```\n# not a heading\n```\n\n## Use\n\nCall it."
+    )
+    chunks = Chunker(6, 0).chunk(Document(id="m", text=md, source="guide.md"))
+    by_text = {c.text: c.headings for c in chunks}
+    assert by_text["Run pip install."] == ("Guide", "Install")
+    assert by_text["Call it."] == ("Guide", "Use")
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="chunk_size must be >= 0"):
+        ChunkingConfig(-1, 0)
+    with pytest.raises(ValueError, match="at most half"):
+        ChunkingConfig(10, 8)

@@ -1,0 +1,208 @@
+"""Ingestion: incremental re-runs, changed and removed documents, bounded commits, a SIGKILL in the middle."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from qwen3_rag.indexers.index import Index
+from qwen3_rag.pipelines.ingest import ingest
+
+
+def write_corpus(root: Path, n: int = 12) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (root / f"note{i:02d}.md").write_text(
+            f"# Note {i}\n\nThis note talks about subject {i % 4}.\n\n"
+            + "Filler sentence here. " * (i % 5 + 1)
+        )
+    (root / "records.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": f"r{i}", "title": f"Record {i}", "text": f"record body {i}", "year": 2020 + i})
+            + "\n"
+            for i in range(5)
+        )
+    )
+    (root / "blob.txt").write_bytes(b"\x00\x01\x02binary")
+    return root
+
+
+def test_ingest_is_incremental(tmp_path: Path, hash_embedder: Any) -> None:
+    src = write_corpus(tmp_path / "corpus")
+    ix = tmp_path / "ix"
+    report = ingest([src], ix, embedder=hash_embedder, chunk_size=24, chunk_overlap=4, commit_every=7)
+    assert (report.added, report.skipped, report.failed) == (17, 1, 0)
+    assert report.chunks_added > 17 and report.tokens > 0
+    with Index.open(ix, hash_embedder, read_only=True) as index:
+        counts = index.count()
+        assert (counts.documents, counts.vectors) == (17, counts.chunks)
+        assert index.generation >= 2  # several commits
+        [hit] = index.search("record body 3", k=1, filter={"year": 2023})
+        assert hit.doc_id == "r3" and hit.metadata["title"] == "Record 3"
+        assert index.chunks_of("corpus/note01.md")[0].headings == ("Note 1",)
+
+    before = hash_embedder.texts_embedded
+    again = ingest([src], ix, embedder=hash_embedder)
+    assert hash_embedder.texts_embedded == before, "an unchanged corpus must embed nothing"
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 17) and again.embedded_nothing
+
+    (src / "note03.md").write_text("# Note 3\n\nCompletely rewritten about zebras.")
+    (src / "note04.md").unlink()
+    (src / "new.txt").write_text("A brand new file.")
+    third = ingest([src], ix, embedder=hash_embedder, prune=True)
+    assert (third.added, third.updated, third.unchanged, third.pruned) == (1, 1, 15, 1)
+    assert hash_embedder.texts_embedded - before == third.chunks_added  # only the new and changed chunks
+    assert third.chunks_added < 5
+    with Index.open(ix, read_only=True) as index:
+        assert not index.has_document("corpus/note04.md")
+        note3 = index.chunks_of("corpus/note03.md")
+        assert "".join(c.text for c in note3).replace("\n", "").startswith("# Note 3Completely")
+        counts = index.count()
+        assert counts.documents == 17 and counts.vectors == counts.chunks
+
+
+def test_prune_keeps_documents_of_files_that_failed(tmp_path: Path, hash_embedder: Any) -> None:
+    src = write_corpus(tmp_path / "corpus", n=3)
+    ix = tmp_path / "ix"
+    ingest([src], ix, embedder=hash_embedder)
+    (src / "records.jsonl").write_text('{"_id": "r0", "text": "ok"}\nnot json\n')
+    report = ingest([src], ix, embedder=hash_embedder, prune=True)
+    assert report.failed == 1 and "invalid JSON" in report.failures[0][1]
+    assert report.pruned == 0
+    assert "failed:" in report.summary()
+
+
+def test_settings_of_an_existing_index_are_kept(tmp_path: Path, hash_embedder: Any) -> None:
+    src = write_corpus(tmp_path / "corpus", n=2)
+    ingest([src], tmp_path / "ix", embedder=hash_embedder, chunk_size=32, chunk_overlap=0, index_type="HNSW8")
+    with pytest.raises(ValueError, match="chunk_size 32, not 64"):
+        ingest([src], tmp_path / "ix", embedder=hash_embedder, chunk_size=64)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ingest([tmp_path / "missing"], tmp_path / "ix", embedder=hash_embedder)
+
+
+CHILD = r'''
+import hashlib, re, sys, time
+import numpy as np
+from qwen3_rag.pipelines.ingest import ingest
+
+class SlowHashEmbedder:
+    """Deterministic fake embedder that takes a while, so the parent can kill it mid-run."""
+    dim = 16
+    tokenizer = None
+    model_id = "slow-hash"
+    def describe(self):
+        return {"model": "slow-hash", "fingerprint": "slow-hash:v1", "pooling": "mean", "dim": 16}
+    def embed_documents(self, texts):
+        time.sleep(0.05)
+        out = np.zeros((len(texts), 16), np.float32)
+        for i, t in enumerate(texts):
+            seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
+            out[i] = np.random.default_rng(seed).standard_normal(16)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+    embed_queries = embed_documents
+
+report = ingest([sys.argv[1]], sys.argv[2], embedder=SlowHashEmbedder(), chunk_size=12, chunk_overlap=2,
+                commit_every=int(sys.argv[3]), index_type=sys.argv[4])
+print("ADDED", report.added, "UNCHANGED", report.unchanged, flush=True)
+'''
+
+
+def _generation(ix: Path) -> int:
+    try:
+        conn = sqlite3.connect(f"{(ix / 'store.sqlite').resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        conn.close()
+        return int(row[0]) if row else 0
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.parametrize("spec", ["Flat", pytest.param("HNSW8", marks=pytest.mark.slow)])
+def test_sigkill_mid_ingest_then_rerun(tmp_path: Path, spec: str) -> None:
+    src = tmp_path / "corpus"
+    src.mkdir()
+    n_docs = 150
+    for i in range(n_docs):
+        (src / f"doc{i:03d}.txt").write_text(
+            f"Document {i}. " + " ".join(f"w{(i * j) % 97}" for j in range(20))
+        )
+    ix = tmp_path / "ix"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    cmd = [sys.executable, str(script), str(src), str(ix), "30", spec]
+    kills = 0
+    rng = random.Random(0)
+    for wait_for in (2, 5):  # kill twice, at different points of the run
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        start_gen = _generation(ix)
+        while _generation(ix) < start_gen + wait_for and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.08))  # anywhere in the next batch: embedding, writing or committing
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=60)
+    assert kills >= 1, "the child finished before it could be killed; make it slower"
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    added, unchanged = (int(x) for x in out.stdout.split()[1::2])
+    assert 0 < unchanged < n_docs and added + unchanged == n_docs  # resumed, did not start over
+
+    with Index.open(ix, read_only=True) as index:
+        store = index._store  # noqa: SLF001 - checking the store itself
+        doc_ids = [d for d, _, _ in index.iter_documents()]
+        assert sorted(doc_ids) == sorted(f"corpus/doc{i:03d}.txt" for i in range(n_docs))
+        conn = store.conn
+        orphans = conn.execute(
+            "SELECT COUNT(*) FROM chunks c LEFT JOIN documents d ON d.doc_id = c.doc_id "
+            "WHERE d.doc_id IS NULL"
+        ).fetchone()[0]
+        assert orphans == 0
+        bad = conn.execute(
+            "SELECT COUNT(*) FROM documents d WHERE n_chunks != "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id)"
+        ).fetchone()[0]
+        assert bad == 0
+        counts = index.count()
+        assert counts.vectors == counts.chunks
+        faiss_ids = set(index.vectors.ids().tolist()) - index.vectors.tombstones
+        assert faiss_ids == set(store.all_chunk_ids().tolist())
+        # every chunk finds itself
+        some = [c for c in index.get_chunks(store.all_chunk_ids()[:20].tolist())]
+        ids, vecs = store.vectors_of([c.chunk_id for c in some], index.dim)
+        found, scores = index.search_vectors(vecs, k=1)
+        assert np.all(scores[:, 0] > 0.999)  # itself, or a chunk with the same text
+        assert np.array_equal(found[:, 0], ids) or spec != "Flat"
+
+
+def test_attached_sidecar_follows_every_commit(tmp_path: Path, hash_embedder: Any) -> None:
+    src = write_corpus(tmp_path / "corpus", n=6)
+    seen: dict[str, set[int]] = {"added": set(), "removed": set()}
+
+    class Recorder:
+        name = "recorder"
+
+        def on_commit(self, index: Index, generation: int, added: Any, removed: Any) -> None:
+            seen["added"].update(added)
+            seen["removed"].update(removed)
+
+    def attach(index: Index) -> None:
+        index.register_sidecar(Recorder())
+
+    ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, attach=[attach])
+    with Index.open(tmp_path / "ix", read_only=True) as index:
+        assert seen["added"] == {i for i, _ in index.iter_chunks()} and not seen["removed"]

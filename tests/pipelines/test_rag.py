@@ -1,0 +1,127 @@
+"""RAG context building within a token budget, citations, and answering with any LLM."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from qwen3_rag.pipelines.rag import answer, approx_token_count, build_context, cite
+from qwen3_rag.types import Hit
+
+
+def _hit(n: int, text: str, page: int | None = None) -> Hit:
+    return Hit(chunk_id=n, doc_id=f"doc{n}", text=text, score=1.0 / (n + 1), source=f"src/{n}.md", page=page)
+
+
+HITS = [_hit(0, "Logs are rotated nightly by logrotate."), _hit(1, "Backups run at 2am.", page=3),
+        _hit(2, " ".join(["filler"] * 200))]
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_numbered_passages_with_sources() -> None:
+    ctx = build_context(HITS[:2], max_tokens=1000, tokens=words)
+    assert ctx.text == ("[1] src/0.md\nLogs are rotated nightly by logrotate.\n\n"
+                        "[2] src/1.md, page 3\nBackups run at 2am.")
+    assert ctx.hits == HITS[:2] and not ctx.truncated
+    assert ctx.sources == ["[1] src/0.md", "[2] src/1.md, page 3"]
+    assert ctx.tokens == words(ctx.text)
+
+
+def test_budget_truncates_the_passage_that_does_not_fit() -> None:
+    ctx = build_context(HITS, max_tokens=100, tokens=words)
+    assert ctx.truncated and len(ctx.hits) == 3
+    assert words(ctx.text) <= 100
+    assert ctx.text.endswith(" ...")
+    # too little room left for a useful passage: it is left out
+    ctx = build_context(HITS, max_tokens=100, tokens=words, min_passage_tokens=90)
+    assert ctx.truncated and len(ctx.hits) == 2 and "filler" not in ctx.text
+
+
+def test_budget_holds_for_every_size_and_default_counter() -> None:
+    for budget in range(5, 120, 7):
+        ctx = build_context(HITS, max_tokens=budget, tokens=words, min_passage_tokens=1)
+        assert words(ctx.text) <= budget
+        ctx = build_context(HITS, max_tokens=budget, min_passage_tokens=1)
+        assert approx_token_count(ctx.text) <= budget + 1  # joined tokens may merge by one at a seam
+
+
+def test_token_counters() -> None:
+    class Tok:
+        def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+            return [0] * (len(text.split()) + (2 if add_special_tokens else 0))
+
+    class Emb:
+        def count_tokens(self, texts: list[str]) -> list[int]:
+            return [len(t) for t in texts]
+
+    assert build_context(HITS[:1], 1000, tokens=Tok()).tokens == words(build_context(HITS[:1], 1000).text)
+    assert build_context(HITS[:1], 1000, tokens=Emb()).tokens == len("[1] src/0.md\n") + len(HITS[0].text)
+    assert approx_token_count("北京是中国的首都") == 8
+    with pytest.raises(TypeError, match="tokens must be"):
+        build_context(HITS, 100, tokens=3)
+    with pytest.raises(ValueError, match="max_tokens"):
+        build_context(HITS, 0)
+
+
+def test_cite() -> None:
+    assert cite(HITS[1]) == "src/1.md, page 3"
+    assert cite(HITS[0], (4, 9)) == "src/0.md, lines 4-9"
+    assert cite(HITS[0], (4, 4)) == "src/0.md, line 4"
+    assert cite(Hit(chunk_id=1, doc_id="x", text="", score=0.0)) == "x"
+
+
+class FakeRetriever:
+    def __init__(self) -> None:
+        self.kwargs: dict[str, Any] = {}
+
+    def search(self, query: str, k: int = 10, **kwargs: Any) -> list[Hit]:
+        self.kwargs = {"k": k, **kwargs}
+        return HITS[:k]
+
+
+def test_answer_with_plain_callable() -> None:
+    prompts: list[str] = []
+
+    def llm(prompt: str) -> str:
+        prompts.append(prompt)
+        return " Nightly [1]. "
+
+    retriever = FakeRetriever()
+    result = answer("When are logs rotated?", retriever, llm, k=2, hybrid=True)
+    assert result.text == "Nightly [1]."
+    assert retriever.kwargs == {"k": 2, "hybrid": True}
+    assert "[1] src/0.md" in prompts[0] and "Question: When are logs rotated?" in prompts[0]
+    assert result.context.hits == HITS[:2]
+
+
+def test_answer_with_chat_model_and_hit_list() -> None:
+    @dataclass
+    class Message:
+        content: Any
+
+    class Chat:
+        def invoke(self, prompt: str) -> Message:
+            return Message(content=[{"type": "text", "text": "Backups at 2am [2]."}])
+
+    result = answer("When do backups run?", HITS[:2], Chat())
+    assert result.text == "Backups at 2am [2]."
+    with pytest.raises(TypeError, match="LangChain chat model"):
+        answer("q", HITS, llm=42)
+    with pytest.raises(ValueError, match="placeholders"):
+        answer("q", HITS, llm=str, prompt="no placeholders")
+
+
+def test_rag_and_search_import_no_langchain() -> None:
+    import subprocess
+
+    code = ("import sys, qwen3_rag.pipelines.rag, qwen3_rag.pipelines.search, "
+            "qwen3_rag.pipelines.evaluation; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('langchain', 'langchain_core')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
