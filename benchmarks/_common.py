@@ -120,10 +120,10 @@ def sync() -> None:
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |",
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)) + " |")
+        lines.append("| " + " | ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths, strict=True)) + " |")
     text = "\n".join(lines)
     print(text)
     return text

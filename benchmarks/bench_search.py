@@ -66,7 +66,7 @@ def qps(search, queries: np.ndarray, repeats: int = 3) -> tuple[float, np.ndarra
 
 
 def recall(found: np.ndarray, exact: np.ndarray) -> float:
-    return float(np.mean([len(set(f[:K]) & set(e[:K])) / K for f, e in zip(found, exact)]))
+    return float(np.mean([len(set(f[:K]) & set(e[:K])) / K for f, e in zip(found, exact, strict=True)]))
 
 
 def main() -> None:
@@ -92,7 +92,7 @@ def main() -> None:
         ids = np.arange(10, 10 + n, dtype=np.int64)  # stable ids that are not positions
         exact = faiss.IndexFlatIP(DIM)
         exact.add(vectors)
-        q_exact, exact_pos = qps(lambda q: exact.search(q, K), queries)
+        q_exact, exact_pos = qps(lambda q, ex=exact: ex.search(q, K), queries)
         exact_ids = ids[exact_pos]
         rows.append({"n": n, "index": "raw faiss IndexFlatIP", "build s": 0.0, "queries/s": q_exact,
                      "recall@10": 1.0, "max RSS GiB": rss_gib()})
@@ -103,7 +103,7 @@ def main() -> None:
                 index.reset(train_vectors=vectors[rng.choice(n, min(n, 100_000), replace=False)])
             index.add(ids, vectors)
             build = time.perf_counter() - t0
-            q, found = qps(lambda qq: index.search(qq, K)[::-1], queries)
+            q, found = qps(lambda qq, ix=index: ix.search(qq, K)[::-1], queries)
             size = None
             with tempfile.TemporaryDirectory() as tmp:
                 index.save(Path(tmp) / "x.faiss")

@@ -34,7 +34,9 @@ def reference_embed(model_dir: str, texts: list[str], max_length: int = 8192, di
     return F.normalize(emb, p=2, dim=1).numpy()
 
 
-def reference_rerank(model_dir: str, pairs: list[tuple[str, str]], instruction: str, max_length: int = 8192) -> list[float]:
+def reference_rerank(
+    model_dir: str, pairs: list[tuple[str, str]], instruction: str, max_length: int = 8192
+) -> list[float]:
     """The model card's reranker snippet: full logits, log-softmax over [no, yes]."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -65,6 +65,8 @@ def add_parser(subparsers: Any) -> None:
         "--exclude", action="append", default=[], metavar="GLOB", help="skip files matching GLOB (repeatable)"
     )
     p.add_argument("--prune", action="store_true", help="delete indexed documents whose source is gone")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model: ~2x GPU throughput after a ~2 minute compile (large corpora)")
     p.add_argument(
         "--id-field", default=None, metavar="F", help="record files: the id field (default _id / id)"
     )
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             dim=args.dim,
             device=args.device,
             batch_size=args.batch_size,
+            compile=args.compile,
             include=args.include,
             exclude=args.exclude,
             prune=args.prune,

@@ -47,7 +47,8 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | None =
     for i in order:
         length = max(int(lengths[i]), 1)
         if current and (
-            max(longest, length) * (len(current) + 1) > max_tokens or (max_rows is not None and len(current) >= max_rows)
+            max(longest, length) * (len(current) + 1) > max_tokens
+            or (max_rows is not None and len(current) >= max_rows)
         ):
             batches.append(current)
             current, longest = [], 0

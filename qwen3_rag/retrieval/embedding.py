@@ -14,7 +14,12 @@ import torch
 
 from qwen3_rag.retrieval import _loading
 from qwen3_rag.retrieval._runner import TransformerRunner, check_texts, pad_batch, positions_from_mask
-from qwen3_rag.retrieval.prompts import DEFAULT_INSTRUCTION, ENDOFTEXT, QUERY_TEMPLATE, format_query, resolve_instruction
+from qwen3_rag.retrieval.prompts import (
+    ENDOFTEXT,
+    QUERY_TEMPLATE,
+    format_query,
+    resolve_instruction,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "docs" / "drafts" / "README-integrations.md"
+README = ROOT / "README.md"
+SECTION = re.compile(r"<!-- section:integrations -->(.*?)<!-- /section:integrations -->", re.S)
 
 PRELUDE = """
 from llama_index.core.llms import MockLLM
@@ -32,7 +33,9 @@ llm = MockLLM(max_tokens=16)
 def test_readme_snippets_run(tmp_path: Path, minilm_path: str, tiny_qwen3_reranker_dir: str) -> None:
     pytest.importorskip("langchain_classic")
     pytest.importorskip("llama_index.core")
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    section = SECTION.search(README.read_text(encoding="utf-8"))
+    assert section, "README.md lost its integrations section markers"
+    blocks = re.findall(r"```python\n(.*?)```", section.group(1), flags=re.S)
     assert len(blocks) >= 5
     code = "\n".join([PRELUDE, *blocks])
     code = code.replace("Qwen/Qwen3-Embedding-0.6B", minilm_path.replace("\\", "/"))

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qwen3_reference import reference_embed
 
 from qwen3_rag import TASKS, Embedder, format_query
-
-from qwen3_reference import reference_embed
 
 TEXTS = [
     "The capital of China is Beijing.",
@@ -77,7 +76,8 @@ def test_batch_invariance_short_text_among_much_longer_ones(tiny_qwen3_embedding
 def test_batching_settings_do_not_change_results(tiny_qwen3_embedding_dir):
     texts = [f"text number {i} " * (i % 7 + 1) for i in range(23)]
     a = Embedder(tiny_qwen3_embedding_dir, device="cpu", dtype="float32", batch_size=1).embed_documents(texts)
-    b = Embedder(tiny_qwen3_embedding_dir, device="cpu", dtype="float32", max_tokens_per_batch=64).embed_documents(texts)
+    b = Embedder(tiny_qwen3_embedding_dir, device="cpu", dtype="float32", max_tokens_per_batch=64)
+    b = b.embed_documents(texts)
     c = Embedder(tiny_qwen3_embedding_dir, device="cpu", dtype="float32").embed_documents(texts)
     np.testing.assert_allclose(a, c, atol=1e-5)
     np.testing.assert_allclose(b, c, atol=1e-5)

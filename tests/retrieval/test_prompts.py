@@ -12,7 +12,9 @@ def test_default_instruction_is_the_web_search_one():
 
 
 def test_task_names_keep_the_original_spelling():
-    assert TASKS["code_search"] == "Given a question about coding, retrieval code or passage that can solve user's question"
+    assert TASKS["code_search"] == (
+        "Given a question about coding, retrieval code or passage that can solve user's question"
+    )
     assert TASKS["multilingual_qa"] == "Retrieval the relevant passage for the given query"
     assert TASKS["scifact"] == "Given a scientific claim, retrieve documents that support or refute the claim"
     assert TASKS["similarity"] == "Retrieve semantically similar text"

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qwen3_reference import reference_rerank
 
 from qwen3_rag import DEFAULT_INSTRUCTION, TASKS, Reranker
-
-from qwen3_reference import reference_rerank
 
 QUERY = "What is the capital of China?"
 DOCS = [
