@@ -101,6 +101,9 @@ def main() -> None:
     ap.add_argument("--max-tokens-per-batch", type=int, default=None)
     ap.add_argument("--ref-rerank-batches", default="8",
                     help="batch sizes for the reference reranker (full logits need batch x length x 151669 floats)")
+    ap.add_argument("--also-dtype", default=None,
+                    help="also time qwen3-rag in this dtype (e.g. bfloat16 on CPUs with AVX512-BF16 / AMX) and "
+                         "report its cosine against the main dtype")
     ap.add_argument("--skip", default="", help="comma list of: reference,st,rerank")
     ap.add_argument("--out", default=None, help="JSON file for the results")
     args = ap.parse_args()
@@ -136,6 +139,17 @@ def main() -> None:
     attn = ours._runner.model.config._attn_implementation
     del ours
     reset_memory()
+    if args.also_dtype:
+        other = Embedder(emb_dir, device=device, dtype=args.also_dtype,
+                         max_tokens_per_batch=args.max_tokens_per_batch)
+        other.embed_documents(texts[:8])
+        reset_memory()
+        other_vecs, t_other = timed(other.embed_documents, texts)
+        rows.append({"implementation": f"qwen3-rag Embedder, {args.also_dtype}", "seconds": t_other,
+                     "tokens/s": n_tokens / t_other, "peak GiB": peak_memory(),
+                     "min cosine vs ours": float((ours_vecs * other_vecs).sum(1).min())})
+        del other
+        reset_memory()
 
     if "reference" not in skip:
         from transformers import AutoModel, AutoTokenizer
@@ -193,6 +207,15 @@ def main() -> None:
                   "tokens/s": n_rr_tokens / t_rr, "peak GiB": peak_memory()}]
         del rr
         reset_memory()
+        if args.also_dtype:
+            rr2 = Reranker(rr_dir, device=device, dtype=args.also_dtype, max_tokens_per_batch=args.max_tokens_per_batch)
+            rr2.score(pairs[0][0], [d for _, d in pairs[:4]])
+            other_scores, t_rr2 = timed(rr2.score_pairs, pairs)
+            rrows.append({"implementation": f"qwen3-rag Reranker, {args.also_dtype}", "seconds": t_rr2,
+                          "pairs/s": len(pairs) / t_rr2, "tokens/s": n_rr_tokens / t_rr2,
+                          "max |score diff|": float(np.max(np.abs(np.array(ours_scores) - np.array(other_scores))))})
+            del rr2
+            reset_memory()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         ref_tok = AutoTokenizer.from_pretrained(rr_dir, padding_side="left")
