@@ -31,6 +31,8 @@ N_QUERIES = 1000
 K = 10
 CENTRES = 2000
 SEED = 0
+NOISE = 0.6        # a vector is its centre plus noise of this norm (cosine to its centre ~0.86)
+QUERY_NOISE = 0.3  # a query is a corpus vector plus noise of this norm
 # ------------------------------------------------------------------------------------------------------------------
 
 
@@ -44,10 +46,11 @@ def make_data(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
         assign = rng.integers(0, CENTRES, m)
-        vectors[start:start + m] = unit(centres[assign] + 0.6 * rng.standard_normal((m, DIM), dtype=np.float32)
-                                        / np.sqrt(DIM) * 8)
+        noise = rng.standard_normal((m, DIM), dtype=np.float32) / np.sqrt(DIM)  # norm ~1
+        vectors[start:start + m] = unit(centres[assign] + NOISE * noise)
     picks = rng.integers(0, n, N_QUERIES)
-    queries = unit(vectors[picks] + 0.3 * rng.standard_normal((N_QUERIES, DIM), dtype=np.float32) / np.sqrt(DIM) * 8)
+    noise = rng.standard_normal((N_QUERIES, DIM), dtype=np.float32) / np.sqrt(DIM)
+    queries = unit(vectors[picks] + QUERY_NOISE * noise)
     return vectors, queries
 
 
@@ -100,10 +103,11 @@ def main() -> None:
             t0 = time.perf_counter()
             index = VectorIndex(DIM, spec, use_gpu=False)
             if index.needs_training(n):
-                index.reset(train_vectors=vectors[rng.choice(n, min(n, 100_000), replace=False)])
+                sample = rng.choice(n, min(n, max(100_000, index.spec.train_size)), replace=False)
+                index.reset(train_vectors=vectors[sample])
             index.add(ids, vectors)
             build = time.perf_counter() - t0
-            q, found = qps(lambda qq, ix=index: ix.search(qq, K)[::-1], queries)
+            q, found = qps(lambda qq, ix=index: ix.search(qq, K), queries)
             size = None
             with tempfile.TemporaryDirectory() as tmp:
                 index.save(Path(tmp) / "x.faiss")

@@ -1,6 +1,6 @@
 """Retrieval quality of `qwen3-rag eval` with all-MiniLM-L6-v2 on SciFact and XQuAD en / zh (issue-4 checks).
 
-Runs exactly the CLI command documented in docs/drafts/README-search.md for each set, one after the other,
+Runs exactly the CLI command documented in BENCHMARKS.md ("Retrieval quality") for each set, one after the other,
 writes each result to benchmarks/results/quality-<set>.json (+ a recall@k plot when matplotlib is installed),
 then prints one table and writes benchmarks/results/quality.json with the machine it ran on.
 

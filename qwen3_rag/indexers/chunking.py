@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 #: XQuAD-en, a document scored by its best chunk): 96-128 tokens with a 25% overlap beat whole documents by
 #: +4.6 nDCG@10 points on SciFact and +0.8-1.7 on XQuAD, while 250-token chunks (which only undo MiniLM's
 #: 256-token truncation) gain +0.7. The gain comes from granularity, not truncation, so it is kept for
-#: Qwen3 (8192 tokens) too; see docs/drafts/README-ingest.md, "Chunk size".
+#: Qwen3 (8192 tokens) too; see README.md, "Chunk size".
 DEFAULT_CHUNK_SIZE = 128
 #: Default overlap between consecutive chunks, in tokens (25%; 0 overlap loses 1.8 points on SciFact).
 DEFAULT_CHUNK_OVERLAP = 32

@@ -155,6 +155,10 @@ class TransformerRunner:
     def _load_model(self) -> Any:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
 
+    def forward(self, sequences: list[Sequence[int]]) -> torch.Tensor:  # pragma: no cover - subclasses
+        """One batch of token id lists -> one float32 row per sequence."""
+        raise NotImplementedError
+
     @property
     def model(self) -> Any:
         """The torch module that runs (loaded on first access, in eval mode, on ``device``)."""
@@ -180,6 +184,17 @@ class TransformerRunner:
     # -- running -------------------------------------------------------------------------------------------------
     def _padding_multiple(self) -> int:
         return 8 if self.device.type == "cuda" else 1
+
+    def _device_batch(self, sequences: Sequence[Sequence[int]], *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad ``sequences`` and move ``(input_ids, attention_mask)`` to the device (pinned, async on CUDA)."""
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id or 0
+        ids, mask = pad_batch(sequences, pad_id, left=left, pad_to_multiple_of=self._padding_multiple())
+        pin = self.device.type == "cuda"
+        if pin:
+            ids, mask = ids.pin_memory(), mask.pin_memory()
+        return ids.to(self.device, non_blocking=pin), mask.to(self.device, non_blocking=pin)
 
     def _run_batches(
         self,
@@ -227,3 +242,36 @@ class TransformerRunner:
             self._run_one(batch[half:], sequences, forward, out)
             return
         out[batch] = result.float().cpu().numpy()
+
+
+class RunnerFacade:
+    """The properties Embedder and Reranker both expose over their runner."""
+
+    _runner: TransformerRunner
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's fast tokenizer (loaded on first access)."""
+        return self._runner.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self._runner.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype (``dtype="auto"`` is resolved on first access)."""
+        return self._runner.dtype
+
+    @property
+    def model(self) -> Any:
+        """The underlying transformers module (loads the weights)."""
+        return self._runner.model
+
+    @property
+    def show_progress(self) -> bool:
+        return self._runner.show_progress
+
+    @show_progress.setter
+    def show_progress(self, value: bool) -> None:
+        self._runner.show_progress = bool(value)

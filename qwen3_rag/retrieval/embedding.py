@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from qwen3_rag.retrieval import _loading
-from qwen3_rag.retrieval._runner import TransformerRunner, check_texts, pad_batch, positions_from_mask
+from qwen3_rag.retrieval._runner import RunnerFacade, TransformerRunner, check_texts, positions_from_mask
 from qwen3_rag.retrieval.prompts import (
     ENDOFTEXT,
     QUERY_TEMPLATE,
@@ -29,7 +29,7 @@ MIN_DIM = 32  # smallest Matryoshka dimension Qwen3-Embedding was trained for
 _GROUP = 16384  # texts tokenized at a time: bounds memory for very large inputs
 
 
-class Embedder:
+class Embedder(RunnerFacade):
     """Turn texts into L2-normalised embeddings, exactly as Qwen3-Embedding's reference code does, fast.
 
     Queries are formatted ``Instruct: {instruction}\\nQuery:{query}``; documents are embedded raw. Every input ends in
@@ -139,33 +139,7 @@ class Embedder:
         self.instruction = resolve_instruction(instruction)
         self.query_prompt = self._st_query_prompt() if not self.is_qwen3 else None
 
-    # -- properties ----------------------------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> Any:
-        """The model's fast tokenizer (chunking counts tokens with it)."""
-        return self._runner.tokenizer
-
-    @property
-    def device(self) -> torch.device:
-        return self._runner.device
-
-    @property
-    def show_progress(self) -> bool:
-        return self._runner.show_progress
-
-    @show_progress.setter
-    def show_progress(self, value: bool) -> None:
-        self._runner.show_progress = bool(value)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._runner.dtype
-
-    @property
-    def model(self) -> Any:
-        """The underlying transformers model (loads the weights)."""
-        return self._runner.model
-
+    # -- properties: tokenizer, device, dtype, model, show_progress come from RunnerFacade ------------------------
     def describe(self) -> dict[str, Any]:
         """A JSON-serialisable identity of this embedder, for index manifests."""
         return {
@@ -280,13 +254,7 @@ class _EmbeddingRunner(TransformerRunner):
 
     def forward(self, sequences: list[Sequence[int]]) -> torch.Tensor:
         left = self.pooling == "last_token"
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id or 0
-        ids, mask = pad_batch(sequences, pad_id, left=left, pad_to_multiple_of=self._padding_multiple())
-        pin = self.device.type == "cuda"
-        ids = (ids.pin_memory() if pin else ids).to(self.device, non_blocking=pin)
-        mask = (mask.pin_memory() if pin else mask).to(self.device, non_blocking=pin)
+        ids, mask = self._device_batch(sequences, left=left)
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         if left:
             kwargs["position_ids"] = positions_from_mask(mask)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qwen3_rag.retrieval._runner import TransformerRunner, check_texts, pad_batch, positions_from_mask
+from qwen3_rag.retrieval._runner import RunnerFacade, TransformerRunner, check_texts, positions_from_mask
 from qwen3_rag.retrieval.prompts import (
     RERANKER_NO,
     RERANKER_PREFIX,
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_RERANKER_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 
 
-class Reranker:
+class Reranker(RunnerFacade):
     """Score (query, document) pairs with Qwen3-Reranker: P("yes") against "no" at the last position.
 
     The input is the fixed system prefix, ``<Instruct>: ...\\n<Query>: ...\\n<Document>: ...``, and the fixed
@@ -86,26 +86,6 @@ class Reranker:
         self.instruction = resolve_instruction(instruction)
         self._prefix_ids: list[int] | None = None
         self._suffix_ids: list[int] | None = None
-
-    @property
-    def tokenizer(self) -> Any:
-        return self._runner.tokenizer
-
-    @property
-    def device(self) -> torch.device:
-        return self._runner.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._runner.dtype
-
-    @property
-    def show_progress(self) -> bool:
-        return self._runner.show_progress
-
-    @show_progress.setter
-    def show_progress(self, value: bool) -> None:
-        self._runner.show_progress = bool(value)
 
     def __repr__(self) -> str:
         return f"Reranker(model={self.model_id!r}, max_length={self.max_length}, device={str(self.device)!r})"
@@ -200,13 +180,7 @@ class _RerankerRunner(TransformerRunner):
 
     def forward(self, sequences: list[Sequence[int]]) -> torch.Tensor:
         model = self.model
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id or 0
-        ids, mask = pad_batch(sequences, pad_id, left=True, pad_to_multiple_of=self._padding_multiple())
-        pin = self.device.type == "cuda"
-        ids = (ids.pin_memory() if pin else ids).to(self.device, non_blocking=pin)
-        mask = (mask.pin_memory() if pin else mask).to(self.device, non_blocking=pin)
+        ids, mask = self._device_batch(sequences, left=True)
         hidden = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).last_hidden_state
         logits = hidden[:, -1] @ self._head.T  # (batch, 2): [no, yes]
         logits = logits.float()
