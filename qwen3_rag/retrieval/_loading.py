@@ -158,19 +158,23 @@ def cpu_bf16_speedup() -> float:
     return ratio
 
 
+def check_dtype(dtype: str | torch.dtype) -> None:
+    """Raise a ValueError for a dtype that is neither a torch dtype, ``"auto"``, nor a known name."""
+    if not isinstance(dtype, torch.dtype) and dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of 'auto', {', '.join(map(repr, DTYPES))}")
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device, checkpoint_dtype: torch.dtype | None) -> torch.dtype:
     """Choose the compute dtype.
 
     ``"auto"``: on CUDA the checkpoint's own dtype when it is bf16/fp32 (bf16 otherwise: fp16 overflows in the 8B
     model); on CPU bf16 only for a bf16 checkpoint on a CPU where bf16 measured clearly faster than fp32, else fp32.
     """
+    check_dtype(dtype)
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype != "auto":
-        try:
-            return DTYPES[dtype]
-        except KeyError:
-            raise ValueError(f"dtype={dtype!r} is not one of 'auto', {', '.join(map(repr, DTYPES))}") from None
+        return DTYPES[dtype]
     if device.type == "cuda":
         if checkpoint_dtype == torch.float32:
             return torch.float32

@@ -111,8 +111,7 @@ class TransformerRunner:
         self.config = _loading.load_config(self.model_id, revision=revision)
         self.device = _loading.resolve_device(device)
         self._dtype_request = dtype
-        if not isinstance(dtype, torch.dtype) and dtype != "auto" and dtype not in _loading.DTYPES:
-            raise ValueError(f"dtype={dtype!r} is not one of 'auto', {', '.join(map(repr, _loading.DTYPES))}")
+        _loading.check_dtype(dtype)
         self.batch_size = batch_size
         self.max_tokens_per_batch = max_tokens_per_batch or DEFAULT_TOKEN_BUDGET.get(self.device.type, 8192)
         self.show_progress = show_progress
