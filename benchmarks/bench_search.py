@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000")
     ap.add_argument("--specs", default="Flat,HNSW32,IVF1024,Flat,IVF1024,PQ64",
                     help="comma list; 'IVF<n>,Flat' and 'IVF<n>,PQ<m>' keep their comma")
+    ap.add_argument("--ef-search", default="",
+                    help="also search each HNSW index with these efSearch values (comma list), e.g. 64,128,256")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     raw = args.specs.split(",")
@@ -115,6 +117,13 @@ def main() -> None:
             rows.append({"n": n, "index": f"qwen3-rag {index.effective_type}", "build s": build, "queries/s": q,
                          "recall@10": recall(found, exact_ids), "file GiB": size, "max RSS GiB": rss_gib(),
                          "vs raw Flat": q_exact / q})
+            if index.spec.kind == "hnsw":
+                for ef in filter(None, args.ef_search.split(",")):
+                    index.ef_search = int(ef)
+                    q, found = qps(lambda qq, ix=index: ix.search(qq, K), queries)
+                    rows.append({"n": n, "index": f"qwen3-rag {index.effective_type}, efSearch {ef}",
+                                 "queries/s": q, "recall@10": recall(found, exact_ids), "vs raw Flat": q_exact / q})
+                index.ef_search = None
             del index
         del exact, vectors
     print(f"\nSearch, dim {DIM}, {N_QUERIES} queries batched, k={K}, faiss {faiss.__version__}, "

@@ -10,3 +10,7 @@ python3 -c "import torch, transformers, sentence_transformers as st; print(torch
 timeout 90 python3 -m pytest tests/retrieval/test_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -5 | tee "$OUT/gpu-tests.txt"
 timeout 330 python3 benchmarks/bench_models.py --device cuda --n-docs 5183 --n-queries 300 --rerank-queries 4 \
   --ref-rerank-batches 32,100 --out "$OUT/models-gpu.json" 2>&1 | grep -v "Loading weights\|Writing model" | tee "$OUT/bench.txt"
+# the reranker on what the default pipeline reranks: chunks (128 / 32), shared prefix on and off
+timeout 120 python3 benchmarks/bench_models.py --device cuda --n-docs 2 --n-queries 8 --skip reference,st \
+  --rerank-queries 4 --candidates 100 --candidate-kind chunks --ref-rerank-batches 32 \
+  --out "$OUT/rerank-chunks-gpu.json" 2>&1 | grep -v "Loading weights\|Writing model" | tee "$OUT/bench-chunks.txt"

@@ -350,9 +350,10 @@ def _stored_chunk_id(chunk: Any) -> int:
 class BM25Sidecar:
     """Keeps a :class:`BM25Index` in step with an :class:`~qwen3_rag.indexers.index.Index`.
 
-    The index calls :meth:`on_commit` after every commit of its store with the chunk ids added and removed;
-    the sidecar applies them and saves itself under ``index.sidecar_dir("bm25")`` tagged with the store
-    generation. When it is attached and finds no saved BM25 index, or one of another generation (a crash
+    The index calls :meth:`on_commit` after every commit of its store with the chunk ids added and removed, and
+    the sidecar applies them in memory; :meth:`flush`, called whenever the index writes its FAISS file (not
+    between the intermediate commits of a bulk load), saves it under ``index.sidecar_dir("bm25")`` tagged with
+    the store generation. When it is attached and finds no saved BM25 index, or one of another generation (a crash
     between the store commit and the BM25 write, or an index written without the sidecar), it rebuilds from
     ``index.iter_chunks()``.
 
@@ -367,6 +368,8 @@ class BM25Sidecar:
     def __init__(self, bm25: BM25Index, folder: Path | None = None) -> None:
         self.bm25 = bm25
         self.folder = folder
+        #: The generation last written to ``folder`` (None: nothing written by this sidecar yet).
+        self.saved_generation: int | None = bm25.generation if folder is not None else None
         #: Set when a later attach() replaced this sidecar: its on_commit then does nothing.
         self.retired = False
 
@@ -431,7 +434,7 @@ class BM25Sidecar:
 
     def on_commit(self, index: Any, generation: int, added_ids: Collection[int],
                   removed_ids: Collection[int]) -> None:
-        """Apply one store commit: drop ``removed_ids``, add the texts of ``added_ids``, save."""
+        """Apply one store commit in memory: drop ``removed_ids``, add the texts of ``added_ids``."""
         if self.retired:
             return
         self.bm25.delete(removed_ids)
@@ -440,5 +443,10 @@ class BM25Sidecar:
             chunks = index.get_chunks(added[start:start + 4096])
             self.bm25.add([_stored_chunk_id(c) for c in chunks], [c.text for c in chunks])
         self.bm25.generation = int(generation)
-        if self.folder is not None:
-            self.bm25.save(self.folder)
+
+    def flush(self, index: Any = None) -> None:
+        """Save the BM25 index if it changed since it was last saved (nothing to do without a folder)."""
+        if self.retired or self.folder is None or self.saved_generation == self.bm25.generation:
+            return
+        self.bm25.save(self.folder)
+        self.saved_generation = self.bm25.generation

@@ -26,6 +26,7 @@ Public API (what the search / BM25 layer builds on)::
     index.get_document(doc_id) / index.get_documents(ids) / index.has_document(doc_id)
     index.document_hash(doc_id) -> str | None ; index.iter_documents() -> (doc_id, source, hash)
     index.get_chunks(chunk_ids) -> list[StoredChunk]            # input order, missing ids left out
+    index.get_vectors(chunk_ids) -> np.ndarray (n, dim) float32  # stored unit vectors; KeyError if missing
     index.chunks_of(doc_id) -> list[StoredChunk]
     index.iter_chunks(batch_size=1024) -> Iterator[tuple[int, str]]   # (chunk_id, text) for BM25 building
     index.search_vectors(query_vectors (n, d), k, filter=None) -> (ids (n, k) int64, scores (n, k) float32)
@@ -35,7 +36,8 @@ Public API (what the search / BM25 layer builds on)::
     index.matching_ids(filter) -> np.ndarray int64              # chunk ids whose metadata match a filter
     index.chunk_ids(doc_id) -> list[int]
     index.manifest -> dict ; index.generation -> int ; index.path -> Path ; index.dim -> int
-    index.refresh() -> bool                                     # a reader picks up newer commits
+    index.refresh() -> bool                                     # a reader picks up newer commits now
+                                                                # (searches do it once the FAISS file is out)
     Index.exists(dir) -> bool ; Index.read_manifest(dir) -> dict   # without opening anything
     index.register_sidecar(sidecar) ; index.sidecar_dir(name) -> Path   # see below
     index.close()  (also a context manager)
@@ -43,15 +45,17 @@ Public API (what the search / BM25 layer builds on)::
 One process writes at a time (a lock file); any number of ``read_only=True`` readers run beside it and see the
 last commit. An ``Index`` object is not thread-safe.
 
-Sidecars (e.g. a BM25 index kept in step): an object with ``name: str`` and
-``on_commit(index, generation, added_ids, removed_ids)``. After every commit of the SQLite store (and after
-the FAISS file, unless the commit defers it) the index calls ``on_commit`` with the chunk ids added and
-removed by that commit. A sidecar stores its files under ``index.sidecar_dir(name)`` tagged with the
-generation it reflects, written with tmp-file + ``os.replace``; when it opens and finds its generation older
-than ``index.generation`` (a kill between the store commit and the sidecar write) it rebuilds from
-``index.iter_chunks()``. That is the same rule the FAISS file follows, so all files agree with the store,
-which is the single source of truth. ``ingest(..., attach=[BM25Sidecar.attach])`` keeps a sidecar in step
-during an ingestion run.
+Sidecars (e.g. a BM25 index kept in step): an object with ``name: str``,
+``on_commit(index, generation, added_ids, removed_ids)`` and optionally ``flush(index)``. After every commit of
+the SQLite store the index calls ``on_commit`` with the chunk ids added and removed by that commit; whenever it
+writes its FAISS file (every commit, except the intermediate commits of a bulk load, and on close) it then calls
+``flush``, where a sidecar writes its own files. A sidecar without ``flush`` saves in ``on_commit``. A sidecar
+stores its files under ``index.sidecar_dir(name)`` tagged with the generation it reflects, written with
+tmp-file + ``os.replace``; when it opens and finds its generation older than ``index.generation`` (a kill
+between the store commit and the sidecar write, or during a bulk load) it rebuilds from ``index.iter_chunks()``.
+That is the same rule the FAISS file follows, so all files agree with the store, which is the single source of
+truth, and a bulk load writes each file once instead of once per commit. ``ingest(...,
+attach=[BM25Sidecar.attach])`` keeps a sidecar in step during an ingestion run.
 
 Vectors are addressed by stable int64 chunk ids from a persisted, monotonic counter: an id is never reused, so
 a delete or an update can never make a vector point at the wrong chunk.
@@ -110,6 +114,8 @@ class Sidecar(Protocol):
     def on_commit(
         self, index: Index, generation: int, added_ids: Collection[int], removed_ids: Collection[int]
     ) -> None: ...
+
+    # Optional: ``def flush(self, index: Index) -> None``, called when the index writes its FAISS file.
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,13 @@ def check_model(stored: Mapping[str, Any], given: Mapping[str, Any], path: str |
             f"(--model {stored.get('model')} --dim {stored.get('dim')}) "
             "or build a new index in another directory."
         )
+    stored_max, given_max = stored.get("max_length"), given.get("max_length")
+    if stored_max and given_max and stored_max != given_max:
+        logger.warning(
+            "the index at %r was built with max_length %s, the embedder given truncates at %s: documents "
+            "added now are embedded differently from the stored ones; pass max_length=%s (--max-length %s)",
+            str(path), stored_max, given_max, stored_max, stored_max,
+        )
 
 
 class _Lock:
@@ -273,7 +286,14 @@ class Index:
         >>> index = Index.create("my-index", embedder)                    # doctest: +SKIP
         >>> index.upsert([Document(id="a", text="FAISS is a library.")])  # doctest: +SKIP
         >>> index.search("what is faiss?", k=3)                           # doctest: +SKIP
+
+    Attributes:
+        ef_search: HNSW search breadth (None: ``max(64, 2k, n / 4000)`` for ``n`` vectors).
+        nprobe: IVF lists searched (None: ``max(16, nlist / 16)``).
     """
+
+    ef_search: int | None = None
+    nprobe: int | None = None
 
     def __init__(
         self,
@@ -559,6 +579,7 @@ class Index:
                 self.commit()
                 if self._vectors is not None and self._saved_generation != self._generation:
                     self._save_vectors()
+                self._flush_sidecars()
         finally:
             self._closed = True
             self._store.close()
@@ -596,7 +617,8 @@ class Index:
         return folder
 
     def register_sidecar(self, sidecar: Sidecar) -> None:
-        """Call ``sidecar.on_commit(index, generation, added_ids, removed_ids)`` after every commit.
+        """Call ``sidecar.on_commit(index, generation, added_ids, removed_ids)`` after every commit, and
+        ``sidecar.flush(index)`` (when it has one) whenever the FAISS file is written.
 
         Raises:
             PermissionError: on a read-only index.
@@ -694,6 +716,18 @@ class Index:
         self._load_vectors()
         return True
 
+    def _follow_writer(self) -> None:
+        """A long-lived reader picks up the writer's newest commit once its FAISS file is written.
+
+        One SQLite read per search. Commits whose FAISS file is deferred (the intermediate commits of a bulk
+        load) are skipped rather than rebuilt from the store on every search; ``refresh()`` forces a reload.
+        """
+        if not self.read_only or self._vectors is None:
+            return
+        gen = int(self._store.get_meta("generation", 0))
+        if gen != self._vectors_generation and self._vector_file(gen).exists():
+            self.refresh()
+
     # -- writing
     # ----------------------------------------------------------------------------------------------
 
@@ -742,8 +776,9 @@ class Index:
         """Commit pending writes: the store first (the durable point), then the FAISS file and the sidecars.
 
         Args:
-            flush_vectors: Also write the FAISS file now. A bulk load passes False for its intermediate
-                commits; a FAISS file behind the store is detected and rebuilt on the next open.
+            flush_vectors: Also write the FAISS file (and let sidecars write theirs) now. A bulk load passes
+                False for its intermediate commits; :meth:`close` writes them, and files behind the store (a kill
+                before close) are detected and rebuilt on the next open.
         """
         if self.read_only or not self._store.in_transaction:
             return
@@ -767,6 +802,14 @@ class Index:
         self._write_manifest_file()
         for sidecar in self._sidecars:
             sidecar.on_commit(self, gen, added, removed)
+        if flush_vectors:
+            self._flush_sidecars()
+
+    def _flush_sidecars(self) -> None:
+        for sidecar in self._sidecars:
+            flush = getattr(sidecar, "flush", None)
+            if flush is not None:
+                flush(self)
 
     def rollback(self) -> None:
         """Drop uncommitted writes (the vector index is reloaded from the last commit)."""
@@ -935,6 +978,22 @@ class Index:
         """Chunks by id in the order asked; unknown (deleted) ids are left out."""
         return self._store.get_chunks(chunk_ids)
 
+    def get_vectors(self, chunk_ids: Iterable[int]) -> np.ndarray:
+        """The stored unit vectors of ``chunk_ids``, one row per id in the order asked.
+
+        Raises:
+            KeyError: naming the ids that are not in the index (deleted, or never added).
+        """
+        ids = [int(i) for i in chunk_ids]
+        if not ids:
+            return np.zeros((0, self.dim), np.float32)
+        found, vecs = self._store.vectors_of(ids, self.dim)
+        row = {int(i): r for r, i in enumerate(found)}
+        missing = [i for i in ids if i not in row]
+        if missing:
+            raise KeyError(f"no chunk with id {missing[:10]} in the index ({len(missing)} missing)")
+        return vecs[[row[i] for i in ids]]
+
     def chunks_of(self, doc_id: str) -> list[StoredChunk]:
         """The chunks of one document, in order."""
         return self._store.chunks_of(doc_id)
@@ -981,7 +1040,9 @@ class Index:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape (n, {self.dim}), got {q.shape}")
+        self._follow_writer()
         vi = self.vectors
+        vi.ef_search, vi.nprobe = self.ef_search, self.nprobe
         allowed = self.matching_ids(filter) if filter is not None else None
         if allowed is not None and vi.spec.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
             return self._exact(q, k, allowed)

@@ -114,7 +114,15 @@ class VectorIndex:
         spec: An index spec (see :class:`IndexSpec`).
         use_gpu: ``"auto"`` searches on the GPUs when this faiss has them, ``True`` requires them, ``False``
             never.
+
+    Attributes:
+        ef_search: HNSW candidate list size at search time; None = ``max(64, 2 * k, n / 4000)`` for ``n``
+            vectors. Larger is slower and finds more of the true neighbours (BENCHMARKS.md: the trade-off at 1M).
+        nprobe: IVF lists searched; None = ``max(16, nlist / 16)`` (4x that with a filter).
     """
+
+    ef_search: int | None = None
+    nprobe: int | None = None
 
     def __init__(self, dim: int, spec: str | IndexSpec = "Flat", use_gpu: bool | str = "auto") -> None:
         self.dim = int(dim)
@@ -307,15 +315,21 @@ class VectorIndex:
 
     def _params(self, sel: faiss.IDSelector | None, k: int) -> faiss.SearchParameters | None:
         if self.spec.kind == "hnsw":
+            # the default widens with the index: at 1M vectors 64 found 0.885 of the true top 10, 256 found 0.970
+            # (BENCHMARKS.md), while at 100k 64 already finds 0.999
+            ef = max(int(self.ef_search), k) if self.ef_search else max(64, 2 * k, self.ntotal // 4000)
             return (
-                faiss.SearchParametersHNSW(sel=sel, efSearch=max(64, 2 * k))  # type: ignore[attr-defined]  # faiss's stubs are incomplete
+                faiss.SearchParametersHNSW(sel=sel, efSearch=ef)  # type: ignore[attr-defined]  # faiss's stubs are incomplete
                 if sel is not None
-                else faiss.SearchParametersHNSW(efSearch=max(64, 2 * k))  # type: ignore[attr-defined]  # faiss's stubs are incomplete
+                else faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]  # faiss's stubs are incomplete
             )
         if self.spec.kind == "ivf" and self._trained:
-            nprobe = min(self.spec.nlist, max(16, self.spec.nlist // 16))
-            if sel is not None:
-                nprobe = min(self.spec.nlist, nprobe * 4)
+            if self.nprobe:
+                nprobe = min(self.spec.nlist, int(self.nprobe))
+            else:
+                nprobe = min(self.spec.nlist, max(16, self.spec.nlist // 16))
+                if sel is not None:
+                    nprobe = min(self.spec.nlist, nprobe * 4)
             return (
                 faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)  # type: ignore[call-arg]  # faiss's stubs are incomplete
                 if sel is not None

@@ -144,16 +144,7 @@ def open_index(
 
 def stored_vectors(index: Any, chunk_ids: Sequence[int]) -> np.ndarray:
     """The stored unit vectors of ``chunk_ids``, in that order (for maximal marginal relevance)."""
-    ids = [int(i) for i in chunk_ids]
-    if not ids:
-        return np.zeros((0, index.dim), np.float32)
-    getter = getattr(index, "get_vectors", None)
-    if getter is not None:
-        return np.asarray(getter(ids), dtype=np.float32)
-    # TODO(core): use a public Index.get_vectors(ids) once it exists; the store is the source of truth
-    found_ids, vecs = index._store.vectors_of(ids, index.dim)
-    row = {int(i): r for r, i in enumerate(found_ids)}
-    return np.stack([vecs[row[i]] for i in ids]) if ids else vecs
+    return np.asarray(index.get_vectors([int(i) for i in chunk_ids]), dtype=np.float32)
 
 
 def copy_index(index: Any, target: str | os.PathLike[str]) -> Path:

@@ -32,6 +32,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -344,8 +345,6 @@ def evaluate_index(
     Returns:
         The :class:`EvalReport`.
     """
-    import time
-
     ds = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset)
     unknown = [m for m in modes if m not in EVAL_MODES]
     if unknown:
@@ -364,6 +363,27 @@ def evaluate_index(
     report.settings = {"dataset": str(ds.path), "split": ds.split, "k": k, "depth": depth,
                        "candidates": candidates, "ignore_identical_ids": ignore_identical_ids,
                        "instruction": instruction}
+    # every mode searches with the same query vectors: embed each query once
+    cache_size = getattr(retriever, "query_cache_size", None)
+    if cache_size is not None:
+        retriever.query_cache_size = max(cache_size, len(query_ids))  # type: ignore[attr-defined]
+    try:
+        _evaluate_modes(ds, retriever, modes, report, query_ids, k=k, depth=depth, chunk_depth=chunk_depth,
+                        reranker=reranker, candidates=candidates, instruction=instruction,
+                        ignore_identical_ids=ignore_identical_ids, batch_size=batch_size,
+                        show_progress=show_progress)
+    finally:
+        if cache_size is not None:
+            retriever.query_cache_size = cache_size  # type: ignore[attr-defined]
+    return report
+
+
+def _evaluate_modes(ds: BeirDataset, retriever: Any, modes: Sequence[str], report: EvalReport,
+                    query_ids: list[str], *, k: int, depth: int, chunk_depth: int, reranker: Any, candidates: int,
+                    instruction: str | None, ignore_identical_ids: bool, batch_size: int,
+                    show_progress: bool) -> None:
+    import time
+
     for mode in modes:
         started = time.perf_counter()
         hit_lists: list = []
@@ -388,7 +408,6 @@ def evaluate_index(
                                 f"mrr@{k}": full[f"mrr@{k}"], f"map@{depth}": full[f"map@{depth}"]}
         report.recall_curves[mode] = recall_curve(ds.qrels, run, depth, ignore_identical_ids)
         logger.info("%s: %s", mode, report.metrics[mode])
-    return report
 
 
 def index_corpus(dataset: BeirDataset, index: object, batch_size: int = 512,

@@ -77,6 +77,8 @@ class Retriever:
             or ``"none"``.
         instruction: Default query instruction for the embedder (None: the embedder's / index's default).
         device: Device for models this retriever loads itself.
+        query_cache_size: Query vectors kept (per query text and instruction), so a repeated query is not
+            embedded again; 0 turns the cache off. The oldest entries go first.
 
     Raises:
         FileNotFoundError: ``index`` is a path without an index.
@@ -98,7 +100,10 @@ class Retriever:
         overlap: OverlapMode = "merge",
         instruction: str | None = None,
         device: str = "auto",
+        query_cache_size: int = 1024,
     ) -> None:
+        if not isinstance(query_cache_size, int) or query_cache_size < 0:
+            raise ValueError(f"query_cache_size must be an int >= 0, got {query_cache_size!r}")
         if overlap not in ("merge", "dedup", "none"):
             raise ValueError(f"overlap must be 'merge', 'dedup' or 'none', got {overlap!r}")
         if len(weights) != 2:
@@ -144,6 +149,8 @@ class Retriever:
         self.instruction = instruction
         self._sidecar: BM25Sidecar | None = None
         self._rerankers: dict[str, Any] = {}
+        self.query_cache_size = query_cache_size
+        self._query_vectors: dict[tuple[str, str | None], np.ndarray] = {}
 
     # -- lifecycle
     # -----------------------------------------------------------------------------------------------
@@ -334,13 +341,30 @@ class Retriever:
     # --------------------------------------------------------------------------------------------------
     def _dense(self, queries: list[str], n: int, filter: Any,
                instruction: str | None) -> list[list[tuple[int, float]]]:
-        vectors = self.index.embedder.embed_queries(queries, instruction=instruction or self.instruction)
-        ids, scores = self.index.search_vectors(np.asarray(vectors, dtype=np.float32), n, filter=filter)
+        vectors = self._embed_queries(queries, instruction or self.instruction)
+        ids, scores = self.index.search_vectors(vectors, n, filter=filter)
         out = []
         for row_ids, row_scores in zip(ids, scores, strict=True):
             keep = row_ids >= 0
             out.append([(int(i), float(s)) for i, s in zip(row_ids[keep], row_scores[keep], strict=True)])
         return out
+
+    def _embed_queries(self, queries: list[str], instruction: str | None) -> np.ndarray:
+        """Query vectors, from the cache where the same query was embedded before (same instruction)."""
+        cache = self._query_vectors
+        missing = list(dict.fromkeys(q for q in queries if (q, instruction) not in cache))
+        fresh: dict[str, np.ndarray] = {}
+        if missing:
+            vectors = np.asarray(self.index.embedder.embed_queries(missing, instruction=instruction),
+                                 dtype=np.float32)
+            fresh = dict(zip(missing, vectors, strict=True))
+        rows = [fresh[q] if q in fresh else cache[(q, instruction)] for q in queries]
+        if self.query_cache_size:
+            for q, v in fresh.items():
+                cache[(q, instruction)] = v
+            while len(cache) > self.query_cache_size:
+                del cache[next(iter(cache))]
+        return np.stack(rows) if rows else np.zeros((0, self.index.dim), np.float32)
 
     def _first_stage(self, mode: str, dense: list[tuple[int, float]], keyword: list[tuple[int, float]],
                      n: int, overlap: OverlapMode) -> list[Hit]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -120,6 +121,9 @@ class TransformerRunner:
         self._tokenizer: Any = None
         self._model: Any = None
         self._dtype: torch.dtype | None = None
+        #: Extra forward arguments: ``use_cache=False`` where the model takes it (decoders otherwise keep every
+        #: layer's keys and values until the forward returns, memory a one-pass encoder never reads).
+        self.forward_kwargs: dict[str, Any] = {}
 
     # -- loading -------------------------------------------------------------------------------------------------
     @property
@@ -173,6 +177,8 @@ class TransformerRunner:
             finally:
                 if bars_were_on:
                     hf_logging.enable_progress_bar()
+            if "use_cache" in inspect.signature(model.forward).parameters:
+                self.forward_kwargs = {"use_cache": False}
             if self.compile:
                 # Fuses the memory-bound elementwise work (RMSNorm upcasts, RoPE) that dominates GPU time;
                 # dynamic shapes because every length-sorted batch has its own (rows, length).

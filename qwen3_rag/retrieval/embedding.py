@@ -255,10 +255,11 @@ class _EmbeddingRunner(TransformerRunner):
     def forward(self, sequences: list[Sequence[int]]) -> torch.Tensor:
         left = self.pooling == "last_token"
         ids, mask = self._device_batch(sequences, left=left)
-        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        model = self.model
+        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, **self.forward_kwargs}
         if left:
             kwargs["position_ids"] = positions_from_mask(mask)
-        hidden = self.model(**kwargs).last_hidden_state
+        hidden = model(**kwargs).last_hidden_state
         if self.pooling == "last_token":
             pooled = hidden[:, -1]
         elif self.pooling == "cls":

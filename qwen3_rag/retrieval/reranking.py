@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qwen3_rag.retrieval import _loading
 from qwen3_rag.retrieval._runner import RunnerFacade, TransformerRunner, check_texts, positions_from_mask
 from qwen3_rag.retrieval.prompts import (
     RERANKER_NO,
@@ -46,11 +47,16 @@ class Reranker(RunnerFacade):
         revision: Hub revision.
         attn_implementation: Override the attention kernel.
         compile: Run the model through ``torch.compile(dynamic=True)`` (faster on GPUs after a one-time compile).
+        share_prefix: Compute the tokens that all of a query's candidates share (system prompt, instruction, query)
+            once and reuse their keys and values for every candidate; the scores are unchanged. Used with the
+            ``sdpa`` and ``eager`` attention kernels, without ``compile``.
 
     Example:
         >>> rr = Reranker("Qwen/Qwen3-Reranker-0.6B")                              # doctest: +SKIP
         >>> rr.rerank("capital of China?", ["Beijing is the capital.", "Gravity."])  # doctest: +SKIP
     """
+
+    _runner: _RerankerRunner
 
     def __init__(
         self,
@@ -66,6 +72,7 @@ class Reranker(RunnerFacade):
         revision: str | None = None,
         attn_implementation: str | None = None,
         compile: bool = False,
+        share_prefix: bool = True,
     ) -> None:
         self._runner = _RerankerRunner(
             model,
@@ -84,6 +91,7 @@ class Reranker(RunnerFacade):
                              f"got {max_length!r}")
         self.max_length = max_length
         self.instruction = resolve_instruction(instruction)
+        self.share_prefix = bool(share_prefix)
         self._prefix_ids: list[int] | None = None
         self._suffix_ids: list[int] | None = None
 
@@ -101,17 +109,19 @@ class Reranker(RunnerFacade):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         docs = check_texts(documents, "documents")
         task = resolve_instruction(instruction, self.instruction)
-        return self._score([format_reranker_body(query, d, task) for d in docs])
+        return self._score([format_reranker_body(query, d, task) for d in docs], [0] * len(docs))
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], instruction: str | None = None) -> list[float]:
         """Relevance probabilities of (query, document) pairs, batched across queries."""
         task = resolve_instruction(instruction, self.instruction)
-        bodies = []
+        bodies, groups = [], []
+        query_group: dict[str, int] = {}
         for i, pair in enumerate(pairs):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
                 raise TypeError(f"pairs[{i}] must be a (query, document) tuple of two str, got {pair!r:.80}")
             bodies.append(format_reranker_body(pair[0], pair[1], task))
-        return self._score(bodies)
+            groups.append(query_group.setdefault(pair[0], len(query_group)))
+        return self._score(bodies, groups)
 
     def rerank(
         self, query: str, documents: Sequence[str], top_n: int | None = None, instruction: str | None = None
@@ -152,10 +162,47 @@ class Reranker(RunnerFacade):
                              return_attention_mask=False, verbose=False)
         return [[*prefix, *ids, *suffix] for ids in enc["input_ids"]]
 
-    def _score(self, bodies: list[str]) -> list[float]:
-        out = np.empty((len(bodies), 1), dtype=np.float32)
-        self._runner._run_batches(self._encode(bodies), self._runner.forward, out, desc="reranking")
+    def _score(self, bodies: list[str], groups: list[int]) -> list[float]:
+        """Score formatted bodies; ``groups[i]`` names the query of body ``i`` (the candidates that share a prefix)."""
+        sequences = self._encode(bodies)
+        out = np.empty((len(sequences), 1), dtype=np.float32)
+        runner = self._runner
+        alone = list(range(len(sequences)))
+        if self.share_prefix and runner.can_share_prefix():
+            members: dict[int, list[int]] = {}
+            for i, group in enumerate(groups):
+                members.setdefault(group, []).append(i)
+            alone = []
+            for rows in members.values():
+                shared = common_prefix_length([sequences[i] for i in rows])
+                if len(rows) < MIN_SHARED_GROUP or shared < MIN_SHARED_PREFIX:
+                    alone.extend(rows)
+                    continue
+                part = np.empty((len(rows), 1), dtype=np.float32)
+                runner.run_with_prefix(sequences[rows[0]][:shared], [sequences[i][shared:] for i in rows], part)
+                out[rows] = part
+        if alone:
+            part = np.empty((len(alone), 1), dtype=np.float32)
+            runner._run_batches([sequences[i] for i in alone], runner.forward, part, desc="reranking")
+            out[alone] = part
         return [float(x) for x in out[:, 0]]
+
+
+#: Below this many shared tokens, computing the prefix separately saves less than it costs.
+MIN_SHARED_PREFIX = 16
+#: Queries with fewer candidates are batched with the other queries' pairs instead (a query's shared run is its
+#: own forward passes, so tiny groups would trade big batches for a few saved tokens).
+MIN_SHARED_GROUP = 4
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Tokens at the start of every sequence, leaving at least one token of each to compute (the scored one)."""
+    first = sequences[0]
+    limit = min(len(s) for s in sequences) - 1
+    n = 0
+    while n < limit and all(s[n] == first[n] for s in sequences):
+        n += 1
+    return n
 
 
 class _RerankerRunner(TransformerRunner):
@@ -179,9 +226,67 @@ class _RerankerRunner(TransformerRunner):
         return base.to(self.device).eval()
 
     def forward(self, sequences: list[Sequence[int]]) -> torch.Tensor:
-        model = self.model
         ids, mask = self._device_batch(sequences, left=True)
-        hidden = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).last_hidden_state
-        logits = hidden[:, -1] @ self._head.T  # (batch, 2): [no, yes]
-        logits = logits.float()
+        model = self.model
+        positions = positions_from_mask(mask)
+        hidden = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                       **self.forward_kwargs).last_hidden_state
+        return self._yes_probability(hidden[:, -1])
+
+    def _yes_probability(self, last: torch.Tensor) -> torch.Tensor:
+        logits = (last @ self._head.T).float()  # (batch, 2): [no, yes]
         return torch.sigmoid(logits[:, 1] - logits[:, 0]).unsqueeze(1)
+
+    # -- shared prefix -------------------------------------------------------------------------------------------
+    def can_share_prefix(self) -> bool:
+        """Whether candidates may reuse a prefix's keys and values: tested with the sdpa and eager kernels only."""
+        if self.compile:
+            return False
+        attn = _loading.attention_implementation(self.device, self.dtype, self._attn_request)
+        return attn in ("sdpa", "eager")
+
+    def run_with_prefix(self, prefix: Sequence[int], rests: Sequence[Sequence[int]], out: np.ndarray) -> None:
+        """Score ``prefix + rests[i]`` for each i into ``out[i]``, running the prefix once.
+
+        The prefix's keys and values (one row) are computed first and repeated for every row of each batch of
+        remainders; the remainders are left-padded after the prefix, and their positions continue from its end,
+        so every token sees exactly the context it would see in the full sequence.
+        """
+        from transformers import DynamicCache
+
+        model = self.model
+        cache_argument = _cache_argument(model)
+        with torch.inference_mode():
+            ids = torch.tensor([list(prefix)], dtype=torch.long, device=self.device)
+            cache = DynamicCache()
+            model(input_ids=ids, use_cache=True, **{cache_argument: cache})
+            prefix_kv = _cache_tensors(cache)
+
+        def forward(sequences: list[Sequence[int]]) -> torch.Tensor:
+            ids, mask = self._device_batch(sequences, left=True)
+            rows = ids.shape[0]
+            batch_cache = DynamicCache()
+            for layer, (keys, values) in enumerate(prefix_kv):
+                batch_cache.update(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1), layer)
+            full_mask = torch.cat([mask.new_ones(rows, len(prefix)), mask], dim=1)
+            positions = positions_from_mask(mask) + len(prefix)
+            hidden = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, use_cache=False,
+                           **{cache_argument: batch_cache}).last_hidden_state
+            return self._yes_probability(hidden[:, -1])
+
+        self._run_batches(rests, forward, out, desc="reranking")
+
+
+def _cache_argument(model: Any) -> str:
+    """The forward argument that takes a KV cache: ``cache`` in recent transformers, ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) per layer of a DynamicCache, across transformers versions."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return [(layer.keys, layer.values) for layer in layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))

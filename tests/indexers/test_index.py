@@ -298,3 +298,41 @@ def test_create_killed_halfway_is_not_an_index(tmp_path: Path, hash_embedder: An
     with Index.open_or_create(tmp_path / "ix", hash_embedder, chunk_size=16, chunk_overlap=0) as index:
         assert index.upsert(corpus(3)).added == 3
     assert Index.exists(tmp_path / "ix")
+
+
+def test_get_vectors_in_order_and_missing_ids(tmp_path: Path, hash_embedder: Any) -> None:
+    with Index.create(tmp_path / "ix", hash_embedder, chunk_size=16, chunk_overlap=0) as index:
+        index.upsert(corpus(3))
+        ids = [c.chunk_id for c in index.chunks_of("d2")] + [c.chunk_id for c in index.chunks_of("d0")]
+        vecs = index.get_vectors(ids)
+        assert vecs.shape == (len(ids), index.dim) and vecs.dtype == np.float32
+        texts = [c.text for c in index.get_chunks(ids)]
+        np.testing.assert_allclose(vecs, hash_embedder.embed_documents(texts), atol=1e-6)
+        assert index.get_vectors([]).shape == (0, index.dim)
+        gone = index.chunk_ids("d1")
+        index.delete(["d1"])
+        with pytest.raises(KeyError, match=str(gone[0])):
+            index.get_vectors([ids[0], gone[0]])
+
+
+def test_a_reader_follows_the_writer_when_its_faiss_file_is_written(tmp_path: Path, hash_embedder: Any) -> None:
+    writer = Index.create(tmp_path / "ix", hash_embedder, chunk_size=16, chunk_overlap=0)
+    writer.upsert(corpus(3))
+    reader = Index.open(tmp_path / "ix", hash_embedder, read_only=True)
+    probe = "zebras quietly crossing a frozen lake"
+    assert all(h.doc_id != "zebra" for h in reader.search(probe, k=3))
+    with writer.batch(flush_vectors=False):  # a bulk load's intermediate commit: no FAISS file yet
+        writer.upsert([Document(id="zebra", text=probe)])
+    before = reader.generation
+    assert all(h.doc_id != "zebra" for h in reader.search(probe, k=3)) and reader.generation == before
+    writer.close()  # writes the FAISS file of the last commit
+    assert reader.search(probe, k=1)[0].doc_id == "zebra" and reader.generation == before + 1
+    reader.close()
+
+
+def test_another_max_length_is_warned_about(tmp_path: Path, hash_embedder: Any, caplog: Any) -> None:
+    Index.create(tmp_path / "ix", hash_embedder, chunk_size=16, chunk_overlap=0).close()
+    hash_embedder.describe = lambda: {**type(hash_embedder).describe(hash_embedder), "max_length": 256}
+    with caplog.at_level("WARNING"), Index.open(tmp_path / "ix", hash_embedder):
+        pass
+    assert "max_length 512" in caplog.text and "--max-length 512" in caplog.text

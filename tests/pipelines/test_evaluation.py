@@ -161,8 +161,11 @@ def test_evaluate_index_end_to_end(tmp_path: Path, hash_embedder: Any, tiny_rera
         BM25Sidecar.attach(index)
         assert index_corpus(ds, index) == 30
         assert index_corpus(ds, index) == 0  # unchanged documents are skipped
-        retriever = Retriever(index, reranker=tiny_reranker)
+        retriever = Retriever(index, reranker=tiny_reranker, query_cache_size=4)
+        embedded = hash_embedder.texts_embedded
         report = evaluate_index(ds, retriever, ["dense", "bm25", "hybrid", "rerank"], candidates=5)
+        assert hash_embedder.texts_embedded - embedded == len(ds.queries)  # once each, not once per mode
+        assert retriever.query_cache_size == 4
 
     assert list(report.metrics) == ["dense", "bm25", "hybrid", "rerank"]
     assert set(report.metrics["dense"]) == {"ndcg@10", "recall@100", "mrr@10", "map@100"}

@@ -204,3 +204,21 @@ def test_errors(index: Any, tmp_path: Path) -> None:
         Retriever(index, fusion="max")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="alpha"):
         Retriever(index, alpha=1.5)
+
+
+def test_repeated_queries_are_embedded_once(index: Any, hash_embedder: Any) -> None:
+    retriever = Retriever(index, overlap="none", query_cache_size=2)
+    first = retriever.search_batch(QUERIES[:2], k=3)
+    embedded = hash_embedder.texts_embedded
+    assert retriever.search_batch(QUERIES[:2], k=3, mode="hybrid") and hash_embedder.texts_embedded == embedded
+    assert retriever.search_batch(QUERIES[:2], k=3) == first
+    retriever.search(QUERIES[2], k=3)  # a third query pushes the oldest out
+    assert hash_embedder.texts_embedded == embedded + 1
+    retriever.search_batch(QUERIES[:2], k=3)
+    assert hash_embedder.texts_embedded == embedded + 2  # only QUERIES[0] was embedded again
+    off = Retriever(index, query_cache_size=0)
+    off.search(QUERIES[0], k=1)
+    off.search(QUERIES[0], k=1)
+    assert hash_embedder.texts_embedded == embedded + 4
+    with pytest.raises(ValueError, match="query_cache_size"):
+        Retriever(index, query_cache_size=-1)

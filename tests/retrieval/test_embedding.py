@@ -179,3 +179,18 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_qwen3_embedding_dir, mo
     np.testing.assert_allclose(emb.embed_documents(texts), expected, atol=1e-5)
     assert calls[0] == len(texts) and max(done) <= 4 and sum(done) == len(texts)
     assert emb._runner.max_tokens_per_batch < 100_000
+
+
+def test_no_kv_cache_is_kept_during_a_forward(tiny_qwen3_embedding_dir, tiny_qwen3_reranker_dir):
+    from qwen3_rag import Embedder, Reranker
+
+    outputs = []
+    emb = Embedder(tiny_qwen3_embedding_dir, device="cpu", dtype="float32")
+    rr = Reranker(tiny_qwen3_reranker_dir, device="cpu", dtype="float32", share_prefix=False)
+    for module in (emb.model, rr.model):
+        module.register_forward_hook(lambda _m, _a, out: outputs.append(out))
+    emb.embed_documents(["one text", "another text"])
+    rr.score("q", ["a", "b"])
+    assert len(outputs) == 2
+    for out in outputs:
+        assert all(getattr(out, name, None) is None for name in ("past_key_values", "cache"))

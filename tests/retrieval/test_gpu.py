@@ -65,3 +65,12 @@ def test_out_of_memory_halves_and_retries(tiny_qwen3_embedding_dir, monkeypatch)
     got = emb.embed_documents(TEXTS)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert calls[0] == len(TEXTS) and max(done) <= 4 and sum(done) == len(TEXTS)
+
+
+def test_cuda_shared_prefix_matches_full_pairs(tiny_qwen3_reranker_dir):
+    docs = TEXTS[:8]
+    for dtype, atol in (("float32", 1e-4), ("bfloat16", 2e-2)):
+        shared = Reranker(tiny_qwen3_reranker_dir, device="cuda", dtype=dtype, max_tokens_per_batch=600)
+        full = Reranker(tiny_qwen3_reranker_dir, device="cuda", dtype=dtype, share_prefix=False)
+        assert shared._runner.can_share_prefix()
+        np.testing.assert_allclose(shared.score("capital?", docs), full.score("capital?", docs), atol=atol)

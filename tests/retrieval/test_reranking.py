@@ -81,3 +81,48 @@ def test_bad_input(tiny_reranker):
         tiny_reranker.score(None, ["ok"])
     with pytest.raises(ValueError, match="top_n"):
         tiny_reranker.rerank(QUERY, ["ok"], top_n=-1)
+
+
+def test_shared_prefix_path_equals_the_reference(tiny_qwen3_reranker_dir, monkeypatch):
+    from qwen3_rag.retrieval import reranking
+
+    seen: list[int] = []
+    original = reranking._RerankerRunner.run_with_prefix
+
+    def spy(self, prefix, rests, out):
+        seen.append(len(prefix))
+        return original(self, prefix, rests, out)
+
+    monkeypatch.setattr(reranking._RerankerRunner, "run_with_prefix", spy)
+    # A small budget forces several batches, so padding sits between the prefix and the shorter candidates.
+    shared = Reranker(tiny_qwen3_reranker_dir, device="cpu", dtype="float32", max_tokens_per_batch=120)
+    plain = Reranker(tiny_qwen3_reranker_dir, device="cpu", dtype="float32", share_prefix=False)
+    ours = shared.score(QUERY, DOCS)
+    prefix, _ = shared._affixes()
+    assert len(seen) == 1 and seen[0] > len(prefix)  # the system prompt, the instruction and the query were shared
+    ref = reference_rerank(tiny_qwen3_reranker_dir, [(QUERY, d) for d in DOCS], DEFAULT_INSTRUCTION)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    np.testing.assert_allclose(plain.score(QUERY, DOCS), ref, atol=1e-5)
+
+
+def test_shared_prefix_across_queries_in_pairs(tiny_qwen3_reranker_dir):
+    rr = Reranker(tiny_qwen3_reranker_dir, device="cpu", dtype="float32", max_tokens_per_batch=200)
+    pairs = [(QUERY, d) for d in DOCS] + [("Explain gravity", d) for d in DOCS[:3]] + [("What is yes?", "yes")]
+    ref = reference_rerank(tiny_qwen3_reranker_dir, pairs, DEFAULT_INSTRUCTION)
+    np.testing.assert_allclose(rr.score_pairs(pairs), ref, atol=1e-5)
+
+
+def test_common_prefix_length_keeps_a_token_to_score():
+    from qwen3_rag.retrieval.reranking import common_prefix_length
+
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # identical candidates: the last token is still run
+    assert common_prefix_length([[1, 2], [1, 2, 3, 4]]) == 1
+    assert common_prefix_length([[7], [7, 8]]) == 0
+
+
+def test_identical_and_nested_candidates(tiny_qwen3_reranker_dir):
+    rr = Reranker(tiny_qwen3_reranker_dir, device="cpu", dtype="float32")
+    docs = ["Beijing.", "Beijing.", "Beijing. It is big.", "yes"]
+    ref = reference_rerank(tiny_qwen3_reranker_dir, [(QUERY, d) for d in docs], DEFAULT_INSTRUCTION)
+    np.testing.assert_allclose(rr.score(QUERY, docs), ref, atol=1e-5)

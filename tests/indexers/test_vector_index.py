@@ -1,0 +1,64 @@
+"""VectorIndex: the search-time knobs of the approximate index types."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qwen3_rag.indexers.vector_index import VectorIndex
+
+
+def test_search_knobs_trade_speed_for_recall() -> None:
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((3000, 32)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = np.arange(3000, dtype=np.int64)
+    exact = VectorIndex(32, "Flat")
+    exact.add(ids, vecs)
+    _, truth = exact.search(vecs[:200], 10)
+    hnsw = VectorIndex(32, "HNSW4")
+    hnsw.add(ids, vecs)
+
+    def recall(index: VectorIndex) -> float:
+        _, found = index.search(vecs[:200], 10)
+        return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)]))
+
+    hnsw.ef_search = 10
+    low = recall(hnsw)
+    hnsw.ef_search = 400
+    assert recall(hnsw) > low and recall(hnsw) > 0.97
+    ivf = VectorIndex(32, "IVF16,Flat")
+    ivf.reset(train_vectors=vecs)
+    ivf.add(ids, vecs)
+    ivf.nprobe = 1
+    one = recall(ivf)
+    ivf.nprobe = 16
+    assert recall(ivf) == 1.0 > one
+
+
+def test_index_passes_its_knobs_to_every_search(tmp_path, hash_embedder) -> None:
+    from qwen3_rag.indexers.index import Index
+    from qwen3_rag.types import Document
+
+    with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0, index_type="HNSW8") as index:
+        index.upsert([Document(id=f"d{i}", text=f"text number {i}") for i in range(50)])
+        seen = []
+        real = index.vectors._params
+
+        def spy(sel, k):
+            seen.append(index.vectors.ef_search)
+            return real(sel, k)
+
+        index.vectors._params = spy
+        index.ef_search = 300
+        index.search("text number 3", k=5)
+        assert seen == [300]
+
+
+def test_default_hnsw_breadth_grows_with_the_index(monkeypatch) -> None:
+    hnsw = VectorIndex(8, "HNSW4")
+    assert hnsw._params(None, 10).efSearch == 64
+    assert hnsw._params(None, 50).efSearch == 100
+    monkeypatch.setattr(VectorIndex, "ntotal", property(lambda self: 1_000_000))
+    assert hnsw._params(None, 10).efSearch == 250  # measured: recall@10 0.885 at 64, 0.970 at 256 (1M vectors)
+    hnsw.ef_search = 32
+    assert hnsw._params(None, 50).efSearch == 50  # never below k
