@@ -133,6 +133,7 @@ class Chunker:
         self.config = ChunkingConfig(chunk_size, chunk_overlap)
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
+        self.tokenizer = tokenizer
         self._spans: TokenSpans = (
             tokenizer_token_spans(tokenizer) if tokenizer is not None else regex_token_spans
         )
@@ -150,6 +151,17 @@ class Chunker:
             logger.info("embedder tokenizer %s gives no offsets; counting words instead", type(tok).__name__)
             tok = None
         return cls(chunk_size, chunk_overlap, tokenizer=tok)
+
+    def with_own_tokenizer(self) -> Chunker:
+        """The same chunker over a private copy of the tokenizer, for a thread beside the embedder.
+
+        A fast tokenizer is not safe to share between threads: truncation is a setting of the tokenizer object,
+        so a chunker call can switch it off under an embedder call that is truncating.
+        """
+        import copy
+
+        own = copy.deepcopy(self.tokenizer) if self.tokenizer is not None else None
+        return Chunker(self.chunk_size, self.chunk_overlap, tokenizer=own)
 
     def count_tokens(self, text: str) -> int:
         """Number of content tokens in ``text``."""

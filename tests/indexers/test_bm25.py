@@ -193,12 +193,14 @@ def test_bulk_load_writes_bm25_once_and_a_kill_is_rebuilt(tmp_path: Path, hash_e
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 137, out.stderr
     with Index.open(tmp_path / "ix", hash_embedder) as index:
-        assert index.generation == generation + 2  # two batches of the killed run were committed
+        # the killed run committed its first batch (and maybe the second, which was being written beside the
+        # embedding of the third)
+        assert index.generation in (generation + 1, generation + 2)
         assert BM25Index.load(index.sidecar_dir("bm25")).generation == generation
         sidecar = BM25Sidecar.attach(index)
         assert sidecar.bm25.generation == index.generation
         assert sidecar.bm25.ids == sorted(c for c, _ in index.iter_chunks())
-        assert len(sidecar.bm25.search("zebra", k=20)) == 8
+        assert len(sidecar.bm25.search("zebra", k=20)) == 4 * (index.generation - generation)
 
 
 KILLED_CHILD = r'''

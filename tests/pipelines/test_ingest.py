@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,94 @@ def test_attached_sidecar_follows_every_commit(tmp_path: Path, hash_embedder: An
     ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, attach=[attach])
     with Index.open(tmp_path / "ix", read_only=True) as index:
         assert seen["added"] == {i for i, _ in index.iter_chunks()} and not seen["removed"]
+
+
+def _contents(path: Path) -> list[tuple[str, str, int, int, bytes]]:
+    with Index.open(path, read_only=True) as index:
+        chunk_ids = [c for c, _ in index.iter_chunks()]
+        vectors = index.get_vectors(chunk_ids)
+        return [(c.doc_id, c.text, c.start, c.end, v.tobytes())
+                for c, v in zip(index.get_chunks(chunk_ids), vectors, strict=True)]
+
+
+def test_pipelined_ingestion_writes_what_the_sequential_one_does(tmp_path: Path, hash_embedder: Any) -> None:
+    src = write_corpus(tmp_path / "corpus", n=30)
+    a = ingest([src], tmp_path / "a", embedder=hash_embedder, commit_every=7, chunk_size=16, chunk_overlap=4,
+               pipelined=True)
+    b = ingest([src], tmp_path / "b", embedder=hash_embedder, commit_every=7, chunk_size=16, chunk_overlap=4,
+               pipelined=False)
+    assert a.chunks_added == b.chunks_added > 30 and a.tokens == b.tokens
+    assert _contents(tmp_path / "a") == _contents(tmp_path / "b")
+
+
+def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first embedding call only returns once later documents were chunked beside it (no timing involved)."""
+    from qwen3_rag.indexers.chunking import Chunker
+
+    src = write_corpus(tmp_path / "corpus", n=30)
+    embedding = threading.Event()
+    chunked_meanwhile = threading.Event()
+    overlapped: list[bool] = []
+    tokenizers: set[int] = set()
+    real_chunk, real_embed = Chunker.chunk, hash_embedder.embed_documents
+
+    def chunk(self: Chunker, document: Any) -> Any:
+        tokenizers.add(id(self.tokenizer))
+        if embedding.is_set():
+            chunked_meanwhile.set()
+        return real_chunk(self, document)
+
+    def embed(texts: list[str]) -> Any:
+        if not overlapped:
+            embedding.set()
+            overlapped.append(chunked_meanwhile.wait(timeout=30))
+        return real_embed(texts)
+
+    monkeypatch.setattr(Chunker, "chunk", chunk)
+    monkeypatch.setattr(hash_embedder, "embed_documents", embed)
+    ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
+           pipelined=True)
+    assert overlapped == [True]
+    assert id(hash_embedder.tokenizer) not in tokenizers  # the chunker has its own copy of the tokenizer
+
+
+def test_pipelining_is_on_for_accelerators_only(tmp_path: Path, hash_embedder: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from qwen3_rag.pipelines import ingest as ingest_module
+
+    seen: list[bool] = []
+    real_run = ingest_module._run
+    monkeypatch.setattr(ingest_module, "_run", lambda *a: seen.append(a[-1]) or real_run(*a))
+    src = write_corpus(tmp_path / "corpus", n=3)
+    for i, device in enumerate(("cpu", "cuda", None)):
+        hash_embedder.device = torch.device(device) if device else None
+        ingest([src], tmp_path / f"ix{i}", embedder=hash_embedder)
+    assert seen == [False, True, False]
+
+
+def test_an_embedding_error_stops_the_run_and_keeps_what_was_written(tmp_path: Path, hash_embedder: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    src = write_corpus(tmp_path / "corpus", n=30)
+    calls = 0
+    real_embed = hash_embedder.embed_documents
+
+    def failing(texts: list[str]) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("device lost")
+        return real_embed(texts)
+
+    monkeypatch.setattr(hash_embedder, "embed_documents", failing)
+    with pytest.raises(RuntimeError, match="device lost"):
+        ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
+               pipelined=True)
+    with Index.open(tmp_path / "ix", read_only=True) as index:
+        counts = index.count()
+        assert counts.chunks == counts.vectors >= 5  # whole batches only, each consistent
+    monkeypatch.setattr(hash_embedder, "embed_documents", real_embed)
+    again = ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4)
+    assert again.unchanged > 0 and again.added > 0
