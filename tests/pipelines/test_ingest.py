@@ -231,19 +231,27 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The first embedding call only returns once later documents were chunked beside it (no timing involved)."""
     from qwen3_rag.indexers.chunking import Chunker
+    from qwen3_rag.pipelines import ingest as ingest_module
 
     src = write_corpus(tmp_path / "corpus", n=30)
     embedding = threading.Event()
     chunked_meanwhile = threading.Event()
     overlapped: list[bool] = []
     tokenizers: set[int] = set()
-    real_chunk, real_embed = Chunker.chunk, hash_embedder.embed_documents
+    real_chunk, real_embed = Chunker.chunk_many, hash_embedder.embed_documents
 
-    def chunk(self: Chunker, document: Any) -> Any:
+    submitted = threading.Event()
+    real_submit = ingest_module._EmbedWorker.submit
+
+    def submit(self: Any, texts: list[str]) -> Any:
+        submitted.set()
+        return real_submit(self, texts)
+
+    def chunk(self: Chunker, documents: Any) -> Any:
         tokenizers.add(id(self.tokenizer))
-        if embedding.is_set():
+        if submitted.is_set() and embedding.wait(timeout=30):  # chunking while the embedder works
             chunked_meanwhile.set()
-        return real_chunk(self, document)
+        return real_chunk(self, documents)
 
     def embed(texts: list[str]) -> Any:
         if not overlapped:
@@ -251,7 +259,9 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
             overlapped.append(chunked_meanwhile.wait(timeout=30))
         return real_embed(texts)
 
-    monkeypatch.setattr(Chunker, "chunk", chunk)
+    monkeypatch.setattr(Chunker, "chunk_many", chunk)
+    monkeypatch.setattr(ingest_module._EmbedWorker, "submit", submit)
+    monkeypatch.setattr(ingest_module, "CHUNK_BATCH_DOCUMENTS", 2)
     monkeypatch.setattr(hash_embedder, "embed_documents", embed)
     ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
            pipelined=True)
