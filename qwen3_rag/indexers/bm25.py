@@ -102,9 +102,10 @@ class _Tokenizer:
         text = unicodedata.normalize("NFKC", text).lower()
         out: list[str] = []
         cjk = self.config.cjk
-        for match in _TOKEN.finditer(text):
-            word = match.group()
-            if _CJK_RUN.fullmatch(word):
+        stop, cache, stem = self._stop, self._cache, self._stem
+        for word in _TOKEN.findall(text):
+            # a match is either a run of CJK characters or a run without any: its first character tells which
+            if word[0] >= "\u3040" and _CJK_RUN.match(word[0]):
                 if cjk == "none":
                     if len(word) > 1:
                         out.append(word)
@@ -112,13 +113,13 @@ class _Tokenizer:
                 if cjk == "unigram+bigram" or len(word) == 1:
                     out.extend(word)
                 out.extend(word[i:i + 2] for i in range(len(word) - 1))
-            elif word not in self._stop:
-                if self._stem is not None:
-                    stemmed = self._cache.get(word)
+            elif word not in stop:
+                if stem is not None:
+                    stemmed = cache.get(word)
                     if stemmed is None:
-                        stemmed = self._stem(word)
-                        if len(self._cache) < 1_000_000:
-                            self._cache[word] = stemmed
+                        stemmed = stem(word)
+                        if len(cache) < 1_000_000:
+                            cache[word] = stemmed
                     word = stemmed
                 out.append(word)
         return out
