@@ -126,3 +126,11 @@ def test_identical_and_nested_candidates(tiny_qwen3_reranker_dir):
     docs = ["Beijing.", "Beijing.", "Beijing. It is big.", "yes"]
     ref = reference_rerank(tiny_qwen3_reranker_dir, [(QUERY, d) for d in docs], DEFAULT_INSTRUCTION)
     np.testing.assert_allclose(rr.score(QUERY, docs), ref, atol=1e-5)
+
+
+def test_shared_prefix_with_truncated_candidates(tiny_qwen3_reranker_dir):
+    rr = Reranker(tiny_qwen3_reranker_dir, device="cpu", dtype="float32", max_length=80)
+    docs = [f"Beijing is the capital of China number {i}. " * (10 + i) for i in range(5)]
+    assert all(len(rr.tokenize(QUERY, d)) == 80 for d in docs)
+    ref = reference_rerank(tiny_qwen3_reranker_dir, [(QUERY, d) for d in docs], DEFAULT_INSTRUCTION, max_length=80)
+    np.testing.assert_allclose(rr.score(QUERY, docs), ref, atol=1e-5)
