@@ -12,8 +12,9 @@ under new ids to grow it:
     python benchmarks/bench_ingest.py --n-docs 0 --repeat 10 --embedder random
 
 ``--gpu-tokens-per-s R`` makes the random embedder behave like a GPU model of that throughput: it tokenizes the
-texts (as the Embedder does, on the CPU) and then waits ``tokens / R`` seconds without holding the GIL, as a
-thread waiting on a GPU does. ``--pipeline on`` embeds in a background thread beside chunking and writing,
+texts (as the Embedder does, on the CPU; pipelined ingestion does that on its own thread through
+``tokenize`` / ``embed_tokenized``) and then waits ``tokens / R`` seconds without holding the GIL, as a thread
+waiting on a GPU does. ``--pipeline on`` embeds in a background thread beside chunking and writing,
 ``off`` one after the other, ``auto`` as ``ingest`` decides (on for accelerators):
 
     python benchmarks/bench_ingest.py --n-docs 0 --repeat 4 --embedder random --gpu-tokens-per-s 135000 --pipeline on
@@ -48,14 +49,19 @@ class RandomEmbedder:
         return {"model": "random", "fingerprint": "random:v1", "dim": self.dim, "pooling": "mean",
                 "max_length": self.max_length}
 
-    def embed_documents(self, texts: list[str]) -> object:
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]  # type: ignore[operator]
+
+    def embed_tokenized(self, ids: list[list[int]]) -> object:
         import numpy as np
 
         if self.gpu_tokens_per_s:
-            ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]  # type: ignore[operator]
             time.sleep(sum(map(len, ids)) / self.gpu_tokens_per_s)
-        v = self._rng.standard_normal((len(texts), self.dim)).astype(np.float32)
+        v = self._rng.standard_normal((len(ids), self.dim)).astype(np.float32)
         return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def embed_documents(self, texts: list[str]) -> object:
+        return self.embed_tokenized(self.tokenize(texts) if self.gpu_tokens_per_s else [[0]] * len(texts))
 
     embed_queries = embed_documents
 

@@ -121,6 +121,7 @@ class TransformerRunner:
         self._tokenizer: Any = None
         self._model: Any = None
         self._dtype: torch.dtype | None = None
+        self._pad_id: int | None = None
         #: Extra forward arguments: ``use_cache=False`` where the model takes it (decoders otherwise keep every
         #: layer's keys and values until the forward returns, memory a one-pass encoder never reads).
         self.forward_kwargs: dict[str, Any] = {}
@@ -192,9 +193,10 @@ class TransformerRunner:
 
     def _device_batch(self, sequences: Sequence[Sequence[int]], *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad ``sequences`` and move ``(input_ids, attention_mask)`` to the device (pinned, async on CUDA)."""
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id or 0
+        if self._pad_id is None:  # looked up once: batches may run on a thread that must not use the tokenizer
+            pad_id = self.tokenizer.pad_token_id
+            self._pad_id = pad_id if pad_id is not None else (self.tokenizer.eos_token_id or 0)
+        pad_id = self._pad_id
         ids, mask = pad_batch(sequences, pad_id, left=left, pad_to_multiple_of=self._padding_multiple())
         pin = self.device.type == "cuda"
         if pin:

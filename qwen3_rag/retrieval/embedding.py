@@ -195,6 +195,24 @@ class Embedder(RunnerFacade):
         items = check_texts(texts)
         return self._encode(items)
 
+    def embed_tokenized(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """Embed token id lists made by :meth:`tokenize`; the same vectors as embedding the texts.
+
+        Splits the work so that tokenizing can happen elsewhere, e.g. on another thread while this one waits for
+        the GPU (pipelined ingestion does that). The model does not touch the tokenizer here.
+
+        Raises:
+            ValueError: a sequence is empty or longer than ``max_length``.
+        """
+        seqs = [list(s) for s in sequences]
+        for i, seq in enumerate(seqs):
+            if not seq or len(seq) > self.max_length:
+                raise ValueError(f"sequences[{i}] has {len(seq)} tokens; expected 1 to max_length={self.max_length} "
+                                 "ids, as tokenize() makes them")
+        out = np.empty((len(seqs), self.dim), dtype=np.float32)
+        self._runner._run_batches(seqs, self._runner.forward, out, desc="embedding")
+        return self._finish(out)
+
     # -- internals -----------------------------------------------------------------------------------------------
     def _st_query_prompt(self) -> str | None:
         cfg = Path(self._runner._path) / "config_sentence_transformers.json"
@@ -234,6 +252,9 @@ class Embedder(RunnerFacade):
             group = texts[start:start + _GROUP]
             self._runner._run_batches(self._encode(group), self._runner.forward, out[start:start + len(group)],
                                       desc="embedding")
+        return self._finish(out)
+
+    def _finish(self, out: np.ndarray) -> np.ndarray:
         # Matryoshka: forward() already kept the first `dim` values; normalising after the slice is the
         # re-normalisation the model card prescribes.
         if self.normalize and len(out):

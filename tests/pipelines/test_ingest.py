@@ -308,3 +308,13 @@ def test_an_embedding_error_stops_the_run_and_keeps_what_was_written(tmp_path: P
     monkeypatch.setattr(hash_embedder, "embed_documents", real_embed)
     again = ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4)
     assert again.unchanged > 0 and again.added > 0
+
+
+def test_pipelined_with_a_real_embedder_tokenizes_beside_the_model(tmp_path: Path, tiny_embedder: Any) -> None:
+    src = write_corpus(tmp_path / "corpus", n=12)
+    a = ingest([src], tmp_path / "a", embedder=tiny_embedder, commit_every=6, chunk_size=16, chunk_overlap=4,
+               pipelined=True)
+    b = ingest([src], tmp_path / "b", embedder=tiny_embedder, commit_every=6, chunk_size=16, chunk_overlap=4,
+               pipelined=False)
+    assert a.timings["tokenize"] > 0 and b.timings["tokenize"] == 0  # pipelined: ids made on this thread
+    assert _contents(tmp_path / "a") == _contents(tmp_path / "b")

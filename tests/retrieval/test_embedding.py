@@ -194,3 +194,14 @@ def test_no_kv_cache_is_kept_during_a_forward(tiny_qwen3_embedding_dir, tiny_qwe
     assert len(outputs) == 2
     for out in outputs:
         assert all(getattr(out, name, None) is None for name in ("past_key_values", "cache"))
+
+
+def test_embed_tokenized_equals_embed_documents(tiny_embedder):
+    texts = ["one text", "", "a longer text " * 30, "yes"]
+    ids = tiny_embedder.tokenize(texts)
+    np.testing.assert_array_equal(tiny_embedder.embed_tokenized(ids), tiny_embedder.embed_documents(texts))
+    assert tiny_embedder.embed_tokenized([]).shape == (0, tiny_embedder.dim)
+    with pytest.raises(ValueError, match=r"sequences\[1\] has 0 tokens"):
+        tiny_embedder.embed_tokenized([ids[0], []])
+    with pytest.raises(ValueError, match="max_length"):
+        tiny_embedder.embed_tokenized([[1] * (tiny_embedder.max_length + 1)])
