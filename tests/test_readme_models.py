@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -33,3 +36,27 @@ def test_readme_names_every_cli_flag():
             for flag in action.option_strings:
                 if flag.startswith("--") and flag != "--help":
                     assert flag in text, f"README.md does not mention `qwen3-rag {name} {flag}`"
+
+
+def test_index_search_and_rag_examples_run_in_order(tmp_path, minilm_path, tiny_qwen3_reranker_dir):
+    """The Python examples of the indexing, search and RAG sections, run one after the other as a user would,
+    with offline models and a fake chat model in place of ChatOpenAI."""
+    pytest.importorskip("langchain_core")
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    story = [next(b for b in blocks if key in b) for key in ("report = ingest(", "with Retriever(\"my-index\") as",
+                                                             "build_context(hits")]
+    code = "\n".join(story)
+    code = code.replace("from langchain_openai import ChatOpenAI", (
+        "from langchain_core.language_models.fake_chat_models import FakeListChatModel\n"
+        "ChatOpenAI = lambda: FakeListChatModel(responses=['Nightly [1].'])\n"
+        "my_model = lambda prompt: 'Nightly [1].'"))
+    code = code.replace("Qwen/Qwen3-Embedding-0.6B", minilm_path).replace("Qwen/Qwen3-Reranker-0.6B",
+                                                                         tiny_qwen3_reranker_dir)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "ops.md").write_text("# Ops\n\nLogs are rotated nightly by logrotate.\n")
+    (tmp_path / "docs" / "deploy.md").write_text("# Deploys\n\nDeploys go out on Tuesdays.\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Nightly [1]." in out.stdout and "docs/ops.md" in out.stdout
