@@ -36,7 +36,6 @@ PAGE_STARTS_KEY = "page_starts"
 # Boundary levels between two tokens: higher is a better place to cut.
 _PARAGRAPH, _LINE, _SENTENCE, _WORD, _TOKEN = 4, 3, 2, 1, 0
 _SENTENCE_END = re.compile(r"[.!?;:\u3002\uff01\uff1f\uff1b\u2026][\"')\]\u201d\u2019]*$")
-_CJK_SENTENCE_END = re.compile(r"[\u3002\uff01\uff1f]$")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
 _WORD_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -65,7 +64,6 @@ def tokenizer_token_spans(tokenizer: Any) -> TokenSpans:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         return list(enc["offset_mapping"])
 
-    spans.many = lambda texts: _many_spans(tokenizer, texts)  # type: ignore[attr-defined]
     return spans
 
 
@@ -212,10 +210,7 @@ class Chunker:
         Sets :attr:`last_token_counts` (tokens of each document) and :attr:`last_token_count` (their sum).
         """
         docs = list(documents)
-        texts = [d.text if d.text.strip() else "" for d in docs]
-        many = getattr(self._spans, "many", None)
-        all_spans = many(texts) if many is not None else [self._spans(t) for t in texts]
-        all_spans = [spans if text else [] for spans, text in zip(all_spans, texts, strict=True)]
+        all_spans = self._many_spans([d.text if d.text.strip() else "" for d in docs])
         self.last_token_counts = [len(spans) for spans in all_spans]
         self.last_token_count = sum(self.last_token_counts)
         bounds = [self._bounds(d.text, spans, verify=False) if spans else []
@@ -223,11 +218,17 @@ class Chunker:
         if not self._exact:
             to_check = [(i, d.text[a:b]) for i, (d, bs) in enumerate(zip(docs, bounds, strict=True))
                         if len(bs) > 1 for a, b in bs]
-            counts = many([t for _, t in to_check]) if many is not None else [self._spans(t) for _, t in to_check]
+            counts = self._many_spans([t for _, t in to_check])
             over = {i for (i, _), spans in zip(to_check, counts, strict=True) if len(spans) > self.chunk_size}
             for i in over:
                 bounds[i] = self._bounds(docs[i].text, all_spans[i], verify=True)
         return [self._build(d, b) if b else [] for d, b in zip(docs, bounds, strict=True)]
+
+    def _many_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Token spans of many texts; one call for a model tokenizer."""
+        if self.tokenizer is None:
+            return [regex_token_spans(t) for t in texts]
+        return _many_spans(self.tokenizer, texts)
 
     def _bounds(self, text: str, spans: list[tuple[int, int]], *, verify: bool) -> list[tuple[int, int]]:
         if self.chunk_size == 0 or len(spans) <= self.chunk_size:
@@ -238,7 +239,8 @@ class Chunker:
         text = document.text
         metadata = {k: v for k, v in document.metadata.items() if k != PAGE_STARTS_KEY}
         pages = _page_starts(document.metadata)
-        headings = _heading_index(text) if _is_markdown(document) else None
+        headings = _heading_index(text) if _is_markdown(document) else []
+        heading_starts = [p for p, _ in headings]
         return [
             Chunk(
                 doc_id=document.id,
@@ -247,7 +249,7 @@ class Chunker:
                 start=start,
                 end=end,
                 page=_page_at(pages, start),
-                headings=_headings_at(headings, start),
+                headings=_headings_at(headings, heading_starts, start),
                 metadata=metadata,
             )
             for i, (start, end) in enumerate(bounds)
@@ -400,8 +402,6 @@ def _heading_index(text: str) -> list[tuple[int, tuple[str, ...]]]:
     return out
 
 
-def _headings_at(index: list[tuple[int, tuple[str, ...]]] | None, pos: int) -> tuple[str, ...]:
-    if not index:
-        return ()
-    i = bisect.bisect_right([p for p, _ in index], pos) - 1
+def _headings_at(index: list[tuple[int, tuple[str, ...]]], starts: list[int], pos: int) -> tuple[str, ...]:
+    i = bisect.bisect_right(starts, pos) - 1
     return index[i][1] if i >= 0 else ()

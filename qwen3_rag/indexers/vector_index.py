@@ -129,6 +129,7 @@ class VectorIndex:
         self.spec = spec if isinstance(spec, IndexSpec) else IndexSpec.parse(spec)
         self.spec.check_dim(self.dim)
         self.tombstones: set[int] = set()
+        self._dead: tuple[tuple[int, int], np.ndarray, list[object]] | None = None  # see _tombstone_ids
         self._index = self._flat()
         self._trained = self.spec.kind != "ivf"
         self._gpu_index: faiss.Index | None = None
@@ -186,6 +187,7 @@ class VectorIndex:
         """Empty the index; an IVF spec is trained on ``train_vectors`` when they are enough, else runs
         exact."""
         self.tombstones.clear()
+        self._dead = None
         self._gpu_index = None
         if (
             self.spec.kind == "ivf"
@@ -280,14 +282,12 @@ class VectorIndex:
             sel = faiss.IDSelectorBatch(arr)
             keep.append(sel)
         elif len(self.tombstones) > OVERFETCH_TOMBSTONES:
-            dead = _as_ids(sorted(self.tombstones))
-            inner = faiss.IDSelectorBatch(dead)
-            sel = faiss.IDSelectorNot(inner)
-            keep += [dead, inner, sel]
+            _, selectors = self._tombstone_ids(selector=True)
+            sel = selectors[-1]  # type: ignore[assignment]
         elif self.tombstones:
             # few tombstones: ask for that many more hits and drop them, which keeps k live hits exact-count
             scores, ids = self._search_plain(q, min(self.ntotal, k + len(self.tombstones)))
-            alive = ~np.isin(ids, _as_ids(sorted(self.tombstones)))
+            alive = ~np.isin(ids, self._tombstone_ids()[0])
             out_s = np.full((n, k), -np.inf, np.float32)
             out_i = np.full((n, k), -1, np.int64)
             for row in range(n):
@@ -307,6 +307,20 @@ class VectorIndex:
             scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
             ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
         return scores, ids
+
+    def _tombstone_ids(self, selector: bool = False) -> tuple[np.ndarray, list[object]]:
+        """The tombstones as an int64 array (and a FAISS "not one of these" selector), built once per change.
+
+        Tombstones only grow between resets, so the set's identity and size tell whether the cache is current.
+        """
+        key = (id(self.tombstones), len(self.tombstones))
+        if self._dead is None or self._dead[0] != key:
+            self._dead = (key, np.fromiter(self.tombstones, np.int64, len(self.tombstones)), [])
+        _, dead, selectors = self._dead
+        if selector and not selectors:
+            inner = faiss.IDSelectorBatch(dead)
+            selectors += [inner, faiss.IDSelectorNot(inner)]  # the outer one needs the inner one alive
+        return dead, selectors
 
     def _search_plain(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, ids = self._index.search(q, k, params=self._params(None, k))

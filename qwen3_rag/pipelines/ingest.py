@@ -282,8 +282,6 @@ class _EmbedWorker:
     def _loop(self) -> None:
         while (item := self._requests.get()) is not None:
             future, items = item
-            if not future.set_running_or_notify_cancel():
-                continue
             try:
                 future.set_result(self._embed(items))
             except BaseException as exc:  # handed to the caller through the future
@@ -312,27 +310,21 @@ def _run(
     progress = _Progress(show_progress)
     timings = report.timings
 
-    def embed(texts: list[str]) -> Any:
+    # An embedder that can take token ids is fed them when pipelined: this thread tokenizes the next batch while
+    # the worker only runs the model, so a GPU does not wait for the tokenizer.
+    split = pipelined and callable(getattr(embedder, "tokenize", None)) and callable(
+        getattr(embedder, "embed_tokenized", None))
+
+    def embed(items: list[Any]) -> Any:
         t = time.perf_counter()
-        vectors = embedder.embed_documents(texts) if texts else None
+        vectors = getattr(embedder, "embed_tokenized" if split else "embed_documents")(items)
         timings["embed"] += time.perf_counter() - t  # one writer: the worker thread, or this one
         return vectors
 
-    def embed_ids(sequences: list[list[int]]) -> Any:
-        t = time.perf_counter()
-        vectors = embedder.embed_tokenized(sequences) if sequences else None
-        timings["embed"] += time.perf_counter() - t
-        return vectors
-
-    worker = None
-    # An embedder that can take token ids is fed them: this thread tokenizes the next batch while the worker
-    # only runs the model, so the GPU does not wait for the tokenizer.
-    split = pipelined and callable(getattr(embedder, "tokenize", None)) and callable(
-        getattr(embedder, "embed_tokenized", None))
-    if pipelined:
-        worker = _EmbedWorker(embed_ids if split else embed)
-        chunker = chunker.with_own_tokenizer()  # tokenizing for chunks and for the model at the same time
-    in_flight: list[tuple[Future[Any], list[tuple[Document, list[Chunk]]]]] = []
+    worker = _EmbedWorker(embed) if pipelined else None
+    if pipelined and not split:
+        chunker = chunker.with_own_tokenizer()  # the worker tokenizes for the model while this thread chunks
+    in_flight: tuple[Future[Any], list[tuple[Document, list[Chunk]]]] | None = None
 
     def write(batch: list[tuple[Document, list[Chunk]]], vectors: Any) -> None:
         pos = 0
@@ -341,8 +333,7 @@ def _run(
         t = time.perf_counter()
         with idx.batch(flush_vectors=False):
             for doc, chunks in batch:
-                report.chunks_removed += len(idx.chunk_ids(doc.id))
-                idx.add_chunks(doc, chunks, vectors[pos : pos + len(chunks)] if vectors is not None else [])
+                idx.add_chunks(doc, chunks, vectors[pos : pos + len(chunks)])
                 pos += len(chunks)
             written = time.perf_counter()
         timings["index"] += written - t
@@ -350,15 +341,16 @@ def _run(
 
     def drain() -> None:
         """Write the batch whose embedding is in flight (waiting for it)."""
-        if in_flight:
-            future, batch = in_flight.pop()
+        nonlocal in_flight
+        if in_flight is not None:
+            (future, batch), in_flight = in_flight, None
             t = time.perf_counter()
             vectors = future.result()
             timings["wait"] += time.perf_counter() - t
             write(batch, vectors)
 
     def flush() -> None:
-        nonlocal pending_chunks
+        nonlocal pending_chunks, in_flight
         if not pending:
             return
         batch = list(pending)
@@ -375,7 +367,7 @@ def _run(
         else:
             future = worker.submit(texts)
         drain()  # the previous batch is written while this one is embedded
-        in_flight.append((future, batch))
+        in_flight = (future, batch)
 
     to_chunk: list[Document] = []
     to_chunk_chars = 0
@@ -424,6 +416,9 @@ def _run(
                 report.added += 1
             else:
                 report.updated += 1
+                t = time.perf_counter()
+                report.chunks_removed += len(idx.chunk_ids(doc.id))  # the write replaces them
+                timings["index"] += time.perf_counter() - t
             to_chunk.append(doc)
             to_chunk_chars += len(doc.text)
             if len(to_chunk) >= CHUNK_BATCH_DOCUMENTS or to_chunk_chars >= CHUNK_BATCH_CHARS:

@@ -121,10 +121,13 @@ class TransformerRunner:
         self._tokenizer: Any = None
         self._model: Any = None
         self._dtype: torch.dtype | None = None
-        self._pad_id: int | None = None
+        self._pad_id = 0
         #: Extra forward arguments: ``use_cache=False`` where the model takes it (decoders otherwise keep every
         #: layer's keys and values until the forward returns, memory a one-pass encoder never reads).
         self.forward_kwargs: dict[str, Any] = {}
+        self.cache_argument = "past_key_values"
+        #: The attention kernel the model was loaded with (set when it loads).
+        self.attn_implementation: str | None = None
 
     # -- loading -------------------------------------------------------------------------------------------------
     @property
@@ -136,6 +139,8 @@ class TransformerRunner:
             tok = AutoTokenizer.from_pretrained(self._path, revision=self.revision)
             if not getattr(tok, "is_fast", False):
                 raise ValueError(f"{self.model_id!r} has no fast tokenizer (tokenizer.json); qwen3-rag needs one")
+            # looked up now: batches may run on a thread that must not touch the tokenizer
+            self._pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
             self._tokenizer = tok
         return self._tokenizer
 
@@ -153,8 +158,8 @@ class TransformerRunner:
 
         major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
         dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-        attn = _loading.attention_implementation(self.device, self.dtype, self._attn_request)
-        return {dtype_key: self.dtype, "attn_implementation": attn, "revision": self.revision}
+        self.attn_implementation = _loading.attention_implementation(self.device, self.dtype, self._attn_request)
+        return {dtype_key: self.dtype, "attn_implementation": self.attn_implementation, "revision": self.revision}
 
     def _load_model(self) -> Any:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
@@ -178,8 +183,11 @@ class TransformerRunner:
             finally:
                 if bars_were_on:
                     hf_logging.enable_progress_bar()
-            if "use_cache" in inspect.signature(model.forward).parameters:
+            params = inspect.signature(model.forward).parameters
+            if "use_cache" in params:
                 self.forward_kwargs = {"use_cache": False}
+            # the argument that takes a KV cache: ``cache`` in recent transformers, ``past_key_values`` before
+            self.cache_argument = "cache" if "cache" in params else "past_key_values"
             if self.compile:
                 # Fuses the memory-bound elementwise work (RMSNorm upcasts, RoPE) that dominates GPU time;
                 # dynamic shapes because every length-sorted batch has its own (rows, length).
@@ -193,11 +201,9 @@ class TransformerRunner:
 
     def _device_batch(self, sequences: Sequence[Sequence[int]], *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad ``sequences`` and move ``(input_ids, attention_mask)`` to the device (pinned, async on CUDA)."""
-        if self._pad_id is None:  # looked up once: batches may run on a thread that must not use the tokenizer
-            pad_id = self.tokenizer.pad_token_id
-            self._pad_id = pad_id if pad_id is not None else (self.tokenizer.eos_token_id or 0)
-        pad_id = self._pad_id
-        ids, mask = pad_batch(sequences, pad_id, left=left, pad_to_multiple_of=self._padding_multiple())
+        if self._tokenizer is None:
+            self.tokenizer  # noqa: B018 - loads it and its pad id
+        ids, mask = pad_batch(sequences, self._pad_id, left=left, pad_to_multiple_of=self._padding_multiple())
         pin = self.device.type == "cuda"
         if pin:
             ids, mask = ids.pin_memory(), mask.pin_memory()

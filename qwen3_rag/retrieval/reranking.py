@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from qwen3_rag.retrieval import _loading
 from qwen3_rag.retrieval._runner import RunnerFacade, TransformerRunner, check_texts, positions_from_mask
 from qwen3_rag.retrieval.prompts import (
     RERANKER_NO,
@@ -174,8 +173,8 @@ class Reranker(RunnerFacade):
                 members.setdefault(group, []).append(i)
             alone = []
             for rows in members.values():
-                shared = common_prefix_length([sequences[i] for i in rows])
-                if len(rows) < MIN_SHARED_GROUP or shared < MIN_SHARED_PREFIX:
+                shared = common_prefix_length([sequences[i] for i in rows]) if len(rows) >= MIN_SHARED_GROUP else 0
+                if shared < MIN_SHARED_PREFIX:
                     alone.extend(rows)
                     continue
                 part = np.empty((len(rows), 1), dtype=np.float32)
@@ -240,10 +239,8 @@ class _RerankerRunner(TransformerRunner):
     # -- shared prefix -------------------------------------------------------------------------------------------
     def can_share_prefix(self) -> bool:
         """Whether candidates may reuse a prefix's keys and values: tested with the sdpa and eager kernels only."""
-        if self.compile:
-            return False
-        attn = _loading.attention_implementation(self.device, self.dtype, self._attn_request)
-        return attn in ("sdpa", "eager")
+        self.model  # noqa: B018 - loading it resolves the attention kernel
+        return not self.compile and self.attn_implementation in ("sdpa", "eager")
 
     def run_with_prefix(self, prefix: Sequence[int], rests: Sequence[Sequence[int]], out: np.ndarray) -> None:
         """Score ``prefix + rests[i]`` for each i into ``out[i]``, running the prefix once.
@@ -255,7 +252,7 @@ class _RerankerRunner(TransformerRunner):
         from transformers import DynamicCache
 
         model = self.model
-        cache_argument = _cache_argument(model)
+        cache_argument = self.cache_argument
         with torch.inference_mode():
             ids = torch.tensor([list(prefix)], dtype=torch.long, device=self.device)
             cache = DynamicCache()
@@ -275,13 +272,6 @@ class _RerankerRunner(TransformerRunner):
             return self._yes_probability(hidden[:, -1])
 
         self._run_batches(rests, forward, out, desc="reranking")
-
-
-def _cache_argument(model: Any) -> str:
-    """The forward argument that takes a KV cache: ``cache`` in recent transformers, ``past_key_values`` before."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -62,3 +62,22 @@ def test_default_hnsw_breadth_grows_with_the_index(monkeypatch) -> None:
     assert hnsw._params(None, 10).efSearch == 250  # measured: recall@10 0.885 at 64, 0.970 at 256 (1M vectors)
     hnsw.ef_search = 32
     assert hnsw._params(None, 50).efSearch == 50  # never below k
+
+
+def test_tombstones_are_never_returned_on_either_hnsw_path(monkeypatch) -> None:
+    import qwen3_rag.indexers.vector_index as vector_index
+
+    rng = np.random.default_rng(5)
+    vecs = rng.standard_normal((2000, 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    hnsw = VectorIndex(16, "HNSW8")
+    hnsw.add(np.arange(2000, dtype=np.int64), vecs)
+    for threshold in (10_000, 0):  # over-fetch and drop, or the "not a tombstone" selector
+        monkeypatch.setattr(vector_index, "OVERFETCH_TOMBSTONES", threshold)
+        for removed in (range(0, 300), range(300, 700)):  # the tombstones grow between searches
+            hnsw.remove(np.fromiter(removed, np.int64))
+            _, ids = hnsw.search(vecs[:50], 10)
+            assert not set(ids.ravel().tolist()) & hnsw.tombstones
+            assert (ids >= 0).all()
+        hnsw.reset()
+        hnsw.add(np.arange(2000, dtype=np.int64), vecs)
