@@ -14,12 +14,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand name -> module in this package. Order is the order shown by --help.
-_COMMANDS: dict[str, str] = {
-    "index": "qwen3_rag.cli.index",
-    "info": "qwen3_rag.cli.info",
-    "query": "qwen3_rag.cli.query",
-    "eval": "qwen3_rag.cli.eval",
-}
+_COMMANDS = ("qwen3_rag.cli.index", "qwen3_rag.cli.info", "qwen3_rag.cli.query", "qwen3_rag.cli.eval")
 
 
 class CLIError(Exception):
@@ -36,14 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qwen3-rag {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in _COMMANDS.values():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # subcommand not built yet
-        module.add_parser(sub)
+    for module_name in _COMMANDS:
+        importlib.import_module(module_name).add_parser(sub)
     return parser
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen3_rag.cli import CLIError
-
-_MODES = ("dense", "bm25", "hybrid", "rerank")
+from qwen3_rag.pipelines.evaluation import EVAL_MODES as _MODES  # standard library only
 
 
 def add_parser(subparsers: Any) -> None:
@@ -147,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = args.model
         if model is None and Index.exists(index_dir):
-            with Index.open(index_dir, read_only=True) as existing:
-                model = existing.manifest["model"].get("model")
+            model = Index.read_manifest(index_dir)["model"].get("model")
         model = model or DEFAULT_EMBEDDING_MODEL
         kwargs: dict[str, Any] = {"device": args.device, "show_progress": False}
         for key in ("max_length", "dim", "batch_size"):

@@ -8,8 +8,7 @@ import sys
 from typing import Any
 
 from qwen3_rag.cli import CLIError
-
-DEFAULT_RERANKER = "Qwen/Qwen3-Reranker-0.6B"
+from qwen3_rag.retrieval.reranking import DEFAULT_RERANKER_MODEL as DEFAULT_RERANKER
 
 
 def add_parser(subparsers: Any) -> None:

@@ -344,10 +344,6 @@ class BM25Index:
 _ATTACHED: weakref.WeakKeyDictionary[Any, BM25Sidecar] = weakref.WeakKeyDictionary()
 
 
-def _stored_chunk_id(chunk: Any) -> int:
-    return int(chunk.chunk_id if hasattr(chunk, "chunk_id") else chunk.id)
-
-
 class BM25Sidecar:
     """Keeps a :class:`BM25Index` in step with an :class:`~qwen3_rag.indexers.index.Index`.
 
@@ -393,8 +389,8 @@ class BM25Sidecar:
             return existing  # already registered with this index and in step: do not register twice
         if existing is not None and register:
             existing.retired = True  # replaced below; the index cannot unregister it, so it goes quiet
-        folder = Path(index.sidecar_dir(cls.name)) if persist else None
         source = Path(index.sidecar_dir(cls.name))
+        folder = source if persist else None
         bm25: BM25Index | None = None
         if BM25Index.exists(source):
             try:
@@ -442,7 +438,7 @@ class BM25Sidecar:
         added = [int(i) for i in added_ids]
         for start in range(0, len(added), 4096):
             chunks = index.get_chunks(added[start:start + 4096])
-            self.bm25.add([_stored_chunk_id(c) for c in chunks], [c.text for c in chunks])
+            self.bm25.add([c.chunk_id for c in chunks], [c.text for c in chunks])
         self.bm25.generation = int(generation)
 
     def flush(self, index: Any = None) -> None:

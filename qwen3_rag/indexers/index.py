@@ -3,7 +3,8 @@
 Layout of an index directory::
 
     DIR/manifest.json        a human-readable mirror of the manifest (format version, model, chunking,
-                             index spec, counts, library versions), rewritten atomically after each commit
+                             index spec, counts, library versions), rewritten atomically with the FAISS
+                             file (after each commit; once at the end of a bulk load)
     DIR/store.sqlite         the source of truth (SQLite, WAL): documents, chunks (text, offsets and the
                              float32 vector as a BLOB), and a ``meta`` table (manifest, id counter,
                              generation)
@@ -579,6 +580,7 @@ class Index:
                 self.commit()
                 if self._vectors is not None and self._saved_generation != self._generation:
                     self._save_vectors()
+                    self._write_manifest_file()
                 self._flush_sidecars()
         finally:
             self._closed = True
@@ -799,7 +801,7 @@ class Index:
                 self._vectors = self._build_from_store(store)
         if flush_vectors:
             self._save_vectors()
-        self._write_manifest_file()
+            self._write_manifest_file()  # two COUNT(*) scans: not at every commit of a bulk load
         for sidecar in self._sidecars:
             sidecar.on_commit(self, gen, added, removed)
         if flush_vectors:
@@ -1019,7 +1021,8 @@ class Index:
         return self._store.ids_where(sql, params)
 
     def search_vectors(
-        self, query_vectors: np.ndarray, k: int = 10, filter: Filter | None = None
+        self, query_vectors: np.ndarray, k: int = 10, filter: Filter | None = None, *,
+        allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Nearest chunks by inner product for each query vector.
 
@@ -1027,6 +1030,8 @@ class Index:
             query_vectors: ``(n, dim)`` or ``(dim,)`` float32 unit vectors.
             k: Hits per query.
             filter: Metadata filter, applied inside the search: k hits come back whenever k chunks match.
+            allowed: The chunk ids ``filter`` matches, when the caller has them already
+                (:meth:`matching_ids`); used instead of evaluating ``filter`` again.
 
         Returns:
             ``(ids, scores)``, int64 and float32 arrays of shape ``(n, k)``, best first; missing hits are
@@ -1043,7 +1048,8 @@ class Index:
         self._follow_writer()
         vi = self.vectors
         vi.ef_search, vi.nprobe = self.ef_search, self.nprobe
-        allowed = self.matching_ids(filter) if filter is not None else None
+        if allowed is None and filter is not None:
+            allowed = self.matching_ids(filter)
         if allowed is not None and vi.spec.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
             return self._exact(q, k, allowed)
         scores, ids = vi.search(q, k, allowed)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+from qwen3_rag.indexers.chunking import regex_token_spans
+
 #: Attributes that name the model behind a framework embedding, read into the bridge's fingerprint.
 _MODEL_ATTRS = ("model", "model_name", "model_id", "deployment", "size", "dimensions", "embed_dim")
 
@@ -32,7 +32,6 @@ class EmbeddingBridge:
         obj: The framework embedding (kept for its name in :meth:`describe`).
         embed_documents: ``list[str] -> list[list[float]]``.
         embed_query: ``str -> list[float]``.
-        embed_queries: Optional batched ``list[str] -> list[list[float]]`` for queries.
         dim: The vector dimension; ``None`` embeds one probe text when it is first needed.
     """
 
@@ -44,13 +43,11 @@ class EmbeddingBridge:
         obj: Any,
         embed_documents: Callable[[list[str]], Sequence[Sequence[float]]],
         embed_query: Callable[[str], Sequence[float]],
-        embed_queries: Callable[[list[str]], Sequence[Sequence[float]]] | None = None,
         dim: int | None = None,
     ) -> None:
         self.obj = obj
         self._embed_documents = embed_documents
         self._embed_query = embed_query
-        self._embed_queries = embed_queries
         self._dim = dim
         cls = type(obj)
         self.model_id = f"{cls.__module__}.{cls.__qualname__}"
@@ -91,13 +88,11 @@ class EmbeddingBridge:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        if self._embed_queries is not None:
-            return _as_matrix(self._embed_queries(texts), len(texts))
         return _as_matrix([self._embed_query(t) for t in texts], len(texts))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Words and punctuation marks (a framework embedding exposes no tokenizer)."""
-        return [len(_WORD.findall(t)) for t in texts]
+        return [len(regex_token_spans(t)) for t in texts]
 
 
 def _as_matrix(rows: Any, n: int) -> np.ndarray:
@@ -142,9 +137,12 @@ def open_index(
     return Index.create(path, embedder, chunk_size=0, chunk_overlap=0, index_type=index_type), tmp
 
 
-def stored_vectors(index: Any, chunk_ids: Sequence[int]) -> np.ndarray:
-    """The stored unit vectors of ``chunk_ids``, in that order (for maximal marginal relevance)."""
-    return np.asarray(index.get_vectors([int(i) for i in chunk_ids]), dtype=np.float32)
+def nearest_chunks(index: Any, vector: Sequence[float] | np.ndarray, k: int, flt: Any) -> list[tuple[Any, float]]:
+    """``(StoredChunk, cosine)`` of the ``k`` chunks nearest to one vector, best first, filter applied."""
+    ids, scores = index.search_vectors(unit_rows(vector), k, flt)
+    chunks = index.get_chunks([int(i) for i in ids[0] if i >= 0])
+    score_of = {int(i): float(s) for i, s in zip(ids[0], scores[0], strict=True)}
+    return [(c, score_of[c.chunk_id]) for c in chunks]
 
 
 def copy_index(index: Any, target: str | os.PathLike[str]) -> Path:

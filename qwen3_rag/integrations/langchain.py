@@ -40,10 +40,11 @@ from qwen3_rag.indexers.filters import FilterError
 from qwen3_rag.integrations._common import (
     EmbeddingBridge,
     copy_index,
+    nearest_chunks,
     open_index,
-    stored_vectors,
     unit_rows,
 )
+from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
 from qwen3_rag.types import Chunk, Hit
 from qwen3_rag.types import Document as CoreDocument
 
@@ -56,8 +57,6 @@ __all__ = [
     "translate_filter",
 ]
 
-DEFAULT_EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B"
-DEFAULT_RERANKER_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 
 # LangChain's metadata filter operators -> the core dialect (qwen3_rag.indexers.filters)
 _FIELD_OPS = {
@@ -391,17 +390,10 @@ class Qwen3VectorStore(VectorStore):
         """The one search path: ``(document, cosine, chunk_id)`` of the ``k`` nearest vectors."""
         if k < 1:
             return []
-        q = unit_rows(vector)
         with self._lock:
-            ids, scores = self.index.search_vectors(q, k, filter=translate_filter(filter))
-            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if int(i) >= 0]
-            chunks = {c.chunk_id: c for c in self.index.get_chunks([i for i, _ in pairs])}
-        out = []
-        for i, s in pairs:
-            if i in chunks:
-                c = chunks[i]
-                out.append((Document(page_content=c.text, metadata=dict(c.metadata), id=c.doc_id), s, i))
-        return out
+            found = nearest_chunks(self.index, vector, k, translate_filter(filter))
+        return [(Document(page_content=c.text, metadata=dict(c.metadata), id=c.doc_id), s, c.chunk_id)
+                for c, s in found]
 
     def similarity_search_with_score_by_vector(
         self, embedding: list[float], k: int = 4, filter: Any = None, **kwargs: Any
@@ -442,7 +434,7 @@ class Qwen3VectorStore(VectorStore):
         if not found:
             return []
         with self._lock:
-            vectors = stored_vectors(self.index, [i for _, _, i in found])
+            vectors = self.index.get_vectors([i for _, _, i in found])
         picked = maximal_marginal_relevance(unit_rows(embedding)[0], list(vectors), lambda_mult, k)
         return [found[i][0] for i in picked]
 

@@ -54,14 +54,13 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from qwen3_rag.indexers.filters import FilterError
-from qwen3_rag.integrations._common import EmbeddingBridge, copy_index, open_index, unit_rows
+from qwen3_rag.integrations._common import EmbeddingBridge, copy_index, nearest_chunks, open_index, unit_rows
+from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
 from qwen3_rag.types import Chunk
 from qwen3_rag.types import Document as CoreDocument
 
 __all__ = ["Qwen3Embedding", "Qwen3Rerank", "Qwen3VectorStore", "translate_filters"]
 
-DEFAULT_EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B"
-DEFAULT_RERANKER_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 
 _COMPARE = {
     FilterOperator.EQ: "$eq",
@@ -446,16 +445,13 @@ class Qwen3VectorStore(BasePydanticVectorStore):
             index = self._open()
             if index is None or query.similarity_top_k < 1:
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-            ids, scores = index.search_vectors(unit_rows(query.query_embedding), query.similarity_top_k, flt)
-            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if int(i) >= 0]
-            chunks = {c.chunk_id: c for c in index.get_chunks([i for i, _ in pairs])}
+            found = nearest_chunks(index, query.query_embedding, query.similarity_top_k, flt)
         nodes, sims, node_ids = [], [], []
-        for i, s in pairs:
-            if i in chunks:
-                node = self._to_node(chunks[i])
-                nodes.append(node)
-                sims.append(s)
-                node_ids.append(node.node_id)
+        for chunk, score in found:
+            node = self._to_node(chunk)
+            nodes.append(node)
+            sims.append(score)
+            node_ids.append(node.node_id)
         return VectorStoreQueryResult(nodes=nodes, similarities=sims, ids=node_ids)
 
 

@@ -137,7 +137,11 @@ class Retriever:
 
                 self.index.embedder = Embedder(model, device=device)
         if self.index.embedder is None:
-            self.index.embedder = embedder_from_manifest(self.index.manifest.get("model", {}), device=device)
+            from qwen3_rag.indexers.index import Index
+
+            # the manifest as stored (Index.manifest would load the FAISS file only to count vectors)
+            self.index.embedder = embedder_from_manifest(Index.read_manifest(self.index.path).get("model", {}),
+                                                         device=device)
         self.device = device
         self.reranker = reranker
         self.bm25_config = bm25
@@ -302,10 +306,10 @@ class Retriever:
 
         dense: list[list[tuple[int, float]]] = [[] for _ in queries]
         keyword: list[list[tuple[int, float]]] = [[] for _ in queries]
+        allowed = None if filter is None else self.index.matching_ids(filter)  # once, for both lists
         if mode in ("dense", "hybrid"):
-            dense = self._dense(queries, fetch, filter, instruction)
+            dense = self._dense(queries, fetch, allowed, instruction)
         if mode in ("bm25", "hybrid"):
-            allowed = None if filter is None else self.index.matching_ids(filter)
             keyword = self.bm25.search_batch(queries, fetch, allowed)
 
         first_stage: list[list[Hit]] = []
@@ -339,10 +343,10 @@ class Retriever:
 
     # -- stages
     # --------------------------------------------------------------------------------------------------
-    def _dense(self, queries: list[str], n: int, filter: Any,
+    def _dense(self, queries: list[str], n: int, allowed: np.ndarray | None,
                instruction: str | None) -> list[list[tuple[int, float]]]:
         vectors = self._embed_queries(queries, instruction or self.instruction)
-        ids, scores = self.index.search_vectors(vectors, n, filter=filter)
+        ids, scores = self.index.search_vectors(vectors, n, allowed=allowed)
         out = []
         for row_ids, row_scores in zip(ids, scores, strict=True):
             keep = row_ids >= 0
@@ -379,10 +383,9 @@ class Retriever:
         else:
             ranked = reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in keyword]], k=self.rrf_k,
                                             weights=self.weights)[:n]
-        ids = [i for i, _ in ranked]
-        hits = self._hits(ids)
+        chunks = self._chunks([i for i, _ in ranked])
         out = []
-        for hit, (chunk_id, final) in zip(hits, ranked, strict=True):
+        for chunk, (chunk_id, final) in zip(chunks, ranked, strict=True):
             scores: dict[str, float] = {}
             if chunk_id in dense_scores:
                 scores["dense"] = dense_scores[chunk_id]
@@ -390,21 +393,21 @@ class Retriever:
                 scores["bm25"] = keyword_scores[chunk_id]
             if mode == "hybrid":
                 scores["fused"] = final
-            out.append(dataclasses.replace(hit, score=float(final), scores=scores))
+            out.append(chunk.to_hit(final, scores))
         return merge_overlapping(out, overlap)
 
-    def _hits(self, ids: list[int]) -> list[Hit]:
-        """Hits for chunk ids, in order (the store's text, source, span, page and metadata)."""
+    def _chunks(self, ids: list[int]) -> list[Any]:
+        """The stored chunks of ``ids``, in order (text, source, span, page and metadata)."""
         if not ids:
             return []
-        hits = self.index.hits(np.asarray(ids, dtype=np.int64), np.zeros(len(ids), dtype=np.float32))
-        if len(hits) != len(ids):
-            by_id = {h.chunk_id: h for h in hits}
-            missing = [i for i in ids if i not in by_id]
+        chunks = self.index.get_chunks(ids)
+        if len(chunks) != len(ids):
+            found = {c.chunk_id for c in chunks}
+            missing = [i for i in ids if i not in found]
             raise RuntimeError(f"chunks {missing[:5]} are in the search index but not in the store; "
                                "the index "
                                "directory is inconsistent: re-run `qwen3-rag index` on it")
-        return list(hits)
+        return chunks
 
     def _rerank(self, reranker: Any, queries: list[str], lists: list[list[Hit]]) -> list[list[Hit]]:
         pairs = [(q, hit.text) for q, hits in zip(queries, lists, strict=True) for hit in hits]
