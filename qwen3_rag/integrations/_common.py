@@ -137,6 +137,19 @@ def open_index(
     return Index.create(path, embedder, chunk_size=0, chunk_overlap=0, index_type=index_type), tmp
 
 
+def embed_texts(core: Any, texts: list[str], query: bool, instruction: str | None) -> list[list[float]]:
+    """Vectors of ``texts`` from a core embedder as lists of floats (queries with ``instruction`` when set)."""
+    if not texts:
+        return []
+    if not query:
+        vectors = core.embed_documents(texts)
+    elif instruction is not None:
+        vectors = core.embed_queries(texts, instruction=instruction)
+    else:
+        vectors = core.embed_queries(texts)
+    return np.asarray(vectors, dtype=np.float32).tolist()
+
+
 def nearest_chunks(index: Any, vector: Sequence[float] | np.ndarray, k: int, flt: Any) -> list[tuple[Any, float]]:
     """``(StoredChunk, cosine)`` of the ``k`` chunks nearest to one vector, best first, filter applied."""
     ids, scores = index.search_vectors(unit_rows(vector), k, flt)

@@ -40,6 +40,7 @@ from qwen3_rag.indexers.filters import FilterError
 from qwen3_rag.integrations._common import (
     EmbeddingBridge,
     copy_index,
+    embed_texts,
     nearest_chunks,
     open_index,
     unit_rows,
@@ -180,18 +181,7 @@ class Qwen3Embeddings(BaseModel, Embeddings):
         return self.embedder
 
     def _embed(self, texts: list[str], query: bool) -> list[list[float]]:
-        if not texts:
-            return []
-        core = self.core
-        if query:
-            vectors = (
-                core.embed_queries(texts, instruction=self.instruction)
-                if self.instruction is not None
-                else core.embed_queries(texts)
-            )
-        else:
-            vectors = core.embed_documents(texts)
-        return np.asarray(vectors, dtype=np.float32).tolist()
+        return embed_texts(self.core, texts, query, self.instruction) if texts else []
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents (no instruction), in input order."""

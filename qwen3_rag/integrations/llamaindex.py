@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -54,7 +53,14 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from qwen3_rag.indexers.filters import FilterError
-from qwen3_rag.integrations._common import EmbeddingBridge, copy_index, nearest_chunks, open_index, unit_rows
+from qwen3_rag.integrations._common import (
+    EmbeddingBridge,
+    copy_index,
+    embed_texts,
+    nearest_chunks,
+    open_index,
+    unit_rows,
+)
 from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
 from qwen3_rag.types import Chunk
 from qwen3_rag.types import Document as CoreDocument
@@ -165,16 +171,7 @@ class Qwen3Embedding(BaseEmbedding):
         return self.embedder
 
     def _embed(self, texts: list[str], query: bool) -> list[Embedding]:
-        if not texts:
-            return []
-        core = self.core
-        if not query:
-            vectors = core.embed_documents(texts)
-        elif self.instruction is not None:
-            vectors = core.embed_queries(texts, instruction=self.instruction)
-        else:
-            vectors = core.embed_queries(texts)
-        return np.asarray(vectors, dtype=np.float32).tolist()
+        return embed_texts(self.core, texts, query, self.instruction) if texts else []
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._embed([query], query=True)[0]
