@@ -5,17 +5,17 @@ installs offline) with the default chunking (128 tokens, 32 overlap), Flat index
 
     python benchmarks/bench_ingest.py --n-docs 1000 --out benchmarks/results/ingest-cpu.json
 
-With ``--embedder random`` the model is replaced by random unit vectors (MiniLM's tokenizer still chunks), which
-isolates what is not embedding at a scale where a real model would take hours; ``--repeat`` copies the corpus
-under new ids to grow it:
+With ``--embedder random`` the model is replaced by random unit vectors (the real tokenizer, MiniLM's or with
+``--tokenizer qwen3`` Qwen3's, still chunks and makes the model inputs), which isolates what is not embedding at a
+scale where a real model would take hours; ``--repeat`` copies the corpus under new ids to grow it:
 
     python benchmarks/bench_ingest.py --n-docs 0 --repeat 10 --embedder random
 
-``--gpu-tokens-per-s R`` makes the random embedder behave like a GPU model of that throughput: it tokenizes the
-texts (as the Embedder does, on the CPU; pipelined ingestion does that on its own thread through
-``tokenize`` / ``embed_tokenized``) and then waits ``tokens / R`` seconds without holding the GIL, as a thread
-waiting on a GPU does. ``--pipeline on`` embeds in a background thread beside chunking and writing,
-``off`` one after the other, ``auto`` as ``ingest`` decides (on for accelerators):
+``--gpu-tokens-per-s R`` makes the random embedder behave like a GPU model of that throughput: it gets the input ids
+as an Embedder does (ingestion frames the chunker's token ids with ``ids_from_content`` on the calling thread) and
+waits ``tokens / R`` seconds without holding the GIL, as a thread waiting on a GPU does. ``--pipeline on`` embeds
+in a background thread beside chunking and writing, ``off`` one after the other, ``auto`` as ``ingest`` decides
+(on for accelerators):
 
     python benchmarks/bench_ingest.py --n-docs 0 --repeat 4 --embedder random --gpu-tokens-per-s 135000 --pipeline on
     python benchmarks/bench_ingest.py --n-docs 0 --repeat 4 --embedder random --gpu-tokens-per-s 135000 --pipeline off
@@ -30,27 +30,28 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 
 class RandomEmbedder:
-    """Random unit vectors at no cost, with a real tokenizer for chunking: ingestion minus the model."""
+    """Random unit vectors at no cost, tokenizing as a real Embedder does: ingestion minus the model."""
 
-    def __init__(self, tokenizer: object, dim: int = 384, gpu_tokens_per_s: float = 0.0) -> None:
+    def __init__(self, tokens: Any, dim: int = 384, gpu_tokens_per_s: float = 0.0) -> None:
         import numpy as np
 
-        self.tokenizer, self.dim, self.model_id, self.max_length = tokenizer, dim, "random", 256
+        # the Embedder's own tokenizer and input framing; its weights never load
+        self.tokenizer, self.tokenize = tokens.tokenizer, tokens.tokenize
+        self.ids_from_content = getattr(tokens, "ids_from_content", None)  # absent before ids were reused
+        self.dim, self.model_id, self.max_length = dim, "random", tokens.max_length
         self._rng = np.random.default_rng(0)
         self.gpu_tokens_per_s = gpu_tokens_per_s
 
     def describe(self) -> dict[str, object]:
         return {"model": "random", "fingerprint": "random:v1", "dim": self.dim, "pooling": "mean",
                 "max_length": self.max_length}
-
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]  # type: ignore[operator]
 
     def embed_tokenized(self, ids: list[list[int]]) -> object:
         import numpy as np
@@ -82,6 +83,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="copies of the corpus, under new document ids")
     ap.add_argument("--embedder", choices=["minilm", "qwen3-0.6b-random", "random"], default="minilm",
                     help="qwen3-0.6b-random: random weights in the real 0.6B shape (bf16 on CUDA), for GPU runs")
+    ap.add_argument("--tokenizer", choices=["minilm", "qwen3"], default="minilm",
+                    help="random embedder only: tokenize (chunk sizes, model inputs) as MiniLM or as Qwen3 does")
     ap.add_argument("--gpu-tokens-per-s", type=float, default=0.0,
                     help="random embedder only: wait as a GPU of this throughput would")
     ap.add_argument("--pipeline", choices=["auto", "on", "off"], default="auto",
@@ -99,10 +102,12 @@ def main() -> None:
                 dst.write(json.dumps(record) + "\n")
     embedder: object
     if args.embedder == "random":
-        from transformers import AutoTokenizer
-
-        embedder = RandomEmbedder(AutoTokenizer.from_pretrained(minilm_path()),
-                                  gpu_tokens_per_s=args.gpu_tokens_per_s)
+        if args.tokenizer == "qwen3":  # a tiny Qwen3-Embedding checkpoint with the real tokenizer
+            tokens = Embedder(C.random_checkpoint(tmp / "tokens", C.TINY, causal_lm=False,
+                                                  tokenizer=C.real_tokenizer(True)), device="cpu")
+        else:
+            tokens = Embedder(minilm_path(), device="cpu")
+        embedder = RandomEmbedder(tokens, gpu_tokens_per_s=args.gpu_tokens_per_s)
     elif args.embedder == "qwen3-0.6b-random":
         dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
         checkpoint = C.random_checkpoint(tmp / "model", C.QWEN3_0_6B, causal_lm=False,
@@ -125,8 +130,8 @@ def main() -> None:
     else:
         timings["other"] = max(wall - sum(timings.values()), 0.0)
     rows = [{"stage": k, "seconds": v, "share": v / wall} for k, v in timings.items()]
-    print(f"\nIngestion ({args.embedder} embedder, pipelined={pipelined}) of {report.added} SciFact "
-          f"documents -> {report.chunks_added} chunks, {report.tokens} tokens, "
+    print(f"\nIngestion ({args.embedder} embedder, {args.tokenizer} tokenizer, pipelined={pipelined}) of "
+          f"{report.added} SciFact documents -> {report.chunks_added} chunks, {report.tokens} tokens, "
           f"{wall:.1f}s; re-run on the unchanged corpus {rerun:.1f}s ({again.unchanged} unchanged):")
     table = C.print_table(rows, ["stage", "seconds", "share"])
     not_embedding = 1 - timings["embed"] / wall

@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _MODULES = {
-    "chunking": ("DEFAULT_CHUNK_OVERLAP", "DEFAULT_CHUNK_SIZE", "Chunker", "ChunkingConfig"),
+    "chunking": ("DEFAULT_CHUNK_OVERLAP", "DEFAULT_CHUNK_SIZE", "ChunkBatch", "Chunker", "ChunkingConfig"),
     "filters": ("Filter", "FilterError", "matches"),
     "index": ("Index", "IndexCounts", "IndexLockedError", "IndexMismatchError", "Sidecar", "WriteStats"),
     "loaders": ("LoadReport", "RecordFields", "iter_documents", "load_file"),
@@ -24,7 +24,13 @@ _MODULES = {
 _LAZY = {name: f"qwen3_rag.indexers.{module}" for module, names in _MODULES.items() for name in names}
 
 if TYPE_CHECKING:
-    from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, Chunker, ChunkingConfig
+    from qwen3_rag.indexers.chunking import (
+        DEFAULT_CHUNK_OVERLAP,
+        DEFAULT_CHUNK_SIZE,
+        ChunkBatch,
+        Chunker,
+        ChunkingConfig,
+    )
     from qwen3_rag.indexers.filters import Filter, FilterError, matches
     from qwen3_rag.indexers.index import (
         Index,
@@ -55,6 +61,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "DEFAULT_CHUNK_OVERLAP",
     "DEFAULT_CHUNK_SIZE",
+    "ChunkBatch",
     "Chunker",
     "ChunkingConfig",
     "Filter",

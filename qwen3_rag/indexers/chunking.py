@@ -11,11 +11,14 @@ re-tokenized on its own.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from qwen3_rag.types import Chunk, Document
 
@@ -35,55 +38,64 @@ PAGE_STARTS_KEY = "page_starts"
 
 # Boundary levels between two tokens: higher is a better place to cut.
 _PARAGRAPH, _LINE, _SENTENCE, _WORD, _TOKEN = 4, 3, 2, 1, 0
-_SENTENCE_END = re.compile(r"[.!?;:\u3002\uff01\uff1f\uff1b\u2026][\"')\]\u201d\u2019]*$")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
 _WORD_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
-
-TokenSpans = Callable[[str], list[tuple[int, int]]]
-
 
 def regex_token_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of words and punctuation marks; the tokenizer used when no model tokenizer is given."""
     return [m.span() for m in _WORD_TOKEN.finditer(text)]
 
 
-def tokenizer_token_spans(tokenizer: Any) -> TokenSpans:
-    """Return a function giving the character span of every content token of a text for a *fast* HF tokenizer.
+class _ContentTokenizer:
+    """The chunker's own copy of a fast tokenizer's Rust backend: content tokens only, never truncated.
 
-    Raises:
-        TypeError: if the tokenizer cannot return offsets (a slow tokenizer).
+    A Hugging Face fast tokenizer keeps truncation and padding as settings of the shared backend, set by each call;
+    a private copy cannot be switched under the embedder (or by it), so chunking may run beside the embedder's own
+    tokenizing, and calling the backend directly skips the wrapper's per-call work. The ids and offsets are the
+    wrapper's ``tokenizer(text, add_special_tokens=False)`` ones (tested).
     """
-    if not getattr(tokenizer, "is_fast", False):
-        raise TypeError(
-            f"chunking needs a fast tokenizer that returns offsets, got {type(tokenizer).__name__}; "
-            "load the model with a tokenizer.json (use_fast=True)"
-        )
 
-    def spans(text: str) -> list[tuple[int, int]]:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        return list(enc["offset_mapping"])
+    def __init__(self, tokenizer: Any) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise TypeError(
+                f"chunking needs a fast tokenizer that returns offsets, got {type(tokenizer).__name__}; "
+                "load the model with a tokenizer.json (use_fast=True)"
+            )
+        from tokenizers import Tokenizer
 
-    return spans
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_truncation()
+        backend.no_padding()
+        self._backend = backend
+        # encode_batch_fast (tokenizers >= 0.21) skips the offsets, which the ids-only calls do not need
+        self._encode_ids = getattr(backend, "encode_batch_fast", backend.encode_batch)
+
+    def spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Character span of every content token of each text, in one call (the Rust side runs them in parallel)."""
+        if not texts:
+            return []
+        return [enc.offsets for enc in self._backend.encode_batch(texts, add_special_tokens=False)]
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """Content token ids of each text, in one call."""
+        if not texts:
+            return []
+        return [enc.ids for enc in self._encode_ids(texts, add_special_tokens=False)]
 
 
-def _many_spans(tokenizer: Any, texts: list[str]) -> list[list[tuple[int, int]]]:
-    """Token spans of many texts in one tokenizer call (the Rust side runs them in parallel)."""
-    if not texts:
-        return []
-    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
-                    verbose=False)
-    return [list(offsets) for offsets in enc["offset_mapping"]]
-
-
-def _merge_spans(spans: Sequence[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[int]]:
-    """Group token spans into cuttable units; returns ``(groups, weights)``, weight = tokens in the group.
+def _merge_spans(spans: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[int]]:
+    """Group token spans into cuttable units; returns ``(groups, weights)``: an ``(n, 2)`` array of character
+    spans, and the tokens in each group.
 
     Byte-level BPE can give several tokens the same characters (one multi-byte char split in two tokens) and
     some tokenizers give (0, 0) for pieces without characters. Chunk cuts must fall between characters, so
     tokens that share characters are kept in one group, and a token counts towards the last group that starts
     at or before it.
     """
+    arr = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    if bool((arr[:, 1] > arr[:, 0]).all()) and bool((arr[1:, 0] >= arr[:-1, 1]).all()):
+        return arr, [1] * len(arr)  # the common case: every token its own characters, in order
     groups: list[tuple[int, int]] = []
     weights: list[int] = []
     starts: list[int] = []
@@ -99,7 +111,7 @@ def _merge_spans(spans: Sequence[tuple[int, int]]) -> tuple[list[tuple[int, int]
             groups.append((s, e))
             weights.append(1)
             starts.append(s)
-    return groups, weights
+    return np.asarray(groups, dtype=np.int64).reshape(-1, 2), weights
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,23 @@ class ChunkingConfig:
             )
 
 
+@dataclass
+class ChunkBatch:
+    """The result of :meth:`Chunker.chunk_batch`.
+
+    Attributes:
+        chunks: The chunks of each document, in input order (``[]`` for a whitespace-only document).
+        doc_tokens: Content tokens of each whole document (for throughput figures).
+        token_ids: When asked for and a model tokenizer counts: ``token_ids[i][j]`` are the ids of
+            ``tokenizer(chunks[i][j].text, add_special_tokens=False)``, which
+            :meth:`~qwen3_rag.Embedder.ids_from_content` turns into the model's input without tokenizing again.
+    """
+
+    chunks: list[list[Chunk]]
+    doc_tokens: list[int]
+    token_ids: list[list[list[int]]] | None = None
+
+
 class Chunker:
     """Split documents into token-bounded chunks with character offsets, page numbers and heading paths.
 
@@ -134,7 +163,7 @@ class Chunker:
         chunk_size: Maximum tokens per chunk (0 disables chunking).
         chunk_overlap: Tokens repeated at the start of the next chunk.
         tokenizer: A fast Hugging Face tokenizer (``embedder.tokenizer``); ``None`` counts words and
-            punctuation.
+            punctuation. The chunker tokenizes with its own copy of it, so it can run beside the embedder.
 
     Example:
         >>> chunker = Chunker(chunk_size=4, chunk_overlap=0)
@@ -152,13 +181,8 @@ class Chunker:
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self.tokenizer = tokenizer
-        self._spans: TokenSpans = (
-            tokenizer_token_spans(tokenizer) if tokenizer is not None else regex_token_spans
-        )
+        self._content = _ContentTokenizer(tokenizer) if tokenizer is not None else None
         self._exact = tokenizer is None  # the regex tokenizer gives the same tokens on any substring
-        #: Tokens of the document last passed to :meth:`chunk` (for throughput figures).
-        self.last_token_count = 0
-        self.last_token_counts: list[int] = []
 
     @classmethod
     def for_embedder(
@@ -171,20 +195,9 @@ class Chunker:
             tok = None
         return cls(chunk_size, chunk_overlap, tokenizer=tok)
 
-    def with_own_tokenizer(self) -> Chunker:
-        """The same chunker over a private copy of the tokenizer, for a thread beside the embedder.
-
-        A fast tokenizer is not safe to share between threads: truncation is a setting of the tokenizer object,
-        so a chunker call can switch it off under an embedder call that is truncating.
-        """
-        import copy
-
-        own = copy.deepcopy(self.tokenizer) if self.tokenizer is not None else None
-        return Chunker(self.chunk_size, self.chunk_overlap, tokenizer=own)
-
     def count_tokens(self, text: str) -> int:
         """Number of content tokens in ``text``."""
-        return len(self._spans(text))
+        return len(self._many_spans([text])[0])
 
     def chunk(self, document: Document) -> list[Chunk]:
         """Split one document. Whitespace-only documents give no chunks.
@@ -193,42 +206,67 @@ class Chunker:
             The chunks in document order, ``index`` 0, 1, ...
         """
         text = document.text
-        spans = self._spans(text) if text.strip() else []
-        self.last_token_count = len(spans)
+        spans = self._many_spans([text])[0] if text.strip() else []
         if not spans:
             return []
         return self._build(document, self._bounds(text, spans, verify=True))
 
     def chunk_many(self, documents: Sequence[Document]) -> list[list[Chunk]]:
-        """:meth:`chunk` for many documents, the same chunks, faster: one tokenizer call for all the documents
-        and one more to check that every chunk fits.
+        """:meth:`chunk` for many documents, the same chunks, faster (see :meth:`chunk_batch`)."""
+        return self.chunk_batch(documents).chunks
+
+    def chunk_batch(self, documents: Sequence[Document], *, token_ids: bool = False) -> ChunkBatch:
+        """Chunk many documents with one tokenizer call for all of them and one more for all their chunks.
 
         A chunk is cut from the tokens of the whole document; a subword tokenizer can count the chunk's own
         text a token or two differently, so every chunk is re-tokenized to check its size. Here all chunks are
-        checked together, and only a document with a chunk over the limit is cut again the slow way.
+        tokenized together, and only a document with a chunk over the limit is cut again the slow way (chunk by
+        chunk, as :meth:`chunk` does). The chunks are those :meth:`chunk` gives.
 
-        Sets :attr:`last_token_counts` (tokens of each document) and :attr:`last_token_count` (their sum).
+        Args:
+            documents: The documents.
+            token_ids: Also return the content token ids of every chunk (see :class:`ChunkBatch`); the check
+                above computes them anyway for every chunk of a document with several.
         """
         docs = list(documents)
         all_spans = self._many_spans([d.text if d.text.strip() else "" for d in docs])
-        self.last_token_counts = [len(spans) for spans in all_spans]
-        self.last_token_count = sum(self.last_token_counts)
         bounds = [self._bounds(d.text, spans, verify=False) if spans else []
                   for d, spans in zip(docs, all_spans, strict=True)]
+        ids: list[list[list[int]]] | None = None
         if not self._exact:
-            to_check = [(i, d.text[a:b]) for i, (d, bs) in enumerate(zip(docs, bounds, strict=True))
-                        if len(bs) > 1 for a, b in bs]
-            counts = self._many_spans([t for _, t in to_check])
-            over = {i for (i, _), spans in zip(to_check, counts, strict=True) if len(spans) > self.chunk_size}
+            # a document cut in one piece needs no check; its ids only if asked for
+            todo = [i for i, bs in enumerate(bounds) if len(bs) > 1 or (token_ids and bs)]
+            per_doc = self._chunk_ids(docs, bounds, todo)
+            over = [i for i in todo if len(bounds[i]) > 1 and any(len(x) > self.chunk_size for x in per_doc[i])]
             for i in over:
                 bounds[i] = self._bounds(docs[i].text, all_spans[i], verify=True)
-        return [self._build(d, b) if b else [] for d, b in zip(docs, bounds, strict=True)]
+            if token_ids:
+                per_doc.update(self._chunk_ids(docs, bounds, over))
+                ids = [per_doc.get(i, []) for i in range(len(docs))]
+        chunks = [self._build(d, b) if b else [] for d, b in zip(docs, bounds, strict=True)]
+        return ChunkBatch(chunks=chunks, doc_tokens=[len(s) for s in all_spans], token_ids=ids)
+
+    def _chunk_ids(self, docs: list[Document], bounds: list[list[tuple[int, int]]],
+                   which: list[int]) -> dict[int, list[list[int]]]:
+        """Content token ids of every chunk of the documents ``which``, in one tokenizer call."""
+        flat = self._many_ids([docs[i].text[a:b] for i in which for a, b in bounds[i]])
+        out: dict[int, list[list[int]]] = {}
+        pos = 0
+        for i in which:
+            out[i] = flat[pos : pos + len(bounds[i])]
+            pos += len(bounds[i])
+        return out
 
     def _many_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """Token spans of many texts; one call for a model tokenizer."""
-        if self.tokenizer is None:
+        if self._content is None:
             return [regex_token_spans(t) for t in texts]
-        return _many_spans(self.tokenizer, texts)
+        return self._content.spans(texts)
+
+    def _many_ids(self, texts: list[str]) -> list[list[int]]:
+        """Content token ids of many texts (a model tokenizer only)."""
+        assert self._content is not None
+        return self._content.ids(texts)
 
     def _bounds(self, text: str, spans: list[tuple[int, int]], *, verify: bool) -> list[tuple[int, int]]:
         if self.chunk_size == 0 or len(spans) <= self.chunk_size:
@@ -261,9 +299,7 @@ class Chunker:
     def _split(self, text: str, raw_spans: list[tuple[int, int]], verify: bool = True) -> list[tuple[int, int]]:
         # weights[i]: how many tokens group i holds; the size of a chunk is the sum of the weights of its groups
         groups, weights = _merge_spans(raw_spans)
-        cum = [0]
-        for w in weights:
-            cum.append(cum[-1] + w)
+        cum = [0, *itertools.accumulate(weights)]
         levels = _boundary_levels(text, groups)
         size, overlap = self.chunk_size, self.chunk_overlap
         n = len(groups)
@@ -277,7 +313,7 @@ class Chunker:
                 b = n
             else:
                 b = self._best_cut(levels, cum, a, b_max)
-            start, end = groups[a][0], groups[b - 1][1]
+            start, end = int(groups[a, 0]), int(groups[b - 1, 1])
             if verify and not self._exact:
                 b, end = self._fit(text, groups, a, b, start)
             out.append(_strip(text, start, end))
@@ -307,55 +343,77 @@ class Chunker:
                 return j
         return b
 
-    def _fit(self, text: str, groups: list[tuple[int, int]], a: int, b: int, start: int) -> tuple[int, int]:
+    def _fit(self, text: str, groups: np.ndarray, a: int, b: int, start: int) -> tuple[int, int]:
         # A subword tokenizer can count a substring differently from the same characters inside the whole
         # text; re-tokenize the chunk and give back groups until it fits.
         while True:
-            end = groups[b - 1][1]
+            end = int(groups[b - 1, 1])
             s, e = _strip(text, start, end)
-            if b - a <= 1 or len(self._spans(text[s:e])) <= self.chunk_size:
+            if b - a <= 1 or self.count_tokens(text[s:e]) <= self.chunk_size:
                 return b, end
             b -= 1
 
 
-#: Last characters a sentence can end with (its final punctuation or a closing quote / bracket after it).
-_SENTENCE_LAST = frozenset(".!?;:\u3002\uff01\uff1f\uff1b\u2026\"')]\u201d\u2019")
-_CJK_ENDS = ("\u3002", "\uff01", "\uff1f")
+# Code points Python's str.isspace() accepts (a test checks this against str.isspace over all of Unicode).
+_SPACES = [0x9, 0xA, 0xB, 0xC, 0xD, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028,
+           0x2029, 0x202F, 0x205F, 0x3000]
+# Character classes for the boundary scan, one byte per code point: a sentence ends in a stop, then any closing
+# quotes or brackets; a CJK full stop ends a sentence without a space after it.
+_SPACE, _CLOSER, _STOP, _CJK_STOP = 1, 2, 4, 8
+_CLASS = np.zeros(0x110000, dtype=np.uint8)
+_CLASS[_SPACES] = _SPACE
+_CLASS[[ord(c) for c in "\"')]\u201d\u2019"]] = _CLOSER
+_CLASS[[ord(c) for c in ".!?;:\uff1b\u2026"]] = _STOP
+_CLASS[[ord(c) for c in "\u3002\uff01\uff1f"]] = _STOP | _CJK_STOP
+_NEWLINE, _HASH = ord("\n"), ord("#")
 
 
-def _boundary_levels(text: str, groups: list[tuple[int, int]]) -> list[int]:
-    """levels[i] = how good a cut before group i is (levels[0] unused).
+def _boundary_levels(text: str, groups: np.ndarray) -> list[int]:
+    """levels[i] = how good a cut before group i is (levels[0] and levels[n] unused).
 
     The gap before group i is the text between the previous group and the first non-space character of group i
-    (tokens of byte-level BPE carry their leading whitespace). The cheap tests come first: this runs once per
-    token of every document.
+    (tokens of byte-level BPE carry their leading whitespace). A gap with two newlines, or one before a ``#``, is
+    a paragraph; one newline a line; any other gap after a token ending a sentence (``.!?;:`` and CJK stops, then
+    closing quotes or brackets) a sentence, else a word. No gap is a cut inside a word, a sentence after a CJK
+    full stop. This runs for every token of every document, so it works on arrays, not characters.
     """
-    levels = [_TOKEN] * (len(groups) + 1)
-    prev_start, prev_end = groups[0] if groups else (0, 0)
-    for i in range(1, len(groups)):
-        start, end = groups[i]
-        lead_end = start
-        while lead_end < end and text[lead_end].isspace():
-            lead_end += 1
-        gap = text[prev_end:lead_end] if lead_end > prev_end else ""
-        if gap:
-            nl = gap.count("\n")
-            if nl >= 2 or (nl and text.startswith("#", lead_end)):
-                levels[i] = _PARAGRAPH
-            elif nl:
-                levels[i] = _LINE
-            else:
-                prev = text[prev_start:prev_end].rstrip()
-                if prev and prev[-1] in _SENTENCE_LAST and _SENTENCE_END.search(prev):
-                    levels[i] = _SENTENCE
-                else:
-                    levels[i] = _WORD
-        else:
-            prev = text[prev_start:prev_end].rstrip()
-            if prev.endswith(_CJK_ENDS):
-                levels[i] = _SENTENCE
-        prev_start, prev_end = start, end
-    return levels
+    n = len(groups)
+    levels = np.full(n + 1, _TOKEN, dtype=np.int8)
+    if n < 2:
+        return levels.tolist()
+    cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    size = len(cp)
+    pos = np.arange(size, dtype=np.int64)
+    cls = _CLASS[cp]
+    is_space = cls == _SPACE
+    # first non-space at or after each position (size if none), with an entry for position `size`
+    next_solid = np.append(np.minimum.accumulate(np.where(is_space, size, pos)[::-1])[::-1], size)
+    # last non-space at or before each position (-1 if none), and the last character that is not a closer
+    last_solid = np.maximum.accumulate(np.where(is_space, -1, pos))
+    last_open = np.maximum.accumulate(np.where(cls == _CLOSER, -1, pos))
+    newlines = np.concatenate(([0], np.cumsum(cp == _NEWLINE)))
+    cp_end = np.append(cp, 0)
+
+    start, end = groups[1:, 0], groups[1:, 1]
+    prev_start, prev_end = groups[:-1, 0], groups[:-1, 1]
+    lead = np.minimum(next_solid[np.minimum(start, size)], end)  # first non-space of the group (its end if none)
+    gap = lead > prev_end
+    nl = newlines[np.maximum(lead, prev_end)] - newlines[prev_end]
+    # the previous group without its trailing spaces: its last character, and the one before its closers
+    last = np.where(prev_end > 0, last_solid[np.maximum(prev_end - 1, 0)], -1)
+    has_prev = last >= prev_start
+    stop = last_open[np.maximum(last, 0)]
+    sentence = has_prev & (stop >= prev_start) & ((cls[np.maximum(stop, 0)] & _STOP) > 0)
+    levels[1:n] = np.where(
+        gap,
+        np.select(
+            [(nl >= 2) | ((nl > 0) & (cp_end[np.minimum(lead, size)] == _HASH)), nl > 0, sentence],
+            [_PARAGRAPH, _LINE, _SENTENCE],
+            _WORD,
+        ),
+        np.where(has_prev & ((cls[np.maximum(last, 0)] & _CJK_STOP) > 0), _SENTENCE, _TOKEN),
+    )
+    return levels.tolist()
 
 
 def _strip(text: str, start: int, end: int) -> tuple[int, int]:

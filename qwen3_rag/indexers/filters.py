@@ -6,7 +6,8 @@ A filter is a dict. Each key is either a metadata field or a logical operator:
 - ``{"year": {"$gte": 2020, "$lt": 2024}}`` -- several operators on one field are combined with AND
 - operators: ``$eq $ne $gt $gte $lt $lte`` (a scalar: str, int, float, bool) and ``$in $nin`` (a list)
 - ``{"$and": [f1, f2]}``, ``{"$or": [f1, f2]}``, ``{"$not": f}``; keys of one dict are combined with AND
-- the ``$`` is optional for operators (``{"year": {"gte": 2020}}``, ``{"or": [...]}``)
+- inside a field's condition the ``$`` is optional (``{"year": {"gte": 2020}}``); the logical operators need it,
+  so a bare ``and`` / ``or`` / ``not`` key is a field of that name (``{"or": "x"}`` matches ``metadata["or"] == "x"``)
 
 Rules: a field that is missing (or null) never matches a comparison, not even ``$ne`` / ``$nin``; a comparison
 between different types (a string and a number) does not match; booleans only equal booleans. ``$not`` negates
@@ -40,6 +41,11 @@ def _op(key: str) -> str | None:
     if name in _COMPARISONS or name in _SETS or name in _LOGICAL:
         return name
     return None
+
+
+def _top_op(key: str) -> str | None:
+    """The operator a key of a filter dict names: only ``$``-prefixed keys are operators there, others fields."""
+    return _op(key) if key.startswith("$") else None
 
 
 def _check_scalar(value: Any, where: str) -> None:
@@ -86,7 +92,7 @@ def _compile(flt: Any, params: list[Any], column: str = "fmeta") -> str:
     for key, value in flt.items():
         if not isinstance(key, str):
             raise FilterError(f"filter keys must be strings, got {key!r}")
-        op = _op(key) if key.startswith("$") or _op(key) in _LOGICAL else None
+        op = _top_op(key)
         if op in _LOGICAL:
             parts.append(_compile_logical(op, value, params, column))
         elif op is not None:
@@ -115,6 +121,12 @@ def _json_path(field: str) -> str:
 
 
 def _compile_field(field: str, cond: Any, params: list[Any], column: str) -> str:
+    if field in _LOGICAL and (isinstance(cond, (list, tuple)) or (
+            isinstance(cond, Mapping) and not all(isinstance(k, str) and _op(k) for k in cond))):
+        raise FilterError(
+            f"{field!r} is a field name here (metadata[{field!r}]), and its condition is a filter; "
+            f"for the logical operator write '${field}'"
+        )
     if isinstance(cond, Mapping):
         if not cond:
             raise FilterError(f"field {field!r}: empty condition {{}}; use e.g. {{'$eq': value}}")
@@ -181,7 +193,7 @@ def _match(flt: Any, md: Mapping[str, Any]) -> bool:
     if not isinstance(flt, Mapping):
         raise FilterError(f"a filter must be a dict, got {flt!r} ({type(flt).__name__})")
     for key, value in flt.items():
-        op = _op(key) if key.startswith("$") or _op(key) in _LOGICAL else None
+        op = _top_op(key)
         if op == "not":
             if _match(value, md):
                 return False

@@ -46,7 +46,8 @@ class IngestReport:
         skips: ``(source, reason)`` of every file skipped (binary, empty).
         timings: Seconds spent in each stage: ``load`` (reading and parsing files), ``chunk``, ``embed``,
             ``index`` (store look-ups and writes, FAISS adds), ``commit`` (transactions and the final FAISS file),
-            ``tokenize`` (pipelined: the model's tokenization, done on the calling thread) and ``wait`` (the
+            ``tokenize`` (the model's input ids, made on the calling thread: from the token ids the chunker
+            already computed, or by tokenizing when pipelined and those cannot be reused) and ``wait`` (the
             calling thread waiting for the embedder). When embedding runs beside the rest
             (``pipelined``), ``embed`` overlaps the other stages, so they add up to more than the wall time.
     """
@@ -310,10 +311,14 @@ def _run(
     progress = _Progress(show_progress)
     timings = report.timings
 
-    # An embedder that can take token ids is fed them when pipelined: this thread tokenizes the next batch while
-    # the worker only runs the model, so a GPU does not wait for the tokenizer.
-    split = pipelined and callable(getattr(embedder, "tokenize", None)) and callable(
-        getattr(embedder, "embed_tokenized", None))
+    # An embedder that takes token ids is fed them: the chunker tokenizes every chunk anyway (to check its size)
+    # and the embedder only adds its special tokens (ids_from_content), so nothing is tokenized twice. Otherwise,
+    # when pipelined, this thread tokenizes the next batch while the worker only runs the model, so a GPU does not
+    # wait for the tokenizer.
+    takes_ids = callable(getattr(embedder, "embed_tokenized", None)) and callable(getattr(embedder, "tokenize", None))
+    reuse_ids = (takes_ids and callable(getattr(embedder, "ids_from_content", None))
+                 and chunker.tokenizer is not None and chunker.tokenizer is getattr(embedder, "tokenizer", None))
+    split = takes_ids and (reuse_ids or pipelined)
 
     def embed(items: list[Any]) -> Any:
         t = time.perf_counter()
@@ -322,9 +327,8 @@ def _run(
         return vectors
 
     worker = _EmbedWorker(embed) if pipelined else None
-    if pipelined and not split:
-        chunker = chunker.with_own_tokenizer()  # the worker tokenizes for the model while this thread chunks
     in_flight: tuple[Future[Any], list[tuple[Document, list[Chunk]]]] | None = None
+    pending_ids: list[list[int]] = []  # content token ids of the pending chunks, in order (reuse_ids)
 
     def write(batch: list[tuple[Document, list[Chunk]]], vectors: Any) -> None:
         pos = 0
@@ -356,16 +360,19 @@ def _run(
         batch = list(pending)
         pending.clear()
         pending_chunks = 0
-        texts = [c.text for _, chunks in batch for c in chunks]
+        items: Any = None
+        t = time.perf_counter()
+        if reuse_ids:
+            items = embedder.ids_from_content(pending_ids)
+            pending_ids.clear()
+        if items is None:
+            texts = [c.text for _, chunks in batch for c in chunks]
+            items = embedder.tokenize(texts) if split else texts
+        timings["tokenize"] += time.perf_counter() - t
         if worker is None:
-            write(batch, embed(texts))
+            write(batch, embed(items))
             return
-        if split:
-            t = time.perf_counter()
-            future = worker.submit(embedder.tokenize(texts))
-            timings["tokenize"] += time.perf_counter() - t
-        else:
-            future = worker.submit(texts)
+        future = worker.submit(items)
         drain()  # the previous batch is written while this one is embedded
         in_flight = (future, batch)
 
@@ -378,13 +385,15 @@ def _run(
         if not to_chunk:
             return
         t = time.perf_counter()
-        chunk_lists = chunker.chunk_many(to_chunk)
+        chunked = chunker.chunk_batch(to_chunk, token_ids=reuse_ids)
         timings["chunk"] += time.perf_counter() - t
-        report.tokens += chunker.last_token_count
-        for doc, chunks in zip(to_chunk, chunk_lists, strict=True):
+        report.tokens += sum(chunked.doc_tokens)
+        for i, (doc, chunks) in enumerate(zip(to_chunk, chunked.chunks, strict=True)):
             report.chunks_added += len(chunks)
             pending.append((doc, chunks))
             pending_chunks += len(chunks)
+            if chunked.token_ids is not None:
+                pending_ids.extend(chunked.token_ids[i])
             if pending_chunks >= commit_every:
                 flush()
         progress.update(len(to_chunk), report)

@@ -138,6 +138,8 @@ class Embedder(RunnerFacade):
         self.max_length = max_length
         self.instruction = resolve_instruction(instruction)
         self.query_prompt = self._st_query_prompt() if not self.is_qwen3 else None
+        self._frame: tuple[list[int], list[int]] | None = None
+        self._frame_known = False
 
     # -- properties: tokenizer, device, dtype, model, show_progress come from RunnerFacade ------------------------
     def describe(self) -> dict[str, Any]:
@@ -195,6 +197,26 @@ class Embedder(RunnerFacade):
         items = check_texts(texts)
         return self._encode(items)
 
+    def ids_from_content(self, content_ids: Sequence[Sequence[int]]) -> list[list[int]] | None:
+        """:meth:`tokenize` for texts whose content tokens are known: the same ids, without tokenizing again.
+
+        ``content_ids[i]`` must be the ids of ``tokenizer(text_i, add_special_tokens=False)`` (what
+        :meth:`Chunker.chunk_batch <qwen3_rag.Chunker.chunk_batch>` gives for its chunks); they are truncated as
+        :meth:`tokenize` truncates and framed by the model's special tokens (Qwen3: ``<|endoftext|>`` at the end).
+
+        Returns:
+            The model's input ids, or ``None`` when this tokenizer does not add its special tokens as a fixed
+            prefix and suffix (then call :meth:`tokenize` on the texts).
+        """
+        frame = self._special_frame()
+        if frame is None:
+            return None
+        head, tail = frame
+        keep = max(0, self.max_length - len(head) - len(tail))
+        if self.tokenizer.truncation_side == "left":
+            return [[*head, *ids[max(0, len(ids) - keep):], *tail] for ids in content_ids]
+        return [[*head, *ids[:keep], *tail] for ids in content_ids]
+
     def embed_tokenized(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Embed token id lists made by :meth:`tokenize`; the same vectors as embedding the texts.
 
@@ -230,6 +252,26 @@ class Embedder(RunnerFacade):
         if token_id is None or token_id == tok.unk_token_id:
             token_id = tok.eos_token_id
         return token_id
+
+    def _special_frame(self) -> tuple[list[int], list[int]] | None:
+        """The ids :meth:`tokenize` puts before and after a text's content tokens (found once, by probing)."""
+        if not self._frame_known:
+            end_id = self._end_token_id()
+            if end_id is not None:
+                self._frame = ([], [end_id])  # what _encode appends
+            else:
+                frames = [self._probe_frame(probe) for probe in ("Frame probe: 1 two 3.", "x")]
+                self._frame = frames[0] if frames[0] == frames[1] else None
+            self._frame_known = True
+        return self._frame
+
+    def _probe_frame(self, text: str) -> tuple[list[int], list[int]] | None:
+        content = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        full = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        for k in range(len(full) - len(content) + 1):
+            if full[k : k + len(content)] == content:
+                return list(full[:k]), list(full[k + len(content):])
+        return None
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         if not texts:

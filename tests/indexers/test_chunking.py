@@ -58,7 +58,7 @@ def check(chunker: Chunker, doc: Document, count: Any) -> None:
     for c in chunks:
         for p in range(c.start, c.end):
             covered[p] = True
-    for s, e in chunker._spans(doc.text):  # noqa: SLF001
+    for s, e in chunker._many_spans([doc.text])[0]:  # noqa: SLF001
         assert all(covered[p] or doc.text[p].isspace() for p in range(s, e)), (s, e)
 
 
@@ -160,26 +160,30 @@ def test_chunk_many_equals_chunk(plain_tokenizer: Any, batch: list[str], size: i
     chunker = Chunker(size, int(size * overlap_frac), tokenizer=plain_tokenizer if kind == "bpe" else None)
     docs = [Document(id=f"d{i}", text=t, source="a.md" if i % 2 else "a.txt") for i, t in enumerate(batch)]
     singles = [chunker.chunk(d) for d in docs]
-    counts = [len(chunker._spans(d.text)) if d.text.strip() else 0 for d in docs]  # noqa: SLF001
+    counts = [chunker.count_tokens(d.text) if d.text.strip() else 0 for d in docs]
     assert chunker.chunk_many(docs) == singles
-    assert chunker.last_token_counts == counts and chunker.last_token_count == sum(counts)
+    batch_out = chunker.chunk_batch(docs, token_ids=True)
+    assert batch_out.chunks == singles and batch_out.doc_tokens == counts
+    if kind == "words":
+        assert batch_out.token_ids is None
+    else:  # the ids of each chunk's own text, as the model's tokenizer gives them
+        assert batch_out.token_ids == [
+            [plain_tokenizer(c.text, add_special_tokens=False)["input_ids"] for c in chunks] for chunks in singles
+        ]
 
 
 def test_chunk_many_recuts_a_document_whose_chunk_tokenizes_longer(plain_tokenizer: Any,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """When a chunk's own text counts more tokens than its share of the document, that document is cut again."""
-    import qwen3_rag.indexers.chunking as chunking
-
     chunker = Chunker(8, 2, tokenizer=plain_tokenizer)
     docs = [Document(id=str(i), text=" ".join(f"{WORDS[j % 4]}{i}. " for j in range(30))) for i in range(4)]
-    real_many = chunking._many_spans
+    real_many = Chunker._many_ids
     inflate = {"on": False}
 
-    def many(tokenizer: Any, batch: list[str]) -> list[list[tuple[int, int]]]:
-        out = real_many(tokenizer, batch)
+    def many(self: Chunker, batch: list[str]) -> list[list[int]]:
+        out = real_many(self, batch)
         # pretend the chunk texts of document 2 tokenize with 20 extra tokens
-        return [s + [(0, 0)] * 20 if inflate["on"] and t in doc2_chunks else s
-                for t, s in zip(batch, out, strict=True)]
+        return [s + [0] * 20 if inflate["on"] and t in doc2_chunks else s for t, s in zip(batch, out, strict=True)]
 
     doc2_chunks = {c.text for c in chunker.chunk(docs[2])}
     expected = [chunker.chunk(d) for d in docs]
@@ -191,8 +195,81 @@ def test_chunk_many_recuts_a_document_whose_chunk_tokenizes_longer(plain_tokeniz
             recut.append(text)
         return real_bounds(self, text, spans, verify=verify)
 
-    monkeypatch.setattr(chunking, "_many_spans", many)
+    monkeypatch.setattr(Chunker, "_many_ids", many)
     monkeypatch.setattr(Chunker, "_bounds", bounds)
     inflate["on"] = True
     assert chunker.chunk_many(docs) == expected
     assert recut == [docs[2].text]
+
+
+def _reference_boundary_levels(text: str, groups: list[tuple[int, int]]) -> list[int]:
+    """The boundary rules written out character by character (the first implementation, kept as the oracle)."""
+    import re
+
+    sentence_end = re.compile(r"[.!?;:\u3002\uff01\uff1f\uff1b\u2026][\"')\]\u201d\u2019]*$")
+    levels = [0] * (len(groups) + 1)
+    prev_start, prev_end = groups[0] if groups else (0, 0)
+    for i in range(1, len(groups)):
+        start, end = groups[i]
+        lead_end = start
+        while lead_end < end and text[lead_end].isspace():
+            lead_end += 1
+        gap = text[prev_end:lead_end] if lead_end > prev_end else ""
+        prev = text[prev_start:prev_end].rstrip()
+        if gap:
+            nl = gap.count("\n")
+            if nl >= 2 or (nl and text.startswith("#", lead_end)):
+                levels[i] = 4
+            elif nl:
+                levels[i] = 3
+            else:
+                levels[i] = 2 if prev and sentence_end.search(prev) else 1
+        elif prev.endswith(("\u3002", "\uff01", "\uff1f")):
+            levels[i] = 2
+        prev_start, prev_end = start, end
+    return levels
+
+
+BOUNDARY_WORDS = [*WORDS, "end.", 'said."', "(ok.)", "”", "’", "!", "。", "；", "…", "\u3000", "\xa0", "\t", "#",
+                  "\n#", " \n \n ", "\u2028", "a", "é", "。」"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=st.lists(st.sampled_from(BOUNDARY_WORDS), min_size=0, max_size=60),
+       joiner=st.sampled_from(["", " ", "\n"]), free=st.text(max_size=200), kind=st.sampled_from(["bpe", "words"]))
+def test_boundary_levels_match_the_character_rules(plain_tokenizer: Any, words: list[str], joiner: str, free: str,
+                                                    kind: str) -> None:
+    from qwen3_rag.indexers.chunking import _boundary_levels, _merge_spans
+
+    text = joiner.join(words) + free
+    chunker = Chunker(8, 0, tokenizer=plain_tokenizer if kind == "bpe" else None)
+    groups, _ = _merge_spans(chunker._many_spans([text])[0])  # noqa: SLF001
+    assert _boundary_levels(text, groups) == _reference_boundary_levels(text, [tuple(g) for g in groups.tolist()])
+
+
+def test_space_table_is_str_isspace() -> None:
+    from qwen3_rag.indexers.chunking import _SPACES
+
+    assert _SPACES == [c for c in range(0x110000) if chr(c).isspace()]
+
+
+@pytest.mark.parametrize("which", ["plain", "appending", "minilm", "qwen3"])
+def test_content_tokenizer_equals_the_wrapper(which: str, request: pytest.FixtureRequest) -> None:
+    """The chunker's own backend copy gives the ids and offsets of ``tokenizer(text, add_special_tokens=False)``,
+    whatever truncation the shared tokenizer was last left with."""
+    from transformers import AutoTokenizer
+
+    from qwen3_rag.indexers.chunking import _ContentTokenizer
+
+    if which in ("plain", "appending"):
+        tok = request.getfixturevalue(f"{which}_tokenizer")
+    else:
+        tok = AutoTokenizer.from_pretrained(request.getfixturevalue("minilm_path" if which == "minilm"
+                                                                    else "real_tokenizer_dir"))
+    texts = ["", "x", " leading and trailing  ", "北京是中国的首都。🙂 naïve", "line\n\nbreak\t#h", "word " * 3000,
+             "<|endoftext|> inside", "[CLS] [SEP] [UNK]"]
+    tok(["warm"], truncation=True, max_length=5)  # leaves truncation set on the shared backend
+    own = _ContentTokenizer(tok)
+    want = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+    assert own.ids(texts) == want["input_ids"]
+    assert own.spans(texts) == [list(map(tuple, o)) for o in want["offset_mapping"]]

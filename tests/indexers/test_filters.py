@@ -72,6 +72,10 @@ def test_sql_and_python_agree(flt: dict[str, Any], md: dict[str, Any]) -> None:
         ({"$or": [{"a": 1}, {"b": 2}], "c": "x"}, {"b": 2, "c": "x"}, True),
         ({"year": {"gte": 2020, "lt": 2022}}, {"year": 2022}, False),
         ({"dotted.name": 1}, {"dotted.name": 1}, True),
+        # bare and / or / not are field names; only $and / $or / $not are operators
+        ({"or": "x", "not": {"$ne": 1}}, {"or": "x", "not": 2}, True),
+        ({"or": "x"}, {"or": "y"}, False),
+        ({"and": {"gte": 3}}, {"and": 2}, False),
     ],
 )
 def test_semantics(flt: dict[str, Any], md: dict[str, Any], expected: bool) -> None:
@@ -90,6 +94,8 @@ def test_semantics(flt: dict[str, Any], md: dict[str, Any], expected: bool) -> N
         ({"a": None}, "expected a string, number or boolean"),
         ({"a": {}}, "empty condition"),
         ([1, 2], "must be a dict"),
+        ({"or": [{"a": 1}, {"a": 2}]}, "for the logical operator write '\\$or'"),
+        ({"not": {"a": 1}}, "for the logical operator write '\\$not'"),
     ],
 )
 def test_malformed_filters_raise(flt: Any, message: str) -> None:

@@ -238,7 +238,7 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
     chunked_meanwhile = threading.Event()
     overlapped: list[bool] = []
     tokenizers: set[int] = set()
-    real_chunk, real_embed = Chunker.chunk_many, hash_embedder.embed_documents
+    real_chunk, real_embed = Chunker.chunk_batch, hash_embedder.embed_documents
 
     submitted = threading.Event()
     real_submit = ingest_module._EmbedWorker.submit
@@ -247,11 +247,11 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
         submitted.set()
         return real_submit(self, texts)
 
-    def chunk(self: Chunker, documents: Any) -> Any:
-        tokenizers.add(id(self.tokenizer))
+    def chunk(self: Chunker, documents: Any, **kwargs: Any) -> Any:
+        tokenizers.add(id(self._content._backend))  # noqa: SLF001
         if submitted.is_set() and embedding.wait(timeout=30):  # chunking while the embedder works
             chunked_meanwhile.set()
-        return real_chunk(self, documents)
+        return real_chunk(self, documents, **kwargs)
 
     def embed(texts: list[str]) -> Any:
         if not overlapped:
@@ -259,14 +259,15 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
             overlapped.append(chunked_meanwhile.wait(timeout=30))
         return real_embed(texts)
 
-    monkeypatch.setattr(Chunker, "chunk_many", chunk)
+    monkeypatch.setattr(Chunker, "chunk_batch", chunk)
     monkeypatch.setattr(ingest_module._EmbedWorker, "submit", submit)
     monkeypatch.setattr(ingest_module, "CHUNK_BATCH_DOCUMENTS", 2)
     monkeypatch.setattr(hash_embedder, "embed_documents", embed)
     ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
            pipelined=True)
     assert overlapped == [True]
-    assert id(hash_embedder.tokenizer) not in tokenizers  # the chunker has its own copy of the tokenizer
+    # the chunker tokenizes with its own copy of the tokenizer's backend, never the embedder's
+    assert tokenizers and id(hash_embedder.tokenizer.backend_tokenizer) not in tokenizers
 
 
 def test_pipelining_is_on_for_accelerators_only(tmp_path: Path, hash_embedder: Any,
@@ -310,11 +311,27 @@ def test_an_embedding_error_stops_the_run_and_keeps_what_was_written(tmp_path: P
     assert again.unchanged > 0 and again.added > 0
 
 
-def test_pipelined_with_a_real_embedder_tokenizes_beside_the_model(tmp_path: Path, tiny_embedder: Any) -> None:
+def test_a_real_embedder_is_fed_the_chunkers_token_ids(tmp_path: Path, tiny_embedder: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunker tokenizes every chunk to check its size; those ids, framed by ids_from_content, are what the
+    model gets (the chunks are never tokenized again), pipelined or not, and the vectors are the texts' vectors."""
     src = write_corpus(tmp_path / "corpus", n=12)
+    tokenized: list[str] = []
+    real_tokenize = tiny_embedder.tokenize
+    monkeypatch.setattr(tiny_embedder, "tokenize", lambda texts: tokenized.extend(texts) or real_tokenize(texts))
     a = ingest([src], tmp_path / "a", embedder=tiny_embedder, commit_every=6, chunk_size=16, chunk_overlap=4,
                pipelined=True)
     b = ingest([src], tmp_path / "b", embedder=tiny_embedder, commit_every=6, chunk_size=16, chunk_overlap=4,
                pipelined=False)
-    assert a.timings["tokenize"] > 0 and b.timings["tokenize"] == 0  # pipelined: ids made on this thread
-    assert _contents(tmp_path / "a") == _contents(tmp_path / "b")
+    assert tokenized == [] and a.timings["tokenize"] > 0 and b.timings["tokenize"] > 0
+    contents = _contents(tmp_path / "a")
+    assert contents == _contents(tmp_path / "b") and len(contents) > 12
+    texts = [text for _, text, _, _, _ in contents]
+    stored = np.stack([np.frombuffer(v, dtype=np.float32) for *_, v in contents])
+    np.testing.assert_allclose(stored, tiny_embedder.embed_documents(texts), atol=1e-6)
+
+    # a tokenizer whose special tokens are no fixed frame (ids_from_content gives None): the texts are tokenized
+    monkeypatch.setattr(tiny_embedder, "ids_from_content", lambda ids: None)
+    c = ingest([src], tmp_path / "c", embedder=tiny_embedder, commit_every=6, chunk_size=16, chunk_overlap=4,
+               pipelined=True)
+    assert sorted(tokenized) == sorted(texts) and _contents(tmp_path / "c") == contents and c.chunks_added

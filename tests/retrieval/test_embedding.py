@@ -205,3 +205,36 @@ def test_embed_tokenized_equals_embed_documents(tiny_embedder):
         tiny_embedder.embed_tokenized([ids[0], []])
     with pytest.raises(ValueError, match="max_length"):
         tiny_embedder.embed_tokenized([[1] * (tiny_embedder.max_length + 1)])
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("model", ["appending", "plain", "minilm"])
+def test_ids_from_content_equals_tokenize(model, side, tiny_qwen3_embedding_dir, tiny_qwen3_embedding_plain_dir,
+                                          minilm_path):
+    """Content ids framed by ids_from_content are what tokenize() gives, with and without truncation, on either
+    side, for a tokenizer that appends <|endoftext|>, one that does not, and a [CLS] ... [SEP] one."""
+    path = {"appending": tiny_qwen3_embedding_dir, "plain": tiny_qwen3_embedding_plain_dir,
+            "minilm": minilm_path}[model]
+    texts = ["one text", "", "a longer text about gravity and Beijing " * 30, "yes", "北京 🙂 naïve"]
+    for max_length in (None, 12, 3):
+        emb = Embedder(path, device="cpu", dtype="float32", max_length=max_length)
+        emb.tokenizer.truncation_side = side
+        content = emb.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        framed = emb.ids_from_content(content)
+        assert framed == emb.tokenize(texts)
+        if max_length is not None:
+            assert any(len(ids) == max_length for ids in framed)  # the long text was truncated
+
+
+def test_ids_from_content_is_none_without_a_fixed_frame(minilm_path, monkeypatch):
+    emb = Embedder(minilm_path, device="cpu", dtype="float32")
+    real = type(emb.tokenizer).__call__
+
+    def varying(self, text, add_special_tokens=True, **kw):  # specials that depend on the text
+        out = real(self, text, add_special_tokens=add_special_tokens, **kw)
+        if add_special_tokens and text == "x":
+            out["input_ids"] = [7, *out["input_ids"]]
+        return out
+
+    monkeypatch.setattr(type(emb.tokenizer), "__call__", varying)
+    assert emb.ids_from_content([[1, 2]]) is None
