@@ -71,11 +71,14 @@ class _ContentTokenizer:
         # encode_batch_fast (tokenizers >= 0.21) skips the offsets, which the ids-only calls do not need
         self._encode_ids = getattr(backend, "encode_batch_fast", backend.encode_batch)
 
+    def encode(self, texts: list[str]) -> list[Any]:
+        """``tokenizers.Encoding`` of each text (ids and character offsets), in one call (the Rust side runs them
+        in parallel)."""
+        return self._backend.encode_batch(texts, add_special_tokens=False) if texts else []
+
     def spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
-        """Character span of every content token of each text, in one call (the Rust side runs them in parallel)."""
-        if not texts:
-            return []
-        return [enc.offsets for enc in self._backend.encode_batch(texts, add_special_tokens=False)]
+        """Character span of every content token of each text, in one call."""
+        return [enc.offsets for enc in self.encode(texts)]
 
     def ids(self, texts: list[str]) -> list[list[int]]:
         """Content token ids of each text, in one call."""
@@ -226,22 +229,32 @@ class Chunker:
         Args:
             documents: The documents.
             token_ids: Also return the content token ids of every chunk (see :class:`ChunkBatch`); the check
-                above computes them anyway for every chunk of a document with several.
+                above computes them anyway for every chunk of a document with several, and a document that is
+                one chunk as it stands has them from the first call.
         """
         docs = list(documents)
-        all_spans = self._many_spans([d.text if d.text.strip() else "" for d in docs])
+        texts = [d.text if d.text.strip() else "" for d in docs]
+        if self._content is None:
+            encodings = None
+            all_spans = [regex_token_spans(t) for t in texts]
+        else:
+            encodings = self._content.encode(texts)
+            all_spans = [enc.offsets for enc in encodings]
         bounds = [self._bounds(d.text, spans, verify=False) if spans else []
                   for d, spans in zip(docs, all_spans, strict=True)]
         ids: list[list[list[int]]] | None = None
-        if not self._exact:
-            # a document cut in one piece needs no check; its ids only if asked for
-            todo = [i for i, bs in enumerate(bounds) if len(bs) > 1 or (token_ids and bs)]
+        if encodings is not None:
+            # A document cut in one piece needs no check. When that piece is the whole text (nothing stripped),
+            # its ids are the document's; only other pieces are tokenized again, and only if ids are asked for.
+            whole = {i for i, bs in enumerate(bounds) if token_ids and bs == [(0, len(docs[i].text))]}
+            todo = [i for i, bs in enumerate(bounds) if len(bs) > 1 or (token_ids and bs and i not in whole)]
             per_doc = self._chunk_ids(docs, bounds, todo)
             over = [i for i in todo if len(bounds[i]) > 1 and any(len(x) > self.chunk_size for x in per_doc[i])]
             for i in over:
                 bounds[i] = self._bounds(docs[i].text, all_spans[i], verify=True)
             if token_ids:
                 per_doc.update(self._chunk_ids(docs, bounds, over))
+                per_doc.update((i, [encodings[i].ids]) for i in whole)
                 ids = [per_doc.get(i, []) for i in range(len(docs))]
         chunks = [self._build(d, b) if b else [] for d, b in zip(docs, bounds, strict=True)]
         return ChunkBatch(chunks=chunks, doc_tokens=[len(s) for s in all_spans], token_ids=ids)
