@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen3_rag.cli import CLIError
+from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from qwen3_rag.pipelines.evaluation import EVAL_MODES as _MODES  # standard library only
 
 
@@ -32,8 +33,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-length", type=int, default=None, help="tokens per text for the embedder")
     p.add_argument("--dim", type=int, default=None, help="embedding dimension (Matryoshka) for Qwen3 models")
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="tokens per chunk; 0 = whole documents (default: the index default, 512)")
-    p.add_argument("--chunk-overlap", type=int, default=None, help="tokens shared by consecutive chunks")
+                   help=f"tokens per chunk; 0 = whole documents (default {DEFAULT_CHUNK_SIZE}, or that of an "
+                        "existing --index)")
+    p.add_argument("--chunk-overlap", type=int, default=None,
+                   help=f"tokens shared by consecutive chunks (default {DEFAULT_CHUNK_OVERLAP})")
     p.add_argument("--modes", default="dense,bm25,hybrid",
                    help=f"comma-separated, from {','.join(_MODES)} (default dense,bm25,hybrid)")
     p.add_argument("--rerank-model", default=None,

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -34,14 +36,14 @@ def add_parser(subparsers: Any) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="max tokens per chunk, 0 = no chunking (new index only; default 128)",
+        help=f"max tokens per chunk, 0 = no chunking (new index only; default {DEFAULT_CHUNK_SIZE})",
     )
     p.add_argument(
         "--chunk-overlap",
         type=int,
         default=None,
         metavar="N",
-        help="tokens shared by consecutive chunks (new index only; default 32)",
+        help=f"tokens shared by consecutive chunks (new index only; default {DEFAULT_CHUNK_OVERLAP})",
     )
     p.add_argument(
         "--index-type",

@@ -198,7 +198,8 @@ def attention_implementation(device: torch.device, dtype: torch.dtype, requested
 
 
 def checkpoint_dtype(config: Any) -> torch.dtype | None:
-    value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    # transformers >= 4.56 names it dtype (torch_dtype is then a property that warns); older ones torch_dtype
+    value = getattr(config, "dtype", None) or vars(config).get("torch_dtype")
     if isinstance(value, torch.dtype):
         return value
     if isinstance(value, str):

@@ -238,3 +238,21 @@ def test_ids_from_content_is_none_without_a_fixed_frame(minilm_path, monkeypatch
 
     monkeypatch.setattr(type(emb.tokenizer), "__call__", varying)
     assert emb.ids_from_content([[1, 2]]) is None
+
+
+def test_checkpoint_dtype_reads_either_config_name_without_the_deprecated_one():
+    import types
+
+    import torch
+    from transformers import BertConfig, Qwen3Config
+
+    from qwen3_rag.retrieval._loading import checkpoint_dtype
+
+    class Strict(BertConfig):  # transformers 5 logs a deprecation warning when torch_dtype is read
+        @property
+        def torch_dtype(self):
+            raise AssertionError("read the deprecated config.torch_dtype")
+
+    assert checkpoint_dtype(Qwen3Config(dtype="bfloat16")) == torch.bfloat16
+    assert checkpoint_dtype(Strict()) is None  # no dtype recorded (all-MiniLM-L6-v2's config)
+    assert checkpoint_dtype(types.SimpleNamespace(torch_dtype="float16")) == torch.float16  # transformers < 4.56
