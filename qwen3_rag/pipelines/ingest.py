@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qwen3_rag.indexers.chunking import ChunkBatch
 from qwen3_rag.indexers.index import Index
 from qwen3_rag.indexers.loaders import LoadReport, RecordFields, iter_documents
 from qwen3_rag.types import Chunk, Document
@@ -48,8 +49,9 @@ class IngestReport:
             ``index`` (store look-ups and writes, FAISS adds), ``commit`` (transactions and the final FAISS file),
             ``tokenize`` (the model's input ids, made on the calling thread: from the token ids the chunker
             already computed, or by tokenizing when pipelined and those cannot be reused) and ``wait`` (the
-            calling thread waiting for the embedder). When embedding runs beside the rest
-            (``pipelined``), ``embed`` overlaps the other stages, so they add up to more than the wall time.
+            calling thread waiting for the embedder or, pipelined, the chunker). When embedding and chunking run
+            beside the rest (``pipelined``), they overlap the other stages, so the stages add up to more than the
+            wall time.
     """
 
     added: int = 0
@@ -180,11 +182,11 @@ def ingest(
         attach: Callables run on the open index before loading starts, e.g. ``BM25Sidecar.attach`` to keep a
             sidecar in step with every commit of this run.
         bm25: Build the BM25 index (for hybrid search) during ingestion and keep it in step (default on).
-        pipelined: Embed each batch in a background thread while the next documents are read and chunked and
-            the previous batch is written; writes still happen in order on the calling thread. None (default):
-            on when the embedder runs on an accelerator, where chunking is as slow as the model and this hides
-            it (1.8x faster ingestion with a simulated GPU, BENCHMARKS.md); off on a CPU, whose cores the model
-            already fills (measured 5% slower there).
+        pipelined: Embed each batch in a background thread, and chunk the next documents in another, while the
+            calling thread reads documents and writes the previous batch; writes still happen in order on the
+            calling thread. None (default): on when the embedder runs on an accelerator, where chunking is as slow
+            as the model and this hides it (1.8x faster ingestion with a simulated GPU, BENCHMARKS.md); off on a
+            CPU, whose cores the model already fills (measured 5% slower there).
 
     Returns:
         An :class:`IngestReport`.
@@ -263,13 +265,13 @@ class _Progress:
             self.bar.close()
 
 
-class _EmbedWorker:
-    """Runs one embedding call at a time in a daemon thread (so Ctrl-C never waits for a batch to finish)."""
+class _Worker:
+    """Runs one call of ``fn`` at a time, in order, in a daemon thread (so Ctrl-C never waits for it to finish)."""
 
-    def __init__(self, embed: Callable[[list[Any]], Any]) -> None:
-        self._embed = embed
+    def __init__(self, fn: Callable[[list[Any]], Any], name: str) -> None:
+        self._fn = fn
         self._requests: queue.SimpleQueue[tuple[Future[Any], list[Any]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="qwen3-rag-embed", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, items: list[Any]) -> Future[Any]:
@@ -284,7 +286,7 @@ class _EmbedWorker:
         while (item := self._requests.get()) is not None:
             future, items = item
             try:
-                future.set_result(self._embed(items))
+                future.set_result(self._fn(items))
             except BaseException as exc:  # handed to the caller through the future
                 future.set_exception(exc)
 
@@ -326,7 +328,7 @@ def _run(
         timings["embed"] += time.perf_counter() - t  # one writer: the worker thread, or this one
         return vectors
 
-    worker = _EmbedWorker(embed) if pipelined else None
+    worker = _Worker(embed, "qwen3-rag-embed") if pipelined else None
     in_flight: tuple[Future[Any], list[tuple[Document, list[Chunk]]]] | None = None
     pending_ids: list[list[int]] = []  # content token ids of the pending chunks, in order (reuse_ids)
 
@@ -379,16 +381,21 @@ def _run(
     to_chunk: list[Document] = []
     to_chunk_chars = 0
 
-    def chunk_batch() -> None:
-        """Chunk the documents collected so far (one tokenizer call for all of them), queue their chunks."""
-        nonlocal pending_chunks, to_chunk_chars
-        if not to_chunk:
-            return
+    def chunk_docs(docs: list[Document]) -> ChunkBatch:
         t = time.perf_counter()
-        chunked = chunker.chunk_batch(to_chunk, token_ids=reuse_ids)
-        timings["chunk"] += time.perf_counter() - t
+        chunked = chunker.chunk_batch(docs, token_ids=reuse_ids)
+        timings["chunk"] += time.perf_counter() - t  # one writer: the chunk worker, or this thread
+        return chunked
+
+    # Pipelined, a second thread chunks the next documents while this one writes: the tokenizer's Rust side
+    # releases the GIL, so it runs beside the writes instead of between them.
+    chunk_worker = _Worker(chunk_docs, "qwen3-rag-chunk") if pipelined else None
+    chunking: tuple[Future[ChunkBatch], list[Document]] | None = None
+
+    def queue_chunks(docs: list[Document], chunked: ChunkBatch) -> None:
+        nonlocal pending_chunks
         report.tokens += sum(chunked.doc_tokens)
-        for i, (doc, chunks) in enumerate(zip(to_chunk, chunked.chunks, strict=True)):
+        for i, (doc, chunks) in enumerate(zip(docs, chunked.chunks, strict=True)):
             report.chunks_added += len(chunks)
             pending.append((doc, chunks))
             pending_chunks += len(chunks)
@@ -396,9 +403,32 @@ def _run(
                 pending_ids.extend(chunked.token_ids[i])
             if pending_chunks >= commit_every:
                 flush()
-        progress.update(len(to_chunk), report)
+        progress.update(len(docs), report)
+
+    def take_chunks() -> None:
+        """Queue the chunks of the group being chunked in the background (waiting for them)."""
+        nonlocal chunking
+        if chunking is not None:
+            (future, docs), chunking = chunking, None
+            t = time.perf_counter()
+            chunked = future.result()
+            timings["wait"] += time.perf_counter() - t
+            queue_chunks(docs, chunked)
+
+    def chunk_batch() -> None:
+        """Chunk the documents collected so far (one tokenizer call for all of them), queue their chunks."""
+        nonlocal chunking, to_chunk_chars
+        if not to_chunk:
+            return
+        docs = list(to_chunk)
         to_chunk.clear()
         to_chunk_chars = 0
+        if chunk_worker is None:
+            queue_chunks(docs, chunk_docs(docs))
+            return
+        future = chunk_worker.submit(docs)
+        take_chunks()  # the previous group, chunked while this one was read
+        chunking = (future, docs)
 
     try:
         documents = iter(
@@ -433,14 +463,16 @@ def _run(
             if len(to_chunk) >= CHUNK_BATCH_DOCUMENTS or to_chunk_chars >= CHUNK_BATCH_CHARS:
                 chunk_batch()
         chunk_batch()
+        take_chunks()
         flush()
         drain()
         if prune:
             report.pruned = _prune(idx, seen, loads)
     finally:
         progress.close()
-        if worker is not None:
-            worker.close()
+        for background in (worker, chunk_worker):
+            if background is not None:
+                background.close()
     report.skipped = len(loads.skipped)
     report.failed = len(loads.failed)
     report.failures = list(loads.failed)

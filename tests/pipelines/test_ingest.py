@@ -241,10 +241,11 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
     real_chunk, real_embed = Chunker.chunk_batch, hash_embedder.embed_documents
 
     submitted = threading.Event()
-    real_submit = ingest_module._EmbedWorker.submit
+    real_submit = ingest_module._Worker.submit
 
     def submit(self: Any, texts: list[str]) -> Any:
-        submitted.set()
+        if self._thread.name == "qwen3-rag-embed":  # noqa: SLF001
+            submitted.set()
         return real_submit(self, texts)
 
     def chunk(self: Chunker, documents: Any, **kwargs: Any) -> Any:
@@ -260,7 +261,7 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
         return real_embed(texts)
 
     monkeypatch.setattr(Chunker, "chunk_batch", chunk)
-    monkeypatch.setattr(ingest_module._EmbedWorker, "submit", submit)
+    monkeypatch.setattr(ingest_module._Worker, "submit", submit)
     monkeypatch.setattr(ingest_module, "CHUNK_BATCH_DOCUMENTS", 2)
     monkeypatch.setattr(hash_embedder, "embed_documents", embed)
     ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
@@ -268,6 +269,77 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
     assert overlapped == [True]
     # the chunker tokenizes with its own copy of the tokenizer's backend, never the embedder's
     assert tokenizers and id(hash_embedder.tokenizer.backend_tokenizer) not in tokenizers
+
+
+def test_pipelined_chunking_runs_while_the_previous_group_is_written(tmp_path: Path, hash_embedder: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pipelined, the next group of documents is handed to the chunk thread before the chunks of the previous
+    one are written, and is chunked there (the order of events, no timing involved); the index is the same."""
+    from qwen3_rag.indexers.chunking import Chunker
+    from qwen3_rag.pipelines import ingest as ingest_module
+
+    src = write_corpus(tmp_path / "corpus", n=30)
+    events: list[tuple[str, Any]] = []
+    chunk_threads: set[str] = set()
+    real_submit, real_add, real_chunk = ingest_module._Worker.submit, Index.add_chunks, Chunker.chunk_batch
+
+    def submit(self: Any, items: list[Any]) -> Any:
+        if self._thread.name == "qwen3-rag-chunk":  # noqa: SLF001
+            events.append(("chunk", [d.id for d in items]))
+        return real_submit(self, items)
+
+    def add_chunks(self: Index, doc: Any, *args: Any, **kwargs: Any) -> Any:
+        events.append(("write", doc.id))
+        return real_add(self, doc, *args, **kwargs)
+
+    def chunk(self: Chunker, documents: Any, **kwargs: Any) -> Any:
+        chunk_threads.add(threading.current_thread().name)
+        return real_chunk(self, documents, **kwargs)
+
+    monkeypatch.setattr(ingest_module._Worker, "submit", submit)
+    monkeypatch.setattr(Index, "add_chunks", add_chunks)
+    monkeypatch.setattr(Chunker, "chunk_batch", chunk)
+    monkeypatch.setattr(ingest_module, "CHUNK_BATCH_DOCUMENTS", 3)
+    ingest([src], tmp_path / "a", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
+           pipelined=True)
+    assert chunk_threads == {"qwen3-rag-chunk"}
+    first_write = next(i for i, (kind, _) in enumerate(events) if kind == "write")
+    written_later = {doc for kind, doc in events[first_write + 1 :] if kind == "write"}
+    in_flight = [docs for kind, docs in events[:first_write] if kind == "chunk"][-1]
+    assert set(in_flight) <= written_later  # chunked beside the first write, written after it
+
+    monkeypatch.setattr(Chunker, "chunk_batch", real_chunk)
+    ingest([src], tmp_path / "b", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
+           pipelined=False)
+    assert _contents(tmp_path / "a") == _contents(tmp_path / "b")
+
+
+def test_a_chunking_error_in_the_background_reaches_the_caller(tmp_path: Path, hash_embedder: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from qwen3_rag.indexers.chunking import Chunker
+    from qwen3_rag.pipelines import ingest as ingest_module
+
+    src = write_corpus(tmp_path / "corpus", n=30)
+    real_chunk = Chunker.chunk_batch
+    calls: list[int] = []
+
+    def chunk(self: Chunker, documents: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("tokenizer crashed")
+        return real_chunk(self, documents, **kwargs)
+
+    monkeypatch.setattr(Chunker, "chunk_batch", chunk)
+    monkeypatch.setattr(ingest_module, "CHUNK_BATCH_DOCUMENTS", 3)
+    with pytest.raises(RuntimeError, match="tokenizer crashed"):
+        ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
+               pipelined=True)
+    with Index.open(tmp_path / "ix", read_only=True) as index:
+        counts = index.count()
+        assert counts.chunks == counts.vectors > 0  # the batches written before the error, each whole
+    monkeypatch.setattr(Chunker, "chunk_batch", real_chunk)
+    again = ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4)
+    assert again.unchanged > 0 and again.added > 0
 
 
 def test_pipelining_is_on_for_accelerators_only(tmp_path: Path, hash_embedder: Any,
