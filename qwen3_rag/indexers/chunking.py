@@ -33,6 +33,11 @@ DEFAULT_CHUNK_SIZE = 128
 #: Default overlap between consecutive chunks, in tokens (25%; 0 overlap loses 1.8 points on SciFact).
 DEFAULT_CHUNK_OVERLAP = 32
 
+#: Callers of :meth:`Chunker.chunk_batch` (ingestion, ``Index.add``) chunk documents in groups of this many, or of
+#: this many characters: one tokenizer call per group, with the memory of one group's tokens.
+GROUP_DOCUMENTS = 64
+GROUP_CHARS = 1_000_000
+
 #: Metadata key a loader uses to give the character offset where each page starts (page numbers are 1-based).
 PAGE_STARTS_KEY = "page_starts"
 
@@ -41,6 +46,7 @@ _PARAGRAPH, _LINE, _SENTENCE, _WORD, _TOKEN = 4, 3, 2, 1, 0
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
 _WORD_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
 
 def regex_token_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of words and punctuation marks; the tokenizer used when no model tokenizer is given."""

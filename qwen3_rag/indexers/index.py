@@ -83,7 +83,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, Chunker, ChunkingConfig
+from qwen3_rag.indexers.chunking import (
+    DEFAULT_CHUNK_OVERLAP,
+    DEFAULT_CHUNK_SIZE,
+    GROUP_CHARS,
+    GROUP_DOCUMENTS,
+    Chunker,
+    ChunkingConfig,
+)
 from qwen3_rag.indexers.filters import Filter, to_sql
 from qwen3_rag.indexers.store import Store, StoredChunk
 from qwen3_rag.indexers.vector_index import IndexSpec, VectorIndex
@@ -243,6 +250,19 @@ class _Lock:
     def release(self) -> None:
         if not self.fh.closed:
             self.fh.close()
+
+
+def feeds_token_ids(embedder: Any, chunker: Chunker | None) -> bool:
+    """Whether ``embedder`` can be fed the token ids ``chunker`` makes while checking chunk sizes.
+
+    True for an embedder with ``ids_from_content``, ``tokenize`` and ``embed_tokenized`` (an
+    :class:`~qwen3_rag.Embedder`) whose tokenizer is the one the chunker counts with; the chunks are then never
+    tokenized a second time.
+    """
+    return (chunker is not None and chunker.tokenizer is not None
+            and chunker.tokenizer is getattr(embedder, "tokenizer", None)
+            and all(callable(getattr(embedder, name, None))
+                    for name in ("ids_from_content", "tokenize", "embed_tokenized")))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -868,22 +888,46 @@ class Index:
         self, items: Iterable[Document | str | Mapping[str, Any]], replace: bool, batch_chunks: int = 256
     ) -> WriteStats:
         embedder = self._require_embedder("adding documents")
-        assert self.chunker is not None
+        chunker = self.chunker
+        assert chunker is not None
+        feed_ids = feeds_token_ids(embedder, chunker)
         stats = WriteStats()
         seen: set[str] = set()
+        to_chunk: list[Document] = []
+        to_chunk_chars = 0
         pending: list[tuple[Document, list[Chunk]]] = []
+        pending_ids: list[list[int]] = []  # the chunker's token ids of the pending chunks (feed_ids)
         n_pending = 0
 
         def flush() -> None:
             nonlocal n_pending
             texts = [c.text for _, chunks in pending for c in chunks]
-            vecs = embedder.embed_documents(texts) if texts else np.zeros((0, self.dim), np.float32)
+            model_ids = embedder.ids_from_content(pending_ids) if feed_ids and texts else None
+            if model_ids is not None:
+                vecs = embedder.embed_tokenized(model_ids)
+            else:
+                vecs = embedder.embed_documents(texts) if texts else np.zeros((0, self.dim), np.float32)
             pos = 0
             for doc, chunks in pending:
                 self.add_chunks(doc, chunks, vecs[pos : pos + len(chunks)])
                 pos += len(chunks)
             pending.clear()
+            pending_ids.clear()
             n_pending = 0
+
+        def chunk_group() -> None:
+            nonlocal n_pending, to_chunk_chars
+            chunked = chunker.chunk_batch(to_chunk, token_ids=feed_ids)  # one tokenizer call for the group
+            for i, (doc, chunks) in enumerate(zip(to_chunk, chunked.chunks, strict=True)):
+                stats.chunks_added += len(chunks)
+                pending.append((doc, chunks))
+                n_pending += len(chunks)
+                if chunked.token_ids is not None:
+                    pending_ids.extend(chunked.token_ids[i])
+                if n_pending >= batch_chunks:
+                    flush()
+            to_chunk.clear()
+            to_chunk_chars = 0
 
         with self.batch():
             for item in items:
@@ -904,12 +948,11 @@ class Index:
                 else:
                     stats.updated += 1
                     stats.chunks_removed += len(self._store.chunk_ids_of(doc.id))
-                chunks = self.chunker.chunk(doc)
-                stats.chunks_added += len(chunks)
-                pending.append((doc, chunks))
-                n_pending += len(chunks)
-                if n_pending >= batch_chunks:
-                    flush()
+                to_chunk.append(doc)
+                to_chunk_chars += len(doc.text)
+                if len(to_chunk) >= GROUP_DOCUMENTS or to_chunk_chars >= GROUP_CHARS:
+                    chunk_group()
+            chunk_group()
             flush()
         return stats
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qwen3_rag.indexers.chunking import ChunkBatch
-from qwen3_rag.indexers.index import Index
+from qwen3_rag.indexers.chunking import GROUP_CHARS, GROUP_DOCUMENTS, ChunkBatch
+from qwen3_rag.indexers.index import Index, feeds_token_ids
 from qwen3_rag.indexers.loaders import LoadReport, RecordFields, iter_documents
 from qwen3_rag.types import Chunk, Document
 
@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 #: Chunks embedded and committed together; bounds memory and the work lost by an interruption.
 DEFAULT_COMMIT_EVERY = 512
 #: Changed documents are chunked in groups of this many (or this many characters), with one tokenizer call.
-CHUNK_BATCH_DOCUMENTS = 64
-CHUNK_BATCH_CHARS = 1_000_000
+CHUNK_BATCH_DOCUMENTS = GROUP_DOCUMENTS
+CHUNK_BATCH_CHARS = GROUP_CHARS
 
 
 @dataclass
@@ -317,10 +317,9 @@ def _run(
     # and the embedder only adds its special tokens (ids_from_content), so nothing is tokenized twice. Otherwise,
     # when pipelined, this thread tokenizes the next batch while the worker only runs the model, so a GPU does not
     # wait for the tokenizer.
-    takes_ids = callable(getattr(embedder, "embed_tokenized", None)) and callable(getattr(embedder, "tokenize", None))
-    reuse_ids = (takes_ids and callable(getattr(embedder, "ids_from_content", None))
-                 and chunker.tokenizer is not None and chunker.tokenizer is getattr(embedder, "tokenizer", None))
-    split = takes_ids and (reuse_ids or pipelined)
+    reuse_ids = feeds_token_ids(embedder, chunker)
+    split = reuse_ids or (pipelined and callable(getattr(embedder, "embed_tokenized", None))
+                          and callable(getattr(embedder, "tokenize", None)))
 
     def embed(items: list[Any]) -> Any:
         t = time.perf_counter()

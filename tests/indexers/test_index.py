@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from qwen3_rag.indexers.chunking import Chunker
 from qwen3_rag.indexers.filters import FilterError
 from qwen3_rag.indexers.index import Index, IndexLockedError, IndexMismatchError
 from qwen3_rag.types import Document
@@ -336,3 +337,27 @@ def test_another_max_length_is_warned_about(tmp_path: Path, hash_embedder: Any, 
     with caplog.at_level("WARNING"), Index.open(tmp_path / "ix", hash_embedder):
         pass
     assert "max_length 512" in caplog.text and "--max-length 512" in caplog.text
+
+
+def test_add_feeds_the_embedder_the_chunkers_token_ids(tmp_path: Path, tiny_embedder: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Index.add chunks documents in groups and gives a real Embedder the ids the chunker made: it never tokenizes
+    a chunk again, and the stored vectors are the chunk texts' vectors."""
+    docs = corpus(150)
+    tokenized: list[Any] = []
+    for name in ("tokenize", "embed_documents"):
+        real = getattr(tiny_embedder, name)
+        monkeypatch.setattr(tiny_embedder, name, lambda texts, real=real: tokenized.append(texts) or real(texts))
+    with Index.create(tmp_path / "ix", tiny_embedder, chunk_size=12, chunk_overlap=3) as index:
+        stats = index.add(docs)
+        assert stats.added == 150 and stats.chunks_added > 150
+        chunk_ids = [c for c, _ in index.iter_chunks()]
+        texts = [c.text for c in index.get_chunks(chunk_ids)]
+        stored = index.get_vectors(chunk_ids)
+    assert tokenized == []
+    monkeypatch.undo()
+    np.testing.assert_allclose(stored, tiny_embedder.embed_documents(texts), atol=1e-6)
+    # the same chunks as chunking one document at a time
+    chunker = Chunker.for_embedder(tiny_embedder, chunk_size=12, chunk_overlap=3)
+    expected = [c.text for d in docs for c in chunker.chunk(d)]
+    assert sorted(texts) == sorted(expected)
