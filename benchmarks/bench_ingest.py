@@ -97,6 +97,10 @@ def main() -> None:
                     help="ingest(): the folder/jsonl pipeline; add: Index.add(documents) from Python")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.tokenizer != "minilm" and args.embedder != "random":
+        ap.error("--tokenizer applies to --embedder random only (the other embedders use their own tokenizer)")
+    if args.via == "add" and args.pipeline != "auto":
+        ap.error("--pipeline applies to ingest() only; Index.add embeds one batch after the other")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     corpus = tmp / "corpus.jsonl"

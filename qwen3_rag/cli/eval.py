@@ -36,7 +36,8 @@ def add_parser(subparsers: Any) -> None:
                    help=f"tokens per chunk; 0 = whole documents (default {DEFAULT_CHUNK_SIZE}, or that of an "
                         "existing --index)")
     p.add_argument("--chunk-overlap", type=int, default=None,
-                   help=f"tokens shared by consecutive chunks (default {DEFAULT_CHUNK_OVERLAP})")
+                   help=f"tokens shared by consecutive chunks (default {DEFAULT_CHUNK_OVERLAP}, or that of an "
+                        "existing --index)")
     p.add_argument("--modes", default="dense,bm25,hybrid",
                    help=f"comma-separated, from {','.join(_MODES)} (default dense,bm25,hybrid)")
     p.add_argument("--rerank-model", default=None,

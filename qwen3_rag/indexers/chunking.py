@@ -14,6 +14,7 @@ import bisect
 import itertools
 import logging
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,16 +64,13 @@ class _ContentTokenizer:
     """
 
     def __init__(self, tokenizer: Any) -> None:
-        if not getattr(tokenizer, "is_fast", False):
-            raise TypeError(
-                f"chunking needs a fast tokenizer that returns offsets, got {type(tokenizer).__name__}; "
-                "load the model with a tokenizer.json (use_fast=True)"
-            )
         from tokenizers import Tokenizer
 
         backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         backend.no_truncation()
         backend.no_padding()
+        # the wrapper sets this on its backend at every call; the serialised copy does not carry it
+        backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
         self._backend = backend
         # encode_batch_fast (tokenizers >= 0.21) skips the offsets, which the ids-only calls do not need
         self._encode_ids = getattr(backend, "encode_batch_fast", backend.encode_batch)
@@ -189,9 +187,24 @@ class Chunker:
         self.config = ChunkingConfig(chunk_size, chunk_overlap)
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
+        if tokenizer is not None and not getattr(tokenizer, "is_fast", False):
+            raise TypeError(
+                f"chunking needs a fast tokenizer that returns offsets, got {type(tokenizer).__name__}; "
+                "load the model with a tokenizer.json (use_fast=True)"
+            )
         self.tokenizer = tokenizer
-        self._content = _ContentTokenizer(tokenizer) if tokenizer is not None else None
         self._exact = tokenizer is None  # the regex tokenizer gives the same tokens on any substring
+        self._content_tokenizer: _ContentTokenizer | None = None  # made on first use: an index opened only to
+        self._content_lock = threading.Lock()  # search never chunks, and the copy costs ~0.5 s for Qwen3
+
+    @property
+    def _content(self) -> _ContentTokenizer:
+        """The private tokenizer copy (a model tokenizer only)."""
+        if self._content_tokenizer is None:
+            with self._content_lock:
+                if self._content_tokenizer is None:
+                    self._content_tokenizer = _ContentTokenizer(self.tokenizer)
+        return self._content_tokenizer
 
     @classmethod
     def for_embedder(
@@ -206,7 +219,9 @@ class Chunker:
 
     def count_tokens(self, text: str) -> int:
         """Number of content tokens in ``text``."""
-        return len(self._many_spans([text])[0])
+        if self._exact:
+            return len(regex_token_spans(text))
+        return len(self._content.ids([text])[0])
 
     def chunk(self, document: Document) -> list[Chunk]:
         """Split one document. Whitespace-only documents give no chunks.
@@ -240,7 +255,7 @@ class Chunker:
         """
         docs = list(documents)
         texts = [d.text if d.text.strip() else "" for d in docs]
-        if self._content is None:
+        if self._exact:
             encodings = None
             all_spans = [regex_token_spans(t) for t in texts]
         else:
@@ -278,13 +293,12 @@ class Chunker:
 
     def _many_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """Token spans of many texts; one call for a model tokenizer."""
-        if self._content is None:
+        if self._exact:
             return [regex_token_spans(t) for t in texts]
         return self._content.spans(texts)
 
     def _many_ids(self, texts: list[str]) -> list[list[int]]:
-        """Content token ids of many texts (a model tokenizer only)."""
-        assert self._content is not None
+        """Content token ids of many texts, in one call (a model tokenizer only)."""
         return self._content.ids(texts)
 
     def _bounds(self, text: str, spans: list[tuple[int, int]], *, verify: bool) -> list[tuple[int, int]]:

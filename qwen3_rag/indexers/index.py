@@ -75,11 +75,11 @@ import logging
 import os
 import platform
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -252,17 +252,22 @@ class _Lock:
             self.fh.close()
 
 
-def feeds_token_ids(embedder: Any, chunker: Chunker | None) -> bool:
-    """Whether ``embedder`` can be fed the token ids ``chunker`` makes while checking chunk sizes.
+def token_id_framer(embedder: Any, chunker: Chunker | None) -> Callable[[list[list[int]]], list[list[int]]] | None:
+    """``embedder.ids_from_content`` when the embedder can be fed the token ids ``chunker`` makes while checking
+    chunk sizes, else None.
 
-    True for an embedder with ``ids_from_content``, ``tokenize`` and ``embed_tokenized`` (an
-    :class:`~qwen3_rag.Embedder`) whose tokenizer is the one the chunker counts with; the chunks are then never
-    tokenized a second time.
+    That is an embedder with ``ids_from_content``, ``tokenize`` and ``embed_tokenized`` (an
+    :class:`~qwen3_rag.Embedder`) whose tokenizer is the one the chunker counts with, and whose special tokens form
+    a fixed frame; the chunks are then never tokenized a second time. Callers frame each document's ids as its
+    chunks are queued, so only ``max_length`` ids per chunk wait for the model.
     """
-    return (chunker is not None and chunker.tokenizer is not None
-            and chunker.tokenizer is getattr(embedder, "tokenizer", None)
-            and all(callable(getattr(embedder, name, None))
-                    for name in ("ids_from_content", "tokenize", "embed_tokenized")))
+    if (chunker is None or chunker.tokenizer is None or chunker.tokenizer is not getattr(embedder, "tokenizer", None)
+            or not all(callable(getattr(embedder, name, None))
+                       for name in ("ids_from_content", "tokenize", "embed_tokenized"))):
+        return None
+    if embedder.ids_from_content([]) is None:  # no fixed frame of special tokens: the texts must be tokenized
+        return None
+    return cast(Callable[[list[list[int]]], list[list[int]]], embedder.ids_from_content)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -890,22 +895,21 @@ class Index:
         embedder = self._require_embedder("adding documents")
         chunker = self.chunker
         assert chunker is not None
-        feed_ids = feeds_token_ids(embedder, chunker)
+        frame = token_id_framer(embedder, chunker)
         stats = WriteStats()
         seen: set[str] = set()
         to_chunk: list[Document] = []
         to_chunk_chars = 0
         pending: list[tuple[Document, list[Chunk]]] = []
-        pending_ids: list[list[int]] = []  # the chunker's token ids of the pending chunks (feed_ids)
+        pending_ids: list[list[int]] = []  # the model's ids of the pending chunks (when framed from the chunker's)
         n_pending = 0
 
         def flush() -> None:
             nonlocal n_pending
-            texts = [c.text for _, chunks in pending for c in chunks]
-            model_ids = embedder.ids_from_content(pending_ids) if feed_ids and texts else None
-            if model_ids is not None:
-                vecs = embedder.embed_tokenized(model_ids)
+            if frame is not None:
+                vecs = embedder.embed_tokenized(pending_ids) if pending_ids else np.zeros((0, self.dim), np.float32)
             else:
+                texts = [c.text for _, chunks in pending for c in chunks]
                 vecs = embedder.embed_documents(texts) if texts else np.zeros((0, self.dim), np.float32)
             pos = 0
             for doc, chunks in pending:
@@ -917,13 +921,13 @@ class Index:
 
         def chunk_group() -> None:
             nonlocal n_pending, to_chunk_chars
-            chunked = chunker.chunk_batch(to_chunk, token_ids=feed_ids)  # one tokenizer call for the group
+            chunked = chunker.chunk_batch(to_chunk, token_ids=frame is not None)  # one tokenizer call for the group
             for i, (doc, chunks) in enumerate(zip(to_chunk, chunked.chunks, strict=True)):
                 stats.chunks_added += len(chunks)
                 pending.append((doc, chunks))
                 n_pending += len(chunks)
-                if chunked.token_ids is not None:
-                    pending_ids.extend(chunked.token_ids[i])
+                if frame is not None and chunked.token_ids is not None:
+                    pending_ids.extend(frame(chunked.token_ids[i]))
                 if n_pending >= batch_chunks:
                     flush()
             to_chunk.clear()

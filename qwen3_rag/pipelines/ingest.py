@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen3_rag.indexers.chunking import GROUP_CHARS, GROUP_DOCUMENTS, ChunkBatch
-from qwen3_rag.indexers.index import Index, feeds_token_ids
+from qwen3_rag.indexers.index import Index, token_id_framer
 from qwen3_rag.indexers.loaders import LoadReport, RecordFields, iter_documents
 from qwen3_rag.types import Chunk, Document
 
@@ -314,12 +314,12 @@ def _run(
     timings = report.timings
 
     # An embedder that takes token ids is fed them: the chunker tokenizes every chunk anyway (to check its size)
-    # and the embedder only adds its special tokens (ids_from_content), so nothing is tokenized twice. Otherwise,
-    # when pipelined, this thread tokenizes the next batch while the worker only runs the model, so a GPU does not
-    # wait for the tokenizer.
-    reuse_ids = feeds_token_ids(embedder, chunker)
-    split = reuse_ids or (pipelined and callable(getattr(embedder, "embed_tokenized", None))
-                          and callable(getattr(embedder, "tokenize", None)))
+    # and the embedder only adds its special tokens (ids_from_content, as each document's chunks are queued), so
+    # nothing is tokenized twice. Otherwise, when pipelined, this thread tokenizes the next batch while the worker
+    # only runs the model, so a GPU does not wait for the tokenizer.
+    frame = token_id_framer(embedder, chunker)
+    split = frame is not None or (pipelined and callable(getattr(embedder, "embed_tokenized", None))
+                                  and callable(getattr(embedder, "tokenize", None)))
 
     def embed(items: list[Any]) -> Any:
         t = time.perf_counter()
@@ -329,7 +329,7 @@ def _run(
 
     worker = _Worker(embed, "qwen3-rag-embed") if pipelined else None
     in_flight: tuple[Future[Any], list[tuple[Document, list[Chunk]]]] | None = None
-    pending_ids: list[list[int]] = []  # content token ids of the pending chunks, in order (reuse_ids)
+    pending_ids: list[list[int]] = []  # the model's ids of the pending chunks, in order (when framed)
 
     def write(batch: list[tuple[Document, list[Chunk]]], vectors: Any) -> None:
         pos = 0
@@ -361,15 +361,15 @@ def _run(
         batch = list(pending)
         pending.clear()
         pending_chunks = 0
-        items: Any = None
-        t = time.perf_counter()
-        if reuse_ids:
-            items = embedder.ids_from_content(pending_ids)
+        items: list[Any]
+        if frame is not None:
+            items = list(pending_ids)
             pending_ids.clear()
-        if items is None:
+        else:
+            t = time.perf_counter()
             texts = [c.text for _, chunks in batch for c in chunks]
             items = embedder.tokenize(texts) if split else texts
-        timings["tokenize"] += time.perf_counter() - t
+            timings["tokenize"] += time.perf_counter() - t
         if worker is None:
             write(batch, embed(items))
             return
@@ -382,7 +382,7 @@ def _run(
 
     def chunk_docs(docs: list[Document]) -> ChunkBatch:
         t = time.perf_counter()
-        chunked = chunker.chunk_batch(docs, token_ids=reuse_ids)
+        chunked = chunker.chunk_batch(docs, token_ids=frame is not None)
         timings["chunk"] += time.perf_counter() - t  # one writer: the chunk worker, or this thread
         return chunked
 
@@ -398,8 +398,10 @@ def _run(
             report.chunks_added += len(chunks)
             pending.append((doc, chunks))
             pending_chunks += len(chunks)
-            if chunked.token_ids is not None:
-                pending_ids.extend(chunked.token_ids[i])
+            if frame is not None and chunked.token_ids is not None:
+                t = time.perf_counter()
+                pending_ids.extend(frame(chunked.token_ids[i]))
+                timings["tokenize"] += time.perf_counter() - t
             if pending_chunks >= commit_every:
                 flush()
         progress.update(len(docs), report)

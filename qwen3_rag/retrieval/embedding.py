@@ -205,8 +205,8 @@ class Embedder(RunnerFacade):
         :meth:`tokenize` truncates and framed by the model's special tokens (Qwen3: ``<|endoftext|>`` at the end).
 
         Returns:
-            The model's input ids, or ``None`` when this tokenizer does not add its special tokens as a fixed
-            prefix and suffix (then call :meth:`tokenize` on the texts).
+            The model's input ids (new lists), or ``None`` when this tokenizer does not add its special tokens as a
+            fixed prefix and suffix (then call :meth:`tokenize` on the texts).
         """
         frame = self._special_frame()
         if frame is None:
@@ -226,7 +226,7 @@ class Embedder(RunnerFacade):
         Raises:
             ValueError: a sequence is empty or longer than ``max_length``.
         """
-        seqs = [list(s) for s in sequences]
+        seqs = [s if isinstance(s, list) else list(s) for s in sequences]  # read, never changed
         for i, seq in enumerate(seqs):
             if not seq or len(seq) > self.max_length:
                 raise ValueError(f"sequences[{i}] has {len(seq)} tokens; expected 1 to max_length={self.max_length} "

@@ -253,7 +253,7 @@ def test_space_table_is_str_isspace() -> None:
     assert _SPACES == [c for c in range(0x110000) if chr(c).isspace()]
 
 
-@pytest.mark.parametrize("which", ["plain", "appending", "minilm", "qwen3"])
+@pytest.mark.parametrize("which", ["plain", "appending", "minilm", "qwen3", "qwen3-split-special"])
 def test_content_tokenizer_equals_the_wrapper(which: str, request: pytest.FixtureRequest) -> None:
     """The chunker's own backend copy gives the ids and offsets of ``tokenizer(text, add_special_tokens=False)``,
     whatever truncation the shared tokenizer was last left with."""
@@ -265,7 +265,8 @@ def test_content_tokenizer_equals_the_wrapper(which: str, request: pytest.Fixtur
         tok = request.getfixturevalue(f"{which}_tokenizer")
     else:
         tok = AutoTokenizer.from_pretrained(request.getfixturevalue("minilm_path" if which == "minilm"
-                                                                    else "real_tokenizer_dir"))
+                                                                    else "real_tokenizer_dir"),
+                                            split_special_tokens=which == "qwen3-split-special")
     texts = ["", "x", " leading and trailing  ", "北京是中国的首都。🙂 naïve", "line\n\nbreak\t#h", "word " * 3000,
              "<|endoftext|> inside", "[CLS] [SEP] [UNK]"]
     tok(["warm"], truncation=True, max_length=5)  # leaves truncation set on the shared backend
@@ -273,3 +274,13 @@ def test_content_tokenizer_equals_the_wrapper(which: str, request: pytest.Fixtur
     want = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
     assert own.ids(texts) == want["input_ids"]
     assert own.spans(texts) == [list(map(tuple, o)) for o in want["offset_mapping"]]
+
+
+def test_the_tokenizer_copy_is_made_on_first_use(plain_tokenizer: Any) -> None:
+    """Opening an index makes a Chunker; only chunking pays for its tokenizer copy (search never chunks)."""
+    chunker = Chunker(8, 2, tokenizer=plain_tokenizer)
+    assert chunker._content_tokenizer is None  # noqa: SLF001
+    assert chunker.chunk(Document(id="d", text="alpha beta gamma delta"))
+    assert chunker._content_tokenizer is not None  # noqa: SLF001
+    with pytest.raises(TypeError, match="fast tokenizer"):
+        Chunker(8, 2, tokenizer=object())

@@ -342,22 +342,30 @@ def test_another_max_length_is_warned_about(tmp_path: Path, hash_embedder: Any, 
 def test_add_feeds_the_embedder_the_chunkers_token_ids(tmp_path: Path, tiny_embedder: Any,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Index.add chunks documents in groups and gives a real Embedder the ids the chunker made: it never tokenizes
-    a chunk again, and the stored vectors are the chunk texts' vectors."""
-    docs = corpus(150)
-    tokenized: list[Any] = []
+    a chunk again, and the stored vectors are the chunk texts' vectors. Without a fixed frame of special tokens
+    (ids_from_content gives None) the texts are embedded instead, to the same vectors."""
+    docs = corpus(80)
+    calls: list[str] = []
     for name in ("tokenize", "embed_documents"):
         real = getattr(tiny_embedder, name)
-        monkeypatch.setattr(tiny_embedder, name, lambda texts, real=real: tokenized.append(texts) or real(texts))
-    with Index.create(tmp_path / "ix", tiny_embedder, chunk_size=12, chunk_overlap=3) as index:
-        stats = index.add(docs)
-        assert stats.added == 150 and stats.chunks_added > 150
-        chunk_ids = [c for c, _ in index.iter_chunks()]
-        texts = [c.text for c in index.get_chunks(chunk_ids)]
-        stored = index.get_vectors(chunk_ids)
-    assert tokenized == []
+        monkeypatch.setattr(tiny_embedder, name,
+                            lambda texts, real=real, name=name: calls.append(name) or real(texts))
+
+    def contents(path: Path) -> tuple[list[str], np.ndarray]:
+        with Index.create(path, tiny_embedder, chunk_size=12, chunk_overlap=3) as index:
+            stats = index.add(docs)
+            assert stats.added == 80 and stats.chunks_added > 80
+            chunk_ids = [c for c, _ in index.iter_chunks()]
+            return [c.text for c in index.get_chunks(chunk_ids)], index.get_vectors(chunk_ids)
+
+    texts, stored = contents(tmp_path / "ids")
+    assert calls == []
+    monkeypatch.setattr(tiny_embedder, "ids_from_content", lambda ids: None)
+    texts_b, stored_b = contents(tmp_path / "texts")
+    assert "embed_documents" in calls and texts_b == texts
     monkeypatch.undo()
     np.testing.assert_allclose(stored, tiny_embedder.embed_documents(texts), atol=1e-6)
+    np.testing.assert_allclose(stored_b, stored, atol=1e-6)
     # the same chunks as chunking one document at a time
     chunker = Chunker.for_embedder(tiny_embedder, chunk_size=12, chunk_overlap=3)
-    expected = [c.text for d in docs for c in chunker.chunk(d)]
-    assert sorted(texts) == sorted(expected)
+    assert sorted(texts) == sorted(c.text for d in docs for c in chunker.chunk(d))

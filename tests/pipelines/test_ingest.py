@@ -273,43 +273,45 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
 
 def test_pipelined_chunking_runs_while_the_previous_group_is_written(tmp_path: Path, hash_embedder: Any,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pipelined, the next group of documents is handed to the chunk thread before the chunks of the previous
-    one are written, and is chunked there (the order of events, no timing involved); the index is the same."""
+    """Pipelined, the next group of documents is chunked in the chunk thread while the calling thread writes: the
+    first write only returns once a chunk call started beside it (no timing involved); the index is the same.
+
+    With commit_every=1 the first write happens while the first group's chunks are queued, after the second
+    group was handed to the chunk thread; that call waits for the write to begin, so run one after the other
+    (chunking before writing) the write would wait in vain and the test fails."""
     from qwen3_rag.indexers.chunking import Chunker
     from qwen3_rag.pipelines import ingest as ingest_module
 
     src = write_corpus(tmp_path / "corpus", n=30)
-    events: list[tuple[str, Any]] = []
+    writing, chunked_meanwhile = threading.Event(), threading.Event()
+    overlapped: list[bool] = []
     chunk_threads: set[str] = set()
-    real_submit, real_add, real_chunk = ingest_module._Worker.submit, Index.add_chunks, Chunker.chunk_batch
+    calls: list[int] = []
+    real_add, real_chunk = Index.add_chunks, Chunker.chunk_batch
 
-    def submit(self: Any, items: list[Any]) -> Any:
-        if self._thread.name == "qwen3-rag-chunk":  # noqa: SLF001
-            events.append(("chunk", [d.id for d in items]))
-        return real_submit(self, items)
-
-    def add_chunks(self: Index, doc: Any, *args: Any, **kwargs: Any) -> Any:
-        events.append(("write", doc.id))
-        return real_add(self, doc, *args, **kwargs)
+    def add_chunks(self: Index, *args: Any, **kwargs: Any) -> Any:
+        if not overlapped:
+            writing.set()
+            overlapped.append(chunked_meanwhile.wait(timeout=20))
+        return real_add(self, *args, **kwargs)
 
     def chunk(self: Chunker, documents: Any, **kwargs: Any) -> Any:
         chunk_threads.add(threading.current_thread().name)
+        calls.append(1)
+        if len(calls) > 1 and writing.wait(timeout=20):  # every group after the first waits for the first write
+            chunked_meanwhile.set()
         return real_chunk(self, documents, **kwargs)
 
-    monkeypatch.setattr(ingest_module._Worker, "submit", submit)
     monkeypatch.setattr(Index, "add_chunks", add_chunks)
     monkeypatch.setattr(Chunker, "chunk_batch", chunk)
     monkeypatch.setattr(ingest_module, "CHUNK_BATCH_DOCUMENTS", 3)
-    ingest([src], tmp_path / "a", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
+    ingest([src], tmp_path / "a", embedder=hash_embedder, commit_every=1, chunk_size=16, chunk_overlap=4,
            pipelined=True)
-    assert chunk_threads == {"qwen3-rag-chunk"}
-    first_write = next(i for i, (kind, _) in enumerate(events) if kind == "write")
-    written_later = {doc for kind, doc in events[first_write + 1 :] if kind == "write"}
-    in_flight = [docs for kind, docs in events[:first_write] if kind == "chunk"][-1]
-    assert set(in_flight) <= written_later  # chunked beside the first write, written after it
+    assert overlapped == [True] and chunk_threads == {"qwen3-rag-chunk"}
 
+    monkeypatch.setattr(Index, "add_chunks", real_add)
     monkeypatch.setattr(Chunker, "chunk_batch", real_chunk)
-    ingest([src], tmp_path / "b", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
+    ingest([src], tmp_path / "b", embedder=hash_embedder, commit_every=1, chunk_size=16, chunk_overlap=4,
            pipelined=False)
     assert _contents(tmp_path / "a") == _contents(tmp_path / "b")
 
@@ -395,7 +397,7 @@ def test_a_real_embedder_is_fed_the_chunkers_token_ids(tmp_path: Path, tiny_embe
                pipelined=True)
     b = ingest([src], tmp_path / "b", embedder=tiny_embedder, commit_every=6, chunk_size=16, chunk_overlap=4,
                pipelined=False)
-    assert tokenized == [] and a.timings["tokenize"] > 0 and b.timings["tokenize"] > 0
+    assert tokenized == [] and a.chunks_added == b.chunks_added > 12 and a.tokens == b.tokens
     contents = _contents(tmp_path / "a")
     assert contents == _contents(tmp_path / "b") and len(contents) > 12
     texts = [text for _, text, _, _, _ in contents]
