@@ -265,12 +265,12 @@ class Chunker:
                   for d, spans in zip(docs, all_spans, strict=True)]
         ids: list[list[list[int]]] | None = None
         if encodings is not None:
-            # A document cut in one piece needs no check. When that piece is the whole text (nothing stripped),
-            # its ids are the document's; only other pieces are tokenized again, and only if ids are asked for.
-            whole = {i for i, bs in enumerate(bounds) if token_ids and bs == [(0, len(docs[i].text))]}
-            todo = [i for i, bs in enumerate(bounds) if len(bs) > 1 or (token_ids and bs and i not in whole)]
+            # A document that is one chunk as it stands (nothing stripped) fits and has its ids already; every
+            # other chunk is tokenized again on its own, to check its size (stripping can change the tokens).
+            whole = {i for i, bs in enumerate(bounds) if bs == [(0, len(docs[i].text))]}
+            todo = [i for i, bs in enumerate(bounds) if bs and i not in whole and (token_ids or self.chunk_size)]
             per_doc = self._chunk_ids(docs, bounds, todo)
-            over = [i for i in todo if len(bounds[i]) > 1 and any(len(x) > self.chunk_size for x in per_doc[i])]
+            over = [i for i in todo if self.chunk_size and any(len(x) > self.chunk_size for x in per_doc[i])]
             for i in over:
                 bounds[i] = self._bounds(docs[i].text, all_spans[i], verify=True)
             if token_ids:
@@ -303,7 +303,12 @@ class Chunker:
 
     def _bounds(self, text: str, spans: list[tuple[int, int]], *, verify: bool) -> list[tuple[int, int]]:
         if self.chunk_size == 0 or len(spans) <= self.chunk_size:
-            return [_strip(text, 0, len(text))]
+            start, end = _strip(text, 0, len(text))
+            # without its surrounding spaces a text can tokenize longer (" understanding" is one Qwen3 token,
+            # "understanding" two): then it is cut like a longer one
+            if not (verify and not self._exact and self.chunk_size and (start, end) != (0, len(text))
+                    and self.count_tokens(text[start:end]) > self.chunk_size):
+                return [(start, end)]
         return self._split(text, spans, verify=verify)
 
     def _build(self, document: Document, bounds: list[tuple[int, int]]) -> list[Chunk]:

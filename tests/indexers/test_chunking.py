@@ -284,3 +284,19 @@ def test_the_tokenizer_copy_is_made_on_first_use(plain_tokenizer: Any) -> None:
     assert chunker._content_tokenizer is not None  # noqa: SLF001
     with pytest.raises(TypeError, match="fast tokenizer"):
         Chunker(8, 2, tokenizer=object())
+
+
+def test_a_text_that_tokenizes_longer_once_stripped_is_cut(real_tokenizer_dir: Any) -> None:
+    """" understanding is" is 2 Qwen3 tokens, but "understanding is" is 3: as one chunk of at most 2 tokens it would
+    break the limit, so it is cut like a longer text, by chunk() and chunk_batch() alike."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    chunker = Chunker(2, 0, tokenizer=tok)
+    doc = Document(id="d", text=" understanding is")
+    chunks = chunker.chunk(doc)
+    assert [c.text for c in chunks] == ["understanding", "is"]
+    assert all(chunker.count_tokens(c.text) <= 2 for c in chunks)
+    batch = chunker.chunk_batch([doc, Document(id="e", text="is it")], token_ids=True)
+    assert batch.chunks == [chunks, chunker.chunk(Document(id="e", text="is it"))]
+    assert batch.token_ids == [[tok(c.text, add_special_tokens=False)["input_ids"] for c in cs] for cs in batch.chunks]
