@@ -41,7 +41,9 @@ _FILE = "bm25.npz"
 
 _CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _CJK_RUN = re.compile(f"[{_CJK_RANGES}]+")
-_TOKEN = re.compile(f"[{_CJK_RANGES}]+|(?:(?![{_CJK_RANGES}])\\w){{2,}}")
+_CACHE_LIMIT = 1_000_000  # words remembered by the analyzer caches
+# a CJK run, or two or more word characters that are not CJK ([^\W...]: a class, no look-ahead per character)
+_TOKEN = re.compile(f"[{_CJK_RANGES}]+|[^\\W{_CJK_RANGES}]{{2,}}")
 
 
 @dataclass(frozen=True)
@@ -98,31 +100,34 @@ class _Tokenizer:
             raise ValueError(f"stopwords must be 'en' or None, got {config.stopwords!r}")
         self._cache: dict[str, str] = {}
 
+    def words(self, text: str) -> list[str]:
+        """The words of a text (NFKC, lower case): CJK runs, or runs of two or more other word characters."""
+        return _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+
+    def terms(self, word: str) -> list[str]:
+        """The BM25 terms of one word: CJK unigrams / bigrams, nothing for a stopword, else the stemmed word."""
+        # a match is either a run of CJK characters or a run without any: its first character tells which
+        if word[0] >= "\u3040" and _CJK_RUN.match(word[0]):
+            cjk = self.config.cjk
+            if cjk == "none":
+                return [word] if len(word) > 1 else []
+            out = list(word) if cjk == "unigram+bigram" or len(word) == 1 else []
+            out.extend(word[i:i + 2] for i in range(len(word) - 1))
+            return out
+        if word in self._stop:
+            return []
+        if self._stem is None:
+            return [word]
+        stemmed = self._cache.get(word)
+        if stemmed is None:
+            stemmed = self._stem(word)
+            if len(self._cache) < _CACHE_LIMIT:
+                self._cache[word] = stemmed
+        return [stemmed]
+
     def __call__(self, text: str) -> list[str]:
-        text = unicodedata.normalize("NFKC", text).lower()
-        out: list[str] = []
-        cjk = self.config.cjk
-        stop, cache, stem = self._stop, self._cache, self._stem
-        for word in _TOKEN.findall(text):
-            # a match is either a run of CJK characters or a run without any: its first character tells which
-            if word[0] >= "\u3040" and _CJK_RUN.match(word[0]):
-                if cjk == "none":
-                    if len(word) > 1:
-                        out.append(word)
-                    continue
-                if cjk == "unigram+bigram" or len(word) == 1:
-                    out.extend(word)
-                out.extend(word[i:i + 2] for i in range(len(word) - 1))
-            elif word not in stop:
-                if stem is not None:
-                    stemmed = cache.get(word)
-                    if stemmed is None:
-                        stemmed = stem(word)
-                        if len(cache) < 1_000_000:
-                            cache[word] = stemmed
-                    word = stemmed
-                out.append(word)
-        return out
+        terms = self.terms
+        return [term for word in self.words(text) for term in terms(word)]
 
 
 def _quiet_bm25s_logger() -> None:
@@ -147,6 +152,7 @@ class BM25Index:
         self.config = config or BM25Config()
         self._tokenize = _Tokenizer(self.config)
         self._vocab: dict[str, int] = {}
+        self._word_ids: dict[str, tuple[int, ...]] = {}  # word -> its terms' vocabulary ids (the vocabulary only grows)
         self._docs: dict[int, np.ndarray] = {}
         self._model: Any = None  # bm25s.BM25, rebuilt lazily after a change
         self._positions: np.ndarray = np.empty(0, dtype=np.int64)  # model row -> chunk id
@@ -179,7 +185,7 @@ class BM25Index:
         if len(ids) != len(texts):
             raise ValueError(f"add() got {len(ids)} ids but {len(texts)} texts; pass one id per text")
         for chunk_id, text in zip(ids, texts, strict=True):
-            self._docs[int(chunk_id)] = self._encode(self._tokenize(text), grow=True)
+            self._docs[int(chunk_id)] = self._encode_new(text)
         if len(ids):
             self._model = None
 
@@ -198,11 +204,22 @@ class BM25Index:
         self._docs.clear()
         self._model = None
 
-    def _encode(self, tokens: list[str], grow: bool) -> np.ndarray:
-        if grow:
-            vocab = self._vocab
-            return np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens), dtype=np.int32,
-                               count=len(tokens))
+    def _encode_new(self, text: str) -> np.ndarray:
+        """Vocabulary ids of a text's terms, growing the vocabulary: one dictionary look-up per word once a word
+        was seen (the analyzer, the stemmer and the vocabulary only for new words)."""
+        vocab, word_ids, terms = self._vocab, self._word_ids, self._tokenize.terms
+        out: list[int] = []
+        for word in self._tokenize.words(text):
+            ids = word_ids.get(word)
+            if ids is None:
+                ids = tuple(vocab.setdefault(t, len(vocab)) for t in terms(word))
+                if len(word_ids) < _CACHE_LIMIT:
+                    word_ids[word] = ids
+            out.extend(ids)
+        return np.array(out, dtype=np.int32)
+
+    def _encode(self, tokens: list[str]) -> np.ndarray:
+        """Vocabulary ids of a query's terms; terms no chunk has are dropped."""
         return np.fromiter((i for i in (self._vocab.get(t) for t in tokens) if i is not None), dtype=np.int32)
 
     # -- search
@@ -255,7 +272,7 @@ class BM25Index:
                 return [[] for _ in queries]
         results: list[list[tuple[int, float]]] = []
         for query in queries:
-            token_ids = self._encode(self._tokenize(query), grow=False)
+            token_ids = self._encode(self._tokenize(query))
             if token_ids.size == 0:
                 results.append([])
                 continue

@@ -11,6 +11,8 @@ import bm25s
 import numpy as np
 import pytest
 import Stemmer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qwen3_rag.indexers.bm25 import BM25Config, BM25Index
 
@@ -218,3 +220,26 @@ class DyingEmbedder(HashEmbedder):
 
 ingest([sys.argv[1]], sys.argv[2], embedder=DyingEmbedder(build_tokenizer(append_endoftext=False)), commit_every=4)
 '''
+
+
+_ALPHABET = st.sampled_from(["a", "Z", "é", "_", "7", " ", ".", "-", "\n", "北", "京", "あ", "한", "ω", "\u0301", "🙂",
+                             "\uf900", "\u3000", "١"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=80), st.lists(_ALPHABET, max_size=60).map("".join)))
+def test_words_follow_the_rule(text: str) -> None:
+    """Words are CJK runs, or runs of two or more word characters without CJK (the rule written with a look-ahead
+    per character, as first implemented), and indexing by the cached word path equals encoding the terms."""
+    import re
+
+    from qwen3_rag.indexers import bm25
+
+    cjk = bm25._CJK_RANGES
+    rule = re.compile(f"[{cjk}]+|(?:(?![{cjk}])\\w){{2,}}")
+    assert bm25._TOKEN.findall(text) == rule.findall(text)
+    index = BM25Index()
+    index.add([1, 2], [text, text + " " + text])
+    vocab = index._vocab  # noqa: SLF001
+    assert index._docs[1].tolist() == [vocab[t] for t in index.tokenize(text)]  # noqa: SLF001
+    assert index._docs[2].tolist() == index._docs[1].tolist() * 2  # noqa: SLF001
