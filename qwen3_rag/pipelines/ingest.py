@@ -344,15 +344,19 @@ def _run(
         timings["index"] += written - t
         timings["commit"] += time.perf_counter() - written
 
+    def wait_for(future: Future[Any]) -> Any:
+        """The result of a background call; the time this thread waits for it counts as ``wait``."""
+        t = time.perf_counter()
+        result = future.result()
+        timings["wait"] += time.perf_counter() - t
+        return result
+
     def drain() -> None:
         """Write the batch whose embedding is in flight (waiting for it)."""
         nonlocal in_flight
         if in_flight is not None:
             (future, batch), in_flight = in_flight, None
-            t = time.perf_counter()
-            vectors = future.result()
-            timings["wait"] += time.perf_counter() - t
-            write(batch, vectors)
+            write(batch, wait_for(future))
 
     def flush() -> None:
         nonlocal pending_chunks, in_flight
@@ -411,10 +415,7 @@ def _run(
         nonlocal chunking
         if chunking is not None:
             (future, docs), chunking = chunking, None
-            t = time.perf_counter()
-            chunked = future.result()
-            timings["wait"] += time.perf_counter() - t
-            queue_chunks(docs, chunked)
+            queue_chunks(docs, wait_for(future))
 
     def chunk_batch() -> None:
         """Chunk the documents collected so far (one tokenizer call for all of them), queue their chunks."""
