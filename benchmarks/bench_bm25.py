@@ -28,8 +28,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    with open(C.data_dir("scifact") / "corpus.jsonl", encoding="utf-8") as f:
-        texts = [(r.get("title") or "") + " " + r["text"] for r in map(json.loads, f)] * args.repeat
+    texts = C.scifact_texts()[0] * args.repeat
     best = float("inf")
     for _ in range(args.passes):
         index = BM25Index()

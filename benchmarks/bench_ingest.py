@@ -106,10 +106,9 @@ def main() -> None:
     corpus = tmp / "corpus.jsonl"
     with open(C.data_dir("scifact") / "corpus.jsonl", encoding="utf-8") as src, corpus.open("w") as dst:
         lines = [json.loads(line) for i, line in enumerate(src) if not args.n_docs or i < args.n_docs]
-        for copy in range(args.repeat):
-            for record in lines:
-                record = {**record, "_id": f"{record['_id']}-{copy}" if copy else record["_id"]}
-                dst.write(json.dumps(record) + "\n")
+        records = [{**record, "_id": f"{record['_id']}-{copy}" if copy else record["_id"]}
+                   for copy in range(args.repeat) for record in lines]
+        dst.writelines(json.dumps(record) + "\n" for record in records)
     embedder: object
     if args.embedder == "random":
         if args.tokenizer == "qwen3":  # a tiny Qwen3-Embedding checkpoint with the real tokenizer
@@ -128,7 +127,7 @@ def main() -> None:
         embedder = Embedder(minilm_path(), device=args.device, dtype="float32")
         embedder.embed_documents(["warm up"])  # model loading is not ingestion
     if args.via == "add":
-        time_index_add(args, corpus, tmp, embedder)
+        time_index_add(args, records, tmp, embedder)
         return
     t0 = time.perf_counter()
     pipelined = {"auto": None, "on": True, "off": False}[args.pipeline]
@@ -157,14 +156,12 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def time_index_add(args: argparse.Namespace, corpus: Path, tmp: Path, embedder: object) -> None:
-    """``Index.add`` of the corpus (title + " " + text per document) into a new index, timed."""
+def time_index_add(args: argparse.Namespace, records: list[dict[str, Any]], tmp: Path, embedder: object) -> None:
+    """``Index.add`` of the corpus records (title + " " + text per document) into a new index, timed."""
     from qwen3_rag.indexers import Index
     from qwen3_rag.types import Document
 
-    with corpus.open(encoding="utf-8") as f:
-        docs = [Document(id=r["_id"], text=(r.get("title", "") + " " + r["text"]).strip())
-                for r in map(json.loads, f)]
+    docs = [Document(id=r["_id"], text=(r.get("title", "") + " " + r["text"]).strip()) for r in records]
     with Index.create(tmp / "index", embedder) as index:
         t0 = time.perf_counter()
         stats = index.add(docs)

@@ -41,7 +41,7 @@ _FILE = "bm25.npz"
 
 _CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _CJK_RUN = re.compile(f"[{_CJK_RANGES}]+")
-_CACHE_LIMIT = 1_000_000  # words remembered by the analyzer caches
+_CACHE_LIMIT = 1_000_000  # words whose vocabulary ids BM25Index remembers
 # a CJK run, or two or more word characters that are not CJK ([^\W...]: a class, no look-ahead per character)
 _TOKEN = re.compile(f"[{_CJK_RANGES}]+|[^\\W{_CJK_RANGES}]{{2,}}")
 
@@ -98,7 +98,6 @@ class _Tokenizer:
             self._stop = frozenset()
         else:
             raise ValueError(f"stopwords must be 'en' or None, got {config.stopwords!r}")
-        self._cache: dict[str, str] = {}
 
     def words(self, text: str) -> list[str]:
         """The words of a text (NFKC, lower case): CJK runs, or runs of two or more other word characters."""
@@ -116,14 +115,8 @@ class _Tokenizer:
             return out
         if word in self._stop:
             return []
-        if self._stem is None:
-            return [word]
-        stemmed = self._cache.get(word)
-        if stemmed is None:
-            stemmed = self._stem(word)
-            if len(self._cache) < _CACHE_LIMIT:
-                self._cache[word] = stemmed
-        return [stemmed]
+        # no stem cache here: BM25Index caches each word's vocabulary ids, so a word is stemmed once when indexing
+        return [word] if self._stem is None else [self._stem(word)]
 
     def __call__(self, text: str) -> list[str]:
         terms = self.terms
@@ -218,9 +211,14 @@ class BM25Index:
             out.extend(ids)
         return np.array(out, dtype=np.int32)
 
-    def _encode(self, tokens: list[str]) -> np.ndarray:
-        """Vocabulary ids of a query's terms; terms no chunk has are dropped."""
-        return np.fromiter((i for i in (self._vocab.get(t) for t in tokens) if i is not None), dtype=np.int32)
+    def _encode(self, query: str) -> np.ndarray:
+        """Vocabulary ids of a query's terms; terms no chunk has are dropped (the vocabulary does not grow)."""
+        vocab, word_ids, terms = self._vocab, self._word_ids, self._tokenize.terms
+        out: list[int] = []
+        for word in self._tokenize.words(query):
+            ids = word_ids.get(word)
+            out.extend(ids if ids is not None else (vocab[t] for t in terms(word) if t in vocab))
+        return np.array(out, dtype=np.int32)
 
     # -- search
     # --------------------------------------------------------------------------------------------------
@@ -272,7 +270,7 @@ class BM25Index:
                 return [[] for _ in queries]
         results: list[list[tuple[int, float]]] = []
         for query in queries:
-            token_ids = self._encode(self._tokenize(query))
+            token_ids = self._encode(query)
             if token_ids.size == 0:
                 results.append([])
                 continue

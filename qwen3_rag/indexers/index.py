@@ -34,9 +34,10 @@ Public API (what the search / BM25 layer builds on)::
                                                                 # -1 / -inf pad missing hits
     index.search(query: str, k, filter=None) -> list[Hit]       # embeds the query with the index's embedder
     index.hits(ids, scores) -> list[Hit]                        # qwen3_rag.types.Hit with scores={"dense": s}
+    index.scored_chunks(ids, scores) -> list[(StoredChunk, score)]
     index.matching_ids(filter) -> np.ndarray int64              # chunk ids whose metadata match a filter
     index.chunk_ids(doc_id) -> list[int]
-    index.manifest -> dict ; index.generation -> int ; index.path -> Path ; index.dim -> int
+    index.manifest -> dict ; index.model_info -> dict ; index.generation -> int ; index.path -> Path ; index.dim -> int
     index.refresh() -> bool                                     # a reader picks up newer commits now
                                                                 # (searches do it once the FAISS file is out)
     Index.exists(dir) -> bool ; Index.read_manifest(dir) -> dict   # without opening anything
@@ -268,6 +269,38 @@ def token_id_framer(embedder: Any, chunker: Chunker | None) -> Callable[[list[li
     if embedder.ids_from_content([]) is None:  # no fixed frame of special tokens: the texts must be tokenized
         return None
     return cast(Callable[[list[list[int]]], list[list[int]]], embedder.ids_from_content)
+
+
+class PendingChunks:
+    """Chunks waiting to be embedded, in document order, with the model's input ids made as they are queued.
+
+    When the embedder can be fed the chunker's token ids (:func:`token_id_framer`), each document's ids are framed
+    when it is added, so only ``max_length`` ids per chunk wait; otherwise :meth:`take` gives no ids and the caller
+    embeds the texts. Shared by :meth:`Index.add` and ingestion.
+    """
+
+    def __init__(self, embedder: Any, chunker: Chunker | None) -> None:
+        self.frame = token_id_framer(embedder, chunker)
+        self.batch: list[tuple[Document, list[Chunk]]] = []
+        self.n_chunks = 0
+        self._ids: list[list[int]] = []
+
+    @property
+    def wants_token_ids(self) -> bool:
+        """Whether :meth:`add` needs the chunker's token ids (``chunk_batch(..., token_ids=True)``)."""
+        return self.frame is not None
+
+    def add(self, document: Document, chunks: list[Chunk], token_ids: list[list[int]] | None) -> None:
+        self.batch.append((document, chunks))
+        self.n_chunks += len(chunks)
+        if self.frame is not None and token_ids is not None:
+            self._ids.extend(self.frame(token_ids))
+
+    def take(self) -> tuple[list[tuple[Document, list[Chunk]]], list[list[int]] | None]:
+        """The queued documents with their chunks, and the model's ids of those chunks (None: embed the texts)."""
+        batch, ids = self.batch, self._ids if self.frame is not None else None
+        self.batch, self._ids, self.n_chunks = [], [], 0
+        return batch, ids
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -632,6 +665,11 @@ class Index:
         return out
 
     @property
+    def model_info(self) -> dict[str, Any]:
+        """The embedder as recorded in the manifest (model id, revision, pooling, dim, ...); no file is read."""
+        return dict(self._manifest.get("model", {}))
+
+    @property
     def instruction(self) -> str | None:
         """The default query instruction recorded for the model."""
         return self._manifest.get("instruction")
@@ -686,7 +724,7 @@ class Index:
                 # the file must hold exactly the store's chunk ids (plus HNSW tombstones), else it is rebuilt
                 held = vi.ids()
                 if self.spec.kind == "hnsw":
-                    vi.tombstones = set(np.setdiff1d(held, alive).tolist())
+                    vi.remove(np.setdiff1d(held, alive))  # held but deleted: tombstones
                 missing = np.setdiff1d(alive, held).size
                 if missing or len(held) - len(vi.tombstones) != len(alive):
                     logger.warning(
@@ -895,40 +933,32 @@ class Index:
         embedder = self._require_embedder("adding documents")
         chunker = self.chunker
         assert chunker is not None
-        frame = token_id_framer(embedder, chunker)
+        pending = PendingChunks(embedder, chunker)
         stats = WriteStats()
         seen: set[str] = set()
         to_chunk: list[Document] = []
         to_chunk_chars = 0
-        pending: list[tuple[Document, list[Chunk]]] = []
-        pending_ids: list[list[int]] = []  # the model's ids of the pending chunks (when framed from the chunker's)
-        n_pending = 0
 
         def flush() -> None:
-            nonlocal n_pending
-            if frame is not None:
-                vecs = embedder.embed_tokenized(pending_ids) if pending_ids else np.zeros((0, self.dim), np.float32)
+            batch, ids = pending.take()
+            if ids is not None:
+                vecs = embedder.embed_tokenized(ids) if ids else np.zeros((0, self.dim), np.float32)
             else:
-                texts = [c.text for _, chunks in pending for c in chunks]
+                texts = [c.text for _, chunks in batch for c in chunks]
                 vecs = embedder.embed_documents(texts) if texts else np.zeros((0, self.dim), np.float32)
             pos = 0
-            for doc, chunks in pending:
+            for doc, chunks in batch:
                 self.add_chunks(doc, chunks, vecs[pos : pos + len(chunks)])
                 pos += len(chunks)
-            pending.clear()
-            pending_ids.clear()
-            n_pending = 0
 
         def chunk_group() -> None:
-            nonlocal n_pending, to_chunk_chars
-            chunked = chunker.chunk_batch(to_chunk, token_ids=frame is not None)  # one tokenizer call for the group
+            nonlocal to_chunk_chars
+            # one tokenizer call for the group
+            chunked = chunker.chunk_batch(to_chunk, token_ids=pending.wants_token_ids)
             for i, (doc, chunks) in enumerate(zip(to_chunk, chunked.chunks, strict=True)):
                 stats.chunks_added += len(chunks)
-                pending.append((doc, chunks))
-                n_pending += len(chunks)
-                if frame is not None and chunked.token_ids is not None:
-                    pending_ids.extend(frame(chunked.token_ids[i]))
-                if n_pending >= batch_chunks:
+                pending.add(doc, chunks, chunked.token_ids[i] if chunked.token_ids is not None else None)
+                if pending.n_chunks >= batch_chunks:
                     flush()
             to_chunk.clear()
             to_chunk_chars = 0
@@ -1127,9 +1157,15 @@ class Index:
         self, ids: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, score_name: str = "dense"
     ) -> list[Hit]:
         """Turn one row of ``search_vectors`` into :class:`~qwen3_rag.types.Hit` objects (padding dropped)."""
+        return [chunk.to_hit(s, {score_name: s}) for chunk, s in self.scored_chunks(ids, scores)]
+
+    def scored_chunks(
+        self, ids: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+    ) -> list[tuple[StoredChunk, float]]:
+        """One row of ``search_vectors`` as ``(StoredChunk, score)`` in its order (padding and unknown ids dropped)."""
         pairs = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if int(i) >= 0]
         chunks = {c.chunk_id: c for c in self._store.get_chunks([i for i, _ in pairs])}
-        return [chunks[i].to_hit(s, {score_name: s}) for i, s in pairs if i in chunks]
+        return [(chunks[i], s) for i, s in pairs if i in chunks]
 
     def search(
         self, query: str, k: int = 10, filter: Filter | None = None, instruction: str | None = None
@@ -1149,7 +1185,7 @@ class Index:
         return self.hits(ids[0], scores[0])
 
     def __repr__(self) -> str:
-        model = self._manifest["model"].get("model")
+        model = self.model_info.get("model")
         return f"Index({str(self.path)!r}, model={model!r}, spec={self.spec.spec})"
 
 

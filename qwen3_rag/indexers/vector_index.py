@@ -129,7 +129,7 @@ class VectorIndex:
         self.spec = spec if isinstance(spec, IndexSpec) else IndexSpec.parse(spec)
         self.spec.check_dim(self.dim)
         self.tombstones: set[int] = set()
-        self._dead: tuple[tuple[int, int], np.ndarray, list[object]] | None = None  # see _tombstone_ids
+        self._dead: tuple[np.ndarray, list[object]] | None = None  # see _tombstone_ids; None after a change
         self._index = self._flat()
         self._trained = self.spec.kind != "ivf"
         self._gpu_index: faiss.Index | None = None
@@ -239,6 +239,7 @@ class VectorIndex:
         self._gpu_index = None
         if self.spec.kind == "hnsw":
             self.tombstones.update(int(i) for i in arr)
+            self._dead = None
         else:
             self._index.remove_ids(faiss.IDSelectorBatch(arr))
 
@@ -311,12 +312,11 @@ class VectorIndex:
     def _tombstone_ids(self, selector: bool = False) -> tuple[np.ndarray, list[object]]:
         """The tombstones as an int64 array (and a FAISS "not one of these" selector), built once per change.
 
-        Tombstones only grow between resets, so the set's identity and size tell whether the cache is current.
+        Tombstones change only through :meth:`remove` and :meth:`reset`, which drop this cache.
         """
-        key = (id(self.tombstones), len(self.tombstones))
-        if self._dead is None or self._dead[0] != key:
-            self._dead = (key, np.fromiter(self.tombstones, np.int64, len(self.tombstones)), [])
-        _, dead, selectors = self._dead
+        if self._dead is None:
+            self._dead = (np.fromiter(self.tombstones, np.int64, len(self.tombstones)), [])
+        dead, selectors = self._dead
         if selector and not selectors:
             inner = faiss.IDSelectorBatch(dead)
             selectors += [inner, faiss.IDSelectorNot(inner)]  # the outer one needs the inner one alive

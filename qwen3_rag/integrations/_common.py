@@ -138,9 +138,8 @@ def open_index(
 
 
 def embed_texts(core: Any, texts: list[str], query: bool, instruction: str | None) -> list[list[float]]:
-    """Vectors of ``texts`` from a core embedder as lists of floats (queries with ``instruction`` when set)."""
-    if not texts:
-        return []
+    """Vectors of ``texts`` from a core embedder as lists of floats (queries with ``instruction`` when set); callers
+    skip empty lists, so that no model loads for them."""
     if not query:
         vectors = core.embed_documents(texts)
     elif instruction is not None:
@@ -153,9 +152,7 @@ def embed_texts(core: Any, texts: list[str], query: bool, instruction: str | Non
 def nearest_chunks(index: Any, vector: Sequence[float] | np.ndarray, k: int, flt: Any) -> list[tuple[Any, float]]:
     """``(StoredChunk, cosine)`` of the ``k`` chunks nearest to one vector, best first, filter applied."""
     ids, scores = index.search_vectors(unit_rows(vector), k, flt)
-    chunks = index.get_chunks([int(i) for i in ids[0] if i >= 0])
-    score_of = {int(i): float(s) for i, s in zip(ids[0], scores[0], strict=True)}
-    return [(c, score_of[c.chunk_id]) for c in chunks]
+    return index.scored_chunks(ids[0], scores[0])
 
 
 def copy_index(index: Any, target: str | os.PathLike[str]) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen3_rag.indexers.chunking import GROUP_CHARS, GROUP_DOCUMENTS, ChunkBatch
-from qwen3_rag.indexers.index import Index, token_id_framer
+from qwen3_rag.indexers.index import Index, PendingChunks
 from qwen3_rag.indexers.loaders import LoadReport, RecordFields, iter_documents
 from qwen3_rag.types import Chunk, Document
 
@@ -308,8 +308,7 @@ def _run(
     report = IngestReport()
     loads = LoadReport()
     seen: set[str] = set()
-    pending: list[tuple[Document, list[Chunk]]] = []
-    pending_chunks = 0
+    pending = PendingChunks(embedder, chunker)
     progress = _Progress(show_progress)
     timings = report.timings
 
@@ -317,8 +316,7 @@ def _run(
     # and the embedder only adds its special tokens (ids_from_content, as each document's chunks are queued), so
     # nothing is tokenized twice. Otherwise, when pipelined, this thread tokenizes the next batch while the worker
     # only runs the model, so a GPU does not wait for the tokenizer.
-    frame = token_id_framer(embedder, chunker)
-    split = frame is not None or (pipelined and callable(getattr(embedder, "embed_tokenized", None))
+    split = pending.wants_token_ids or (pipelined and callable(getattr(embedder, "embed_tokenized", None))
                                   and callable(getattr(embedder, "tokenize", None)))
 
     def embed(items: list[Any]) -> Any:
@@ -329,7 +327,6 @@ def _run(
 
     worker = _Worker(embed, "qwen3-rag-embed") if pipelined else None
     in_flight: tuple[Future[Any], list[tuple[Document, list[Chunk]]]] | None = None
-    pending_ids: list[list[int]] = []  # the model's ids of the pending chunks, in order (when framed)
 
     def write(batch: list[tuple[Document, list[Chunk]]], vectors: Any) -> None:
         pos = 0
@@ -359,16 +356,13 @@ def _run(
             write(batch, wait_for(future))
 
     def flush() -> None:
-        nonlocal pending_chunks, in_flight
-        if not pending:
+        nonlocal in_flight
+        if not pending.batch:
             return
-        batch = list(pending)
-        pending.clear()
-        pending_chunks = 0
+        batch, ids = pending.take()
         items: list[Any]
-        if frame is not None:
-            items = list(pending_ids)
-            pending_ids.clear()
+        if ids is not None:
+            items = ids
         else:
             t = time.perf_counter()
             texts = [c.text for _, chunks in batch for c in chunks]
@@ -386,7 +380,7 @@ def _run(
 
     def chunk_docs(docs: list[Document]) -> ChunkBatch:
         t = time.perf_counter()
-        chunked = chunker.chunk_batch(docs, token_ids=frame is not None)
+        chunked = chunker.chunk_batch(docs, token_ids=pending.wants_token_ids)
         timings["chunk"] += time.perf_counter() - t  # one writer: the chunk worker, or this thread
         return chunked
 
@@ -396,17 +390,13 @@ def _run(
     chunking: tuple[Future[ChunkBatch], list[Document]] | None = None
 
     def queue_chunks(docs: list[Document], chunked: ChunkBatch) -> None:
-        nonlocal pending_chunks
         report.tokens += sum(chunked.doc_tokens)
         for i, (doc, chunks) in enumerate(zip(docs, chunked.chunks, strict=True)):
             report.chunks_added += len(chunks)
-            pending.append((doc, chunks))
-            pending_chunks += len(chunks)
-            if frame is not None and chunked.token_ids is not None:
-                t = time.perf_counter()
-                pending_ids.extend(frame(chunked.token_ids[i]))
-                timings["tokenize"] += time.perf_counter() - t
-            if pending_chunks >= commit_every:
+            t = time.perf_counter()  # framing the chunker's ids for the model
+            pending.add(doc, chunks, chunked.token_ids[i] if chunked.token_ids is not None else None)
+            timings["tokenize"] += time.perf_counter() - t
+            if pending.n_chunks >= commit_every:
                 flush()
         progress.update(len(docs), report)
 

@@ -137,11 +137,7 @@ class Retriever:
 
                 self.index.embedder = Embedder(model, device=device)
         if self.index.embedder is None:
-            from qwen3_rag.indexers.index import Index
-
-            # the manifest as stored (Index.manifest would load the FAISS file only to count vectors)
-            self.index.embedder = embedder_from_manifest(Index.read_manifest(self.index.path).get("model", {}),
-                                                         device=device)
+            self.index.embedder = embedder_from_manifest(self.index.model_info, device=device)
         self.device = device
         self.reranker = reranker
         self.bm25_config = bm25

@@ -169,8 +169,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device, checkpoint_dty
 
     ``"auto"``: on CUDA the checkpoint's own dtype when it is bf16/fp32 (bf16 otherwise: fp16 overflows in the 8B
     model); on CPU bf16 only for a bf16 checkpoint on a CPU where bf16 measured clearly faster than fp32, else fp32.
+    ``dtype`` was checked with :func:`check_dtype` when the runner was made.
     """
-    check_dtype(dtype)
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype != "auto":

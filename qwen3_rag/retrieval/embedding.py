@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -138,8 +139,6 @@ class Embedder(RunnerFacade):
         self.max_length = max_length
         self.instruction = resolve_instruction(instruction)
         self.query_prompt = self._st_query_prompt() if not self.is_qwen3 else None
-        self._frame: tuple[list[int], list[int]] | None = None
-        self._frame_known = False
 
     # -- properties: tokenizer, device, dtype, model, show_progress come from RunnerFacade ------------------------
     def describe(self) -> dict[str, Any]:
@@ -208,7 +207,7 @@ class Embedder(RunnerFacade):
             The model's input ids (new lists), or ``None`` when this tokenizer does not add its special tokens as a
             fixed prefix and suffix (then call :meth:`tokenize` on the texts).
         """
-        frame = self._special_frame()
+        frame = self._frame
         if frame is None:
             return None
         head, tail = frame
@@ -226,7 +225,7 @@ class Embedder(RunnerFacade):
         Raises:
             ValueError: a sequence is empty or longer than ``max_length``.
         """
-        seqs = [s if isinstance(s, list) else list(s) for s in sequences]  # read, never changed
+        seqs = list(sequences)  # read, never changed
         for i, seq in enumerate(seqs):
             if not seq or len(seq) > self.max_length:
                 raise ValueError(f"sequences[{i}] has {len(seq)} tokens; expected 1 to max_length={self.max_length} "
@@ -243,8 +242,9 @@ class Embedder(RunnerFacade):
         prompts = json.loads(cfg.read_text(encoding="utf-8")).get("prompts") or {}
         return prompts.get("query") or None
 
-    def _end_token_id(self) -> int | None:
-        """The token every input must end with, appended here (Qwen3: ``<|endoftext|>``)."""
+    @functools.cached_property
+    def _end_id(self) -> int | None:
+        """The token every input must end with, appended here (Qwen3: ``<|endoftext|>``); looked up once."""
         if self.pooling != "last_token":
             return None
         tok = self.tokenizer
@@ -253,17 +253,13 @@ class Embedder(RunnerFacade):
             token_id = tok.eos_token_id
         return token_id
 
-    def _special_frame(self) -> tuple[list[int], list[int]] | None:
+    @functools.cached_property
+    def _frame(self) -> tuple[list[int], list[int]] | None:
         """The ids :meth:`tokenize` puts before and after a text's content tokens (found once, by probing)."""
-        if not self._frame_known:
-            end_id = self._end_token_id()
-            if end_id is not None:
-                self._frame = ([], [end_id])  # what _encode appends
-            else:
-                frames = [self._probe_frame(probe) for probe in ("Frame probe: 1 two 3.", "x")]
-                self._frame = frames[0] if frames[0] == frames[1] else None
-            self._frame_known = True
-        return self._frame
+        if self._end_id is not None:
+            return [], [self._end_id]  # what _encode appends
+        frames = [self._probe_frame(probe) for probe in ("Frame probe: 1 two 3.", "x")]
+        return frames[0] if frames[0] == frames[1] else None
 
     def _probe_frame(self, text: str) -> tuple[list[int], list[int]] | None:
         content = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -277,7 +273,7 @@ class Embedder(RunnerFacade):
         if not texts:
             return []
         tok = self.tokenizer
-        end_id = self._end_token_id()
+        end_id = self._end_id
         if end_id is None:
             enc = tok(texts, add_special_tokens=True, truncation=True, max_length=self.max_length,
                       return_attention_mask=False, verbose=False)
