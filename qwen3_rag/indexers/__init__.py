@@ -10,8 +10,9 @@ faiss.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from qwen3_rag._optional import lazy_attributes
 
 _MODULES = {
     "chunking": ("DEFAULT_CHUNK_OVERLAP", "DEFAULT_CHUNK_SIZE", "ChunkBatch", "Chunker", "ChunkingConfig"),
@@ -45,18 +46,7 @@ if TYPE_CHECKING:
     from qwen3_rag.indexers.vector_index import IndexSpec, VectorIndex
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'qwen3_rag.indexers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
     "DEFAULT_CHUNK_OVERLAP",

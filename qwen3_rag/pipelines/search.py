@@ -102,8 +102,6 @@ class Retriever:
         device: str = "auto",
         query_cache_size: int = 1024,
     ) -> None:
-        if not isinstance(query_cache_size, int) or query_cache_size < 0:
-            raise ValueError(f"query_cache_size must be an int >= 0, got {query_cache_size!r}")
         if overlap not in ("merge", "dedup", "none"):
             raise ValueError(f"overlap must be 'merge', 'dedup' or 'none', got {overlap!r}")
         if len(weights) != 2:
@@ -149,8 +147,25 @@ class Retriever:
         self.instruction = instruction
         self._sidecar: BM25Sidecar | None = None
         self._rerankers: dict[str, Any] = {}
-        self.query_cache_size = query_cache_size
         self._query_vectors: dict[tuple[str, str | None], np.ndarray] = {}
+        self.query_cache_size = query_cache_size
+
+    @property
+    def query_cache_size(self) -> int:
+        """How many query vectors are kept; lowering it drops the oldest at once."""
+        return self._query_cache_size
+
+    @query_cache_size.setter
+    def query_cache_size(self, size: int) -> None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"query_cache_size must be an int >= 0, got {size!r}")
+        self._query_cache_size = size
+        self._trim_query_cache()
+
+    def _trim_query_cache(self) -> None:
+        cache = self._query_vectors
+        while len(cache) > self._query_cache_size:
+            del cache[next(iter(cache))]
 
     # -- lifecycle
     # -----------------------------------------------------------------------------------------------
@@ -362,8 +377,7 @@ class Retriever:
         if self.query_cache_size:
             for q, v in fresh.items():
                 cache[(q, instruction)] = v
-            while len(cache) > self.query_cache_size:
-                del cache[next(iter(cache))]
+            self._trim_query_cache()
         return np.stack(rows) if rows else np.zeros((0, self.index.dim), np.float32)
 
     def _first_stage(self, mode: str, dense: list[tuple[int, float]], keyword: list[tuple[int, float]],

@@ -209,7 +209,7 @@ class TransformerRunner:
             ids, mask = ids.pin_memory(), mask.pin_memory()
         return ids.to(self.device, non_blocking=pin), mask.to(self.device, non_blocking=pin)
 
-    def _run_batches(
+    def run_batches(
         self,
         sequences: Sequence[Sequence[int]],
         forward: Callable[[list[Sequence[int]]], torch.Tensor],

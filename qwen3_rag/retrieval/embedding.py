@@ -231,7 +231,7 @@ class Embedder(RunnerFacade):
                 raise ValueError(f"sequences[{i}] has {len(seq)} tokens; expected 1 to max_length={self.max_length} "
                                  "ids, as tokenize() makes them")
         out = np.empty((len(seqs), self.dim), dtype=np.float32)
-        self._runner._run_batches(seqs, self._runner.forward, out, desc="embedding")
+        self._runner.run_batches(seqs, self._runner.forward, out, desc="embedding")
         return self._finish(out)
 
     # -- internals -----------------------------------------------------------------------------------------------
@@ -288,7 +288,7 @@ class Embedder(RunnerFacade):
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), _GROUP):
             group = texts[start:start + _GROUP]
-            self._runner._run_batches(self._encode(group), self._runner.forward, out[start:start + len(group)],
+            self._runner.run_batches(self._encode(group), self._runner.forward, out[start:start + len(group)],
                                       desc="embedding")
         return self._finish(out)
 

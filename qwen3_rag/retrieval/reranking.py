@@ -166,24 +166,14 @@ class Reranker(RunnerFacade):
         sequences = self._encode(bodies)
         out = np.empty((len(sequences), 1), dtype=np.float32)
         runner = self._runner
-        alone = list(range(len(sequences)))
         if self.share_prefix and runner.can_share_prefix():
-            members: dict[int, list[int]] = {}
-            for i, group in enumerate(groups):
-                members.setdefault(group, []).append(i)
-            alone = []
-            for rows in members.values():
-                shared = common_prefix_length([sequences[i] for i in rows]) if len(rows) >= MIN_SHARED_GROUP else 0
-                if shared < MIN_SHARED_PREFIX:
-                    alone.extend(rows)
-                    continue
-                part = np.empty((len(rows), 1), dtype=np.float32)
-                runner.run_with_prefix(sequences[rows[0]][:shared], [sequences[i][shared:] for i in rows], part)
-                out[rows] = part
+            shared, alone = split_by_shared_prefix(sequences, groups)
+        else:
+            shared, alone = [], list(range(len(sequences)))
+        for rows, length in shared:
+            out[rows] = runner.run_with_prefix(sequences[rows[0]][:length], [sequences[i][length:] for i in rows])
         if alone:
-            part = np.empty((len(alone), 1), dtype=np.float32)
-            runner._run_batches([sequences[i] for i in alone], runner.forward, part, desc="reranking")
-            out[alone] = part
+            out[alone] = runner.run([sequences[i] for i in alone])
         return [float(x) for x in out[:, 0]]
 
 
@@ -192,6 +182,28 @@ MIN_SHARED_PREFIX = 16
 #: Queries with fewer candidates are batched with the other queries' pairs instead (a query's shared run is its
 #: own forward passes, so tiny groups would trade big batches for a few saved tokens).
 MIN_SHARED_GROUP = 4
+
+
+def split_by_shared_prefix(
+    sequences: Sequence[Sequence[int]], groups: Sequence[int]
+) -> tuple[list[tuple[list[int], int]], list[int]]:
+    """Which rows run on a shared prefix and which run whole.
+
+    Returns:
+        ``(shared, alone)``: ``shared`` holds ``(rows, prefix length)`` for each group worth sharing (at least
+        ``MIN_SHARED_GROUP`` rows with at least ``MIN_SHARED_PREFIX`` common tokens); ``alone`` the other rows.
+    """
+    members: dict[int, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    shared, alone = [], []
+    for rows in members.values():
+        length = common_prefix_length([sequences[i] for i in rows]) if len(rows) >= MIN_SHARED_GROUP else 0
+        if length >= MIN_SHARED_PREFIX:
+            shared.append((rows, length))
+        else:
+            alone.extend(rows)
+    return shared, alone
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -242,8 +254,14 @@ class _RerankerRunner(TransformerRunner):
         self.model  # noqa: B018 - loading it resolves the attention kernel
         return not self.compile and self.attn_implementation in ("sdpa", "eager")
 
-    def run_with_prefix(self, prefix: Sequence[int], rests: Sequence[Sequence[int]], out: np.ndarray) -> None:
-        """Score ``prefix + rests[i]`` for each i into ``out[i]``, running the prefix once.
+    def run(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """The yes-probability of each whole sequence, shape (n, 1)."""
+        out = np.empty((len(sequences), 1), dtype=np.float32)
+        self.run_batches(sequences, self.forward, out, desc="reranking")
+        return out
+
+    def run_with_prefix(self, prefix: Sequence[int], rests: Sequence[Sequence[int]]) -> np.ndarray:
+        """The yes-probability of ``prefix + rests[i]`` for each i, shape (n, 1), running the prefix once.
 
         The prefix's keys and values (one row) are computed first and repeated for every row of each batch of
         remainders; the remainders are left-padded after the prefix, and their positions continue from its end,
@@ -271,7 +289,9 @@ class _RerankerRunner(TransformerRunner):
                            **{cache_argument: batch_cache}).last_hidden_state
             return self._yes_probability(hidden[:, -1])
 
-        self._run_batches(rests, forward, out, desc="reranking")
+        out = np.empty((len(rests), 1), dtype=np.float32)
+        self.run_batches(rests, forward, out, desc="reranking")
+        return out
 
 
 def _cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:

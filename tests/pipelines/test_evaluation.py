@@ -166,6 +166,7 @@ def test_evaluate_index_end_to_end(tmp_path: Path, hash_embedder: Any, tiny_rera
         report = evaluate_index(ds, retriever, ["dense", "bm25", "hybrid", "rerank"], candidates=5)
         assert hash_embedder.texts_embedded - embedded == len(ds.queries)  # once each, not once per mode
         assert retriever.query_cache_size == 4
+        assert len(retriever._query_vectors) == 4  # restored: the run's extra vectors are let go
 
     assert list(report.metrics) == ["dense", "bm25", "hybrid", "rerank"]
     assert set(report.metrics["dense"]) == {"ndcg@10", "recall@100", "mrr@10", "map@100"}

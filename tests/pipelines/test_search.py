@@ -222,3 +222,7 @@ def test_repeated_queries_are_embedded_once(index: Any, hash_embedder: Any) -> N
     assert hash_embedder.texts_embedded == embedded + 4
     with pytest.raises(ValueError, match="query_cache_size"):
         Retriever(index, query_cache_size=-1)
+    retriever.query_cache_size = 1  # lowering the size drops the oldest vectors at once
+    assert list(retriever._query_vectors) == [(QUERIES[0], None)]
+    with pytest.raises(ValueError, match="query_cache_size"):
+        retriever.query_cache_size = -1

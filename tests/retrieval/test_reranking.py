@@ -89,9 +89,9 @@ def test_shared_prefix_path_equals_the_reference(tiny_qwen3_reranker_dir, monkey
     seen: list[int] = []
     original = reranking._RerankerRunner.run_with_prefix
 
-    def spy(self, prefix, rests, out):
+    def spy(self, prefix, rests):
         seen.append(len(prefix))
-        return original(self, prefix, rests, out)
+        return original(self, prefix, rests)
 
     monkeypatch.setattr(reranking._RerankerRunner, "run_with_prefix", spy)
     # A small budget forces several batches, so padding sits between the prefix and the shorter candidates.
@@ -110,6 +110,20 @@ def test_shared_prefix_across_queries_in_pairs(tiny_qwen3_reranker_dir):
     pairs = [(QUERY, d) for d in DOCS] + [("Explain gravity", d) for d in DOCS[:3]] + [("What is yes?", "yes")]
     ref = reference_rerank(tiny_qwen3_reranker_dir, pairs, DEFAULT_INSTRUCTION)
     np.testing.assert_allclose(rr.score_pairs(pairs), ref, atol=1e-5)
+
+
+def test_split_by_shared_prefix_keeps_small_groups_and_short_prefixes_whole():
+    from qwen3_rag.retrieval.reranking import MIN_SHARED_GROUP, MIN_SHARED_PREFIX, split_by_shared_prefix
+
+    head = list(range(100, 100 + MIN_SHARED_PREFIX))
+    big = [[*head, i, i] for i in range(MIN_SHARED_GROUP)]  # query 0: enough rows, a long enough prefix
+    small = [[*head, i] for i in range(MIN_SHARED_GROUP - 1)]  # query 1: too few rows
+    short = [[*head[:MIN_SHARED_PREFIX - 1], i, i] for i in range(MIN_SHARED_GROUP)]  # query 2: prefix too short
+    sequences = [*big, *small, *short]
+    groups = [0] * len(big) + [1] * len(small) + [2] * len(short)
+    shared, alone = split_by_shared_prefix(sequences, groups)
+    assert shared == [(list(range(len(big))), MIN_SHARED_PREFIX)]
+    assert alone == list(range(len(big), len(sequences)))
 
 
 def test_common_prefix_length_keeps_a_token_to_score():
