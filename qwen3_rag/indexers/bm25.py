@@ -452,8 +452,8 @@ class BM25Sidecar:
         self.bm25.delete(removed_ids)
         added = [int(i) for i in added_ids]
         for start in range(0, len(added), 4096):
-            chunks = index.get_chunks(added[start:start + 4096])
-            self.bm25.add([c.chunk_id for c in chunks], [c.text for c in chunks])
+            pairs = index.chunk_texts(added[start:start + 4096])
+            self.bm25.add([i for i, _ in pairs], [text for _, text in pairs])
         self.bm25.generation = int(generation)
 
     def flush(self, index: Any = None) -> None:

@@ -19,17 +19,20 @@ Public API (what the search / BM25 layer builds on)::
     index = Index.open(dir, embedder=None, read_only=False)     # refuses another model / dim
     index = Index.open_or_create(dir, embedder, ...)
     index.add(docs) / index.upsert(docs) -> WriteStats          # chunk + embed + store, committed
-    index.add_chunks(doc, chunks, vectors)                      # pre-embedded (used by the ingest pipeline)
+    index.add_chunks(doc, chunks, vectors)                      # pre-embedded
+    index.add_chunked([(doc, chunks), ...], vectors)            # many pre-embedded (the ingest pipeline)
     index.delete(doc_ids) -> int                                # removes every chunk of those documents
     with index.batch(): ...                                     # one commit for many writes
     index.commit()
     index.count() -> IndexCounts(documents, chunks, vectors)
     index.get_document(doc_id) / index.get_documents(ids) / index.has_document(doc_id)
-    index.document_hash(doc_id) -> str | None ; index.iter_documents() -> (doc_id, source, hash)
+    index.document_hash(doc_id) -> str | None ; index.document_hashes(ids) -> {doc_id: hash}
+    index.iter_documents() -> (doc_id, source, hash)
     index.get_chunks(chunk_ids) -> list[StoredChunk]            # input order, missing ids left out
     index.get_vectors(chunk_ids) -> np.ndarray (n, dim) float32  # stored unit vectors; KeyError if missing
     index.chunks_of(doc_id) -> list[StoredChunk]
     index.iter_chunks(batch_size=1024) -> Iterator[tuple[int, str]]   # (chunk_id, text) for BM25 building
+    index.chunk_texts(chunk_ids) -> list[tuple[int, str]]      # (chunk_id, text) of some chunks
     index.search_vectors(query_vectors (n, d), k, filter=None) -> (ids (n, k) int64, scores (n, k) float32)
                                                                 # -1 / -inf pad missing hits
     index.search(query: str, k, filter=None) -> list[Hit]       # embeds the query with the index's embedder
@@ -78,7 +81,7 @@ import platform
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -145,6 +148,11 @@ class WriteStats:
     unchanged: int = 0
     chunks_added: int = 0
     chunks_removed: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        """Add ``other``'s counts to these."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 def _library_versions() -> dict[str, str]:
@@ -906,26 +914,57 @@ class Index:
         Raises:
             ValueError: when the number or width of the vectors is wrong.
         """
-        vectors = (
-            np.asarray(vectors, dtype=np.float32).reshape(len(chunks), -1)
-            if len(chunks)
-            else np.zeros((0, self.dim), np.float32)
-        )
+        return self.add_chunked([(document, chunks)], vectors)[0]
+
+    def add_chunked(
+        self, documents: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray
+    ) -> list[list[int]]:
+        """:meth:`add_chunks` for many documents at once: one delete, one insert and one FAISS add for all.
+
+        Args:
+            documents: ``(document, its chunks)`` pairs, each document id once.
+            vectors: One row per chunk, the chunks of ``documents`` in order.
+
+        Returns:
+            The new chunk ids of each document.
+
+        Raises:
+            ValueError: when the number or width of the vectors is wrong, or a document id repeats.
+        """
+        n = sum(len(chunks) for _, chunks in documents)
+        if n == 0:
+            vectors = np.zeros((0, self.dim), np.float32)
+        else:
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.ndim == 1 and n == 1:
+                vectors = vectors[None, :]
+            if vectors.ndim != 2 or len(vectors) != n:
+                raise ValueError(f"expected one vector per chunk, an array of shape ({n}, {self.dim}); "
+                                 f"got shape {vectors.shape}")
         if vectors.shape[1] != self.dim:
             raise ValueError(f"vectors have {vectors.shape[1]} dimensions, the index {self.dim}")
+        doc_ids = [doc.id for doc, _ in documents]
+        if len(set(doc_ids)) != len(doc_ids):
+            repeated = next(i for i in doc_ids if doc_ids.count(i) > 1)
+            raise ValueError(f"document id {repeated!r} appears twice in one write; ids must be unique")
         vectors = _normalize(vectors)
         self._begin()
-        removed = self._store.delete_document(document.id)
-        ids = self._store.allocate_ids(len(chunks))
-        self._store.put_document(document, chunks, ids, vectors)
+        removed = self._store.delete_documents(doc_ids)
+        ids = self._store.allocate_ids(n)
+        self._store.put_documents(documents, ids, vectors)
         vi = self.vectors
         vi.remove(removed)
         vi.add(ids, vectors)
         self._removed.extend(removed)
-        self._added.extend(int(i) for i in ids)
+        new_ids = ids.tolist()
+        self._added.extend(new_ids)
         if self._depth == 0:
             self.commit()
-        return [int(i) for i in ids]
+        per_doc, pos = [], 0
+        for _, chunks in documents:
+            per_doc.append(new_ids[pos : pos + len(chunks)])
+            pos += len(chunks)
+        return per_doc
 
     def _write(
         self, items: Iterable[Document | str | Mapping[str, Any]], replace: bool, batch_chunks: int = 256
@@ -946,16 +985,15 @@ class Index:
             else:
                 texts = [c.text for _, chunks in batch for c in chunks]
                 vecs = embedder.embed_documents(texts) if texts else np.zeros((0, self.dim), np.float32)
-            pos = 0
-            for doc, chunks in batch:
-                self.add_chunks(doc, chunks, vecs[pos : pos + len(chunks)])
-                pos += len(chunks)
+            self.add_chunked(batch, vecs)
 
         def chunk_group() -> None:
             nonlocal to_chunk_chars
+            docs, counts = self.changed(to_chunk, replace=replace)  # one store query for the group
+            stats.add(counts)
             # one tokenizer call for the group
-            chunked = chunker.chunk_batch(to_chunk, token_ids=pending.wants_token_ids)
-            for i, (doc, chunks) in enumerate(zip(to_chunk, chunked.chunks, strict=True)):
+            chunked = chunker.chunk_batch(docs, token_ids=pending.wants_token_ids)
+            for i, (doc, chunks) in enumerate(zip(docs, chunked.chunks, strict=True)):
                 stats.chunks_added += len(chunks)
                 pending.add(doc, chunks, chunked.token_ids[i] if chunked.token_ids is not None else None)
                 if pending.n_chunks >= batch_chunks:
@@ -969,19 +1007,6 @@ class Index:
                 if doc.id in seen:
                     raise ValueError(f"document id {doc.id!r} appears twice in one call; ids must be unique")
                 seen.add(doc.id)
-                old = self._store.document_hash(doc.id)
-                if old == doc.content_hash:
-                    stats.unchanged += 1
-                    continue
-                if old is not None and not replace:
-                    raise ValueError(
-                        f"document {doc.id!r} already exists with other content; use upsert() to replace it"
-                    )
-                if old is None:
-                    stats.added += 1
-                else:
-                    stats.updated += 1
-                    stats.chunks_removed += len(self._store.chunk_ids_of(doc.id))
                 to_chunk.append(doc)
                 to_chunk_chars += len(doc.text)
                 if len(to_chunk) >= GROUP_DOCUMENTS or to_chunk_chars >= GROUP_CHARS:
@@ -989,6 +1014,33 @@ class Index:
             chunk_group()
             flush()
         return stats
+
+    def changed(self, documents: Sequence[Document], *, replace: bool = True) -> tuple[list[Document], WriteStats]:
+        """Which documents need writing: the new ones and those whose content differs from the stored version.
+
+        One store query per 500 documents. The counts (``added``, ``updated``, ``unchanged`` and the
+        ``chunks_removed`` that replacing the updated ones will delete) come back as a :class:`WriteStats`.
+
+        Raises:
+            ValueError: with ``replace=False``, for a document stored with other content.
+        """
+        stored = self._store.document_hashes([d.id for d in documents])
+        stats = WriteStats()
+        out = []
+        for doc in documents:
+            old = stored.get(doc.id)
+            if old == doc.content_hash:
+                stats.unchanged += 1
+                continue
+            if old is None:
+                stats.added += 1
+            elif not replace:
+                raise ValueError(f"document {doc.id!r} already exists with other content; use upsert() to replace it")
+            else:
+                stats.updated += 1
+                stats.chunks_removed += len(self._store.chunk_ids_of(doc.id))
+            out.append(doc)
+        return out, stats
 
     def add(self, documents: Iterable[Document | str | Mapping[str, Any]]) -> WriteStats:
         """Chunk, embed and store new documents (one commit).
@@ -1011,17 +1063,15 @@ class Index:
     def delete(self, doc_ids: Iterable[str]) -> int:
         """Delete documents and all their chunks; returns how many documents existed."""
         self._require_writable()
-        n = 0
-        with self.batch():
-            for doc_id in [doc_ids] if isinstance(doc_ids, str) else doc_ids:
-                if self._store.document_hash(doc_id) is None:
-                    continue
+        existing = list(self._store.document_hashes(list(dict.fromkeys([doc_ids] if isinstance(doc_ids, str)
+                                                                        else doc_ids))))
+        if existing:
+            with self.batch():
                 self._begin()
-                removed = self._store.delete_document(doc_id)
-                n += 1
+                removed = self._store.delete_documents(existing)
                 self.vectors.remove(removed)
                 self._removed.extend(removed)
-        return n
+        return len(existing)
 
     # -- reading
     # ----------------------------------------------------------------------------------------------
@@ -1040,6 +1090,11 @@ class Index:
     def document_hash(self, doc_id: str) -> str | None:
         """The stored content hash of a document (None when absent)."""
         return self._store.document_hash(doc_id)
+
+    def document_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """The stored content hash of each of ``doc_ids`` that exists (absent ones are left out), in one query
+        per 500 ids."""
+        return self._store.document_hashes(doc_ids)
 
     def get_document(self, doc_id: str) -> Document | None:
         """The stored document (full text and metadata), or None."""
@@ -1084,6 +1139,11 @@ class Index:
     def iter_chunks(self, batch_size: int = 1024) -> Iterator[tuple[int, str]]:
         """``(chunk_id, text)`` of every chunk, by id, streamed (for building a BM25 index)."""
         return self._store.iter_chunks(batch_size)
+
+    def chunk_texts(self, chunk_ids: Sequence[int]) -> list[tuple[int, str]]:
+        """``(chunk_id, text)`` of the given chunks that exist (ascending ids come back in order), for keeping a
+        BM25 index in step: no metadata is read."""
+        return self._store.chunk_texts(chunk_ids)
 
     def matching_ids(self, filter: Filter) -> np.ndarray:
         """Chunk ids whose document matches ``filter`` (a dict of :mod:`~qwen3_rag.indexers.filters` or a

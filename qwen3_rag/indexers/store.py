@@ -53,6 +53,23 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
+#: Ids per ``IN (...)`` query, well under SQLite's limit on bound parameters.
+_IN_LIMIT = 500
+
+
+def _parts(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """``values`` in slices short enough for one ``IN (...)`` query."""
+    for start in range(0, len(values), _IN_LIMIT):
+        yield values[start : start + _IN_LIMIT]
+
+
+def _filter_fields(doc: Document) -> dict[str, Any]:
+    """What metadata filters match a document's chunks on: its id, source and metadata (page starts left out)."""
+    fields: dict[str, Any] = {"doc_id": doc.id, "source": doc.source}
+    fields.update({k: v for k, v in doc.metadata.items() if k != PAGE_STARTS_KEY})
+    return fields
+
+
 @dataclass(frozen=True)
 class StoredChunk:
     """A chunk as stored: its stable id, position, text, offsets, page, headings and its document's
@@ -174,54 +191,44 @@ class Store:
     # -- writes
     # -------------------------------------------------------------------------------------------------
 
-    def put_document(
-        self, doc: Document, chunks: Sequence[Chunk], ids: np.ndarray, vectors: np.ndarray
+    def put_documents(
+        self, items: Sequence[tuple[Document, Sequence[Chunk]]], ids: np.ndarray, vectors: np.ndarray
     ) -> None:
-        """Insert a document and its chunks (the caller deleted any previous version)."""
-        meta = dict(doc.metadata)
-        fmeta = {"doc_id": doc.id, "source": doc.source}
-        fmeta.update({k: v for k, v in meta.items() if k != PAGE_STARTS_KEY})
-        self.conn.execute(
+        """Insert documents and their chunks (the caller deleted any previous versions).
+
+        ``ids`` and ``vectors`` hold one row per chunk, the chunks of ``items`` in order.
+        """
+        now = time.time()
+        self.conn.executemany(
             "INSERT INTO documents"
             "(doc_id, source, content_hash, text, metadata, fmeta, n_chunks, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                doc.id,
-                doc.source,
-                doc.content_hash,
-                doc.text,
-                _dumps(meta),
-                _dumps(fmeta),
-                len(chunks),
-                time.time(),
-            ),
+            [
+                (doc.id, doc.source, doc.content_hash, doc.text, _dumps(doc.metadata),
+                 _dumps(_filter_fields(doc)), len(chunks), now)
+                for doc, chunks in items
+            ],
         )
         vecs = np.ascontiguousarray(vectors, dtype="<f4")
+        rows = ((doc.id, c) for doc, chunks in items for c in chunks)
         self.conn.executemany(
             "INSERT INTO chunks(id, doc_id, position, text, start_char, end_char, page, headings, vector) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (
-                    int(i),
-                    doc.id,
-                    c.index,
-                    c.text,
-                    c.start,
-                    c.end,
-                    c.page,
-                    _dumps(list(c.headings)),
-                    v.tobytes(),
-                )
-                for i, c, v in zip(ids, chunks, vecs, strict=True)
+                (int(i), doc_id, c.index, c.text, c.start, c.end, c.page, _dumps(list(c.headings)), v.tobytes())
+                for i, (doc_id, c), v in zip(ids, rows, vecs, strict=True)
             ],
         )
 
-    def delete_document(self, doc_id: str) -> list[int]:
-        """Delete a document and its chunks; return the removed chunk ids (empty when it did not exist)."""
-        ids = [r[0] for r in self.conn.execute("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,))]
-        self.conn.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
-        self.conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-        return ids
+    def delete_documents(self, doc_ids: Sequence[str]) -> list[int]:
+        """Delete documents and their chunks; return the removed chunk ids (none for ids that do not exist)."""
+        removed: list[int] = []
+        for part in _parts(doc_ids):
+            marks = ",".join("?" * len(part))
+            removed.extend(r[0] for r in self.conn.execute(f"SELECT id FROM chunks WHERE doc_id IN ({marks})", part))
+            self.conn.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", part)
+            self.conn.execute(f"DELETE FROM documents WHERE doc_id IN ({marks})", part)
+        return removed
 
     # -- reads
     # --------------------------------------------------------------------------------------------------
@@ -235,6 +242,15 @@ class Store:
     def document_hash(self, doc_id: str) -> str | None:
         row = self.conn.execute("SELECT content_hash FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
         return row[0] if row else None
+
+    def document_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """The stored content hash of each of ``doc_ids`` that exists."""
+        out: dict[str, str] = {}
+        for part in _parts(doc_ids):
+            marks = ",".join("?" * len(part))
+            out.update(self.conn.execute(f"SELECT doc_id, content_hash FROM documents WHERE doc_id IN ({marks})",
+                                         part))
+        return out
 
     def get_document(self, doc_id: str) -> Document | None:
         row = self.conn.execute(
@@ -275,8 +291,7 @@ class Store:
         wanted = [int(i) for i in ids]
         found: dict[int, StoredChunk] = {}
         cache: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(wanted), 500):
-            part = wanted[start : start + 500]
+        for part in _parts(wanted):
             q = (
                 f"SELECT {self._CHUNK_COLS} FROM chunks c JOIN documents d ON d.doc_id = c.doc_id "
                 f"WHERE c.id IN ({','.join('?' * len(part))})"
@@ -298,6 +313,14 @@ class Store:
             r[0]
             for r in self.conn.execute("SELECT id FROM chunks WHERE doc_id = ? ORDER BY position", (doc_id,))
         ]
+
+    def chunk_texts(self, ids: Sequence[int]) -> list[tuple[int, str]]:
+        """``(chunk_id, text)`` of the chunks ``ids`` that exist, by id within each 500 asked."""
+        out: list[tuple[int, str]] = []
+        for part in _parts([int(i) for i in ids]):
+            marks = ",".join("?" * len(part))
+            out.extend(self.conn.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks}) ORDER BY id", part))
+        return out
 
     def iter_chunks(self, batch_size: int = 1024) -> Iterator[tuple[int, str]]:
         """Yield ``(chunk_id, text)`` for every chunk, by id, reading ``batch_size`` rows at a time."""

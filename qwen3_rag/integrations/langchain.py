@@ -335,7 +335,8 @@ class Qwen3VectorStore(VectorStore):
         ]
         with self._lock, self.index.batch():
             latest = {d.id: d for d in docs}  # a repeated id: the last one wins
-            todo = [d for d in latest.values() if self.index.document_hash(d.id) != d.content_hash]
+            stored = self.index.document_hashes(list(latest))
+            todo = [d for d in latest.values() if stored.get(d.id) != d.content_hash]
             for start in range(0, len(todo), self.batch_size):
                 part = todo[start : start + self.batch_size]
                 vectors = unit_rows(self.embedding.embed_documents([d.text for d in part]))
@@ -343,16 +344,9 @@ class Qwen3VectorStore(VectorStore):
                     raise ValueError(
                         f"the embeddings returned {vectors.shape[0]} vectors for {len(part)} texts"
                     )
-                for doc, vector in zip(part, vectors, strict=True):
-                    chunk = Chunk(
-                        doc_id=doc.id,
-                        index=0,
-                        text=doc.text,
-                        start=0,
-                        end=len(doc.text),
-                        metadata=doc.metadata,
-                    )
-                    self.index.add_chunks(doc, [chunk], vector[None, :])
+                chunks = [[Chunk(doc_id=d.id, index=0, text=d.text, start=0, end=len(d.text), metadata=d.metadata)]
+                          for d in part]
+                self.index.add_chunked(list(zip(part, chunks, strict=True)), vectors)
         return out_ids
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:

@@ -345,16 +345,19 @@ class Qwen3VectorStore(BasePydanticVectorStore):
         vectors = unit_rows([n.get_embedding() for n in nodes])
         with self._lock:
             index = self._open(dim=vectors.shape[1])
+            latest = {node.node_id: row for row, node in enumerate(nodes)}  # a repeated id: the last one wins
+            batch = []
+            for row in latest.values():
+                node = nodes[row]
+                metadata = node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata)
+                for key in _SHADOWING_KEYS:
+                    metadata.pop(key, None)
+                text = node.get_content(metadata_mode=MetadataMode.NONE)
+                source = str(node.metadata.get("file_path", ""))
+                doc = CoreDocument(id=node.node_id, text=text, source=source, metadata=metadata)
+                batch.append((doc, [Chunk(doc_id=doc.id, index=0, text=text, start=0, end=len(text))]))
             with index.batch():
-                for node, vector in zip(nodes, vectors, strict=True):
-                    metadata = node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata)
-                    for key in _SHADOWING_KEYS:
-                        metadata.pop(key, None)
-                    text = node.get_content(metadata_mode=MetadataMode.NONE)
-                    source = str(node.metadata.get("file_path", ""))
-                    doc = CoreDocument(id=node.node_id, text=text, source=source, metadata=metadata)
-                    chunk = Chunk(doc_id=doc.id, index=0, text=text, start=0, end=len(text))
-                    index.add_chunks(doc, [chunk], vector[None, :])
+                index.add_chunked(batch, vectors[list(latest.values())])
         return [n.node_id for n in nodes]
 
     def _doc_ids_matching(self, index: Any, flt: dict[str, Any]) -> list[str]:

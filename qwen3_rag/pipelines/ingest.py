@@ -329,14 +329,11 @@ def _run(
     in_flight: tuple[Future[Any], list[tuple[Document, list[Chunk]]]] | None = None
 
     def write(batch: list[tuple[Document, list[Chunk]]], vectors: Any) -> None:
-        pos = 0
         # intermediate commits leave the FAISS file behind (rewriting it every batch would cost O(n^2));
         # close() writes it, and a run killed before that rebuilds it from the store on the next open
         t = time.perf_counter()
         with idx.batch(flush_vectors=False):
-            for doc, chunks in batch:
-                idx.add_chunks(doc, chunks, vectors[pos : pos + len(chunks)])
-                pos += len(chunks)
+            idx.add_chunked(batch, vectors)
             written = time.perf_counter()
         timings["index"] += written - t
         timings["commit"] += time.perf_counter() - written
@@ -407,14 +404,28 @@ def _run(
             (future, docs), chunking = chunking, None
             queue_chunks(docs, wait_for(future))
 
+    def changed(docs: list[Document]) -> list[Document]:
+        """The new and changed documents among ``docs`` (one store query), counted into the report."""
+        t = time.perf_counter()
+        out, counts = idx.changed(docs)
+        timings["index"] += time.perf_counter() - t
+        report.added += counts.added
+        report.updated += counts.updated
+        report.unchanged += counts.unchanged
+        report.chunks_removed += counts.chunks_removed  # the writes replace them
+        if counts.unchanged:
+            progress.update(counts.unchanged, report)
+        return out
+
     def chunk_batch() -> None:
-        """Chunk the documents collected so far (one tokenizer call for all of them), queue their chunks."""
+        """Chunk the new and changed documents among those read so far (one tokenizer call for all of them),
+        queue their chunks."""
         nonlocal chunking, to_chunk_chars
-        if not to_chunk:
-            return
-        docs = list(to_chunk)
+        docs = changed(to_chunk) if to_chunk else []
         to_chunk.clear()
         to_chunk_chars = 0
+        if not docs:
+            return
         if chunk_worker is None:
             queue_chunks(docs, chunk_docs(docs))
             return
@@ -436,20 +447,6 @@ def _run(
                 loads.fail(doc.source, f"duplicate document id {doc.id!r} (the first one was kept)")
                 continue
             seen.add(doc.id)
-            t = time.perf_counter()
-            stored = idx.document_hash(doc.id)
-            timings["index"] += time.perf_counter() - t
-            if stored == doc.content_hash:
-                report.unchanged += 1
-                progress.update(1, report)
-                continue
-            if stored is None:
-                report.added += 1
-            else:
-                report.updated += 1
-                t = time.perf_counter()
-                report.chunks_removed += len(idx.chunk_ids(doc.id))  # the write replaces them
-                timings["index"] += time.perf_counter() - t
             to_chunk.append(doc)
             to_chunk_chars += len(doc.text)
             if len(to_chunk) >= CHUNK_BATCH_DOCUMENTS or to_chunk_chars >= CHUNK_BATCH_CHARS:

@@ -13,7 +13,7 @@ import pytest
 
 from qwen3_rag.indexers.chunking import Chunker
 from qwen3_rag.indexers.filters import FilterError
-from qwen3_rag.indexers.index import Index, IndexLockedError, IndexMismatchError
+from qwen3_rag.indexers.index import Index, IndexLockedError, IndexMismatchError, WriteStats
 from qwen3_rag.types import Document
 
 SPECS = ["Flat", "HNSW16", "IVF4,Flat", "IVF4,PQ8"]
@@ -143,6 +143,9 @@ def test_upsert_and_delete(tmp_path: Path, hash_embedder: Any, spec: str) -> Non
     assert min(c.chunk_id for c in new_chunks) > max(old_ids)  # ids are never reused
     assert index.get_chunks(old_ids) == []
     q = hash_embedder.embed_queries(["zebras giraffes"])
+    # This is about what upsert stores, not about recall: HNSW may link a lone new vector (here an outlier, far
+    # from every other) to a single neighbour off the greedy path, so search the whole graph
+    index.ef_search = len(index)
     ids, _ = index.search_vectors(q, 3)
     # PQ scores are approximate: the new chunk must be near the top, the exact types must rank it first
     assert new_chunks[0].chunk_id in (ids[0].tolist() if "PQ" in spec else ids[0][:1].tolist())
@@ -369,3 +372,59 @@ def test_add_feeds_the_embedder_the_chunkers_token_ids(tmp_path: Path, tiny_embe
     # the same chunks as chunking one document at a time
     chunker = Chunker.for_embedder(tiny_embedder, chunk_size=12, chunk_overlap=3)
     assert sorted(texts) == sorted(c.text for d in docs for c in chunker.chunk(d))
+
+
+def test_add_chunked_writes_many_documents_as_add_chunks_does_one(tmp_path: Path, hash_embedder: Any) -> None:
+    docs = corpus(1200)  # more than one IN (...) query's worth of ids
+    chunker = Chunker(chunk_size=12, chunk_overlap=0)
+    batch = [(d, chunker.chunk(d)) for d in docs]
+    vectors = hash_embedder.embed_documents([c.text for _, chunks in batch for c in chunks])
+    with Index.create(tmp_path / "one", hash_embedder, chunk_size=12, chunk_overlap=0) as one, \
+            Index.create(tmp_path / "many", hash_embedder, chunk_size=12, chunk_overlap=0) as many:
+        pos = 0
+        with one.batch():
+            for doc, chunks in batch:
+                one.add_chunks(doc, chunks, vectors[pos:pos + len(chunks)])
+                pos += len(chunks)
+        per_doc = many.add_chunked(batch, vectors)
+        assert [len(ids) for ids in per_doc] == [len(chunks) for _, chunks in batch]
+        assert sum(per_doc, []) == list(range(len(vectors)))
+        assert many.count() == one.count()
+        assert many.chunks_of("d7") == one.chunks_of("d7") and many.get_document("d7") == one.get_document("d7")
+        np.testing.assert_array_equal(many.get_vectors(per_doc[7]), one.get_vectors(per_doc[7]))
+        assert many.matching_ids({"group": 3}).tolist() == one.matching_ids({"group": 3}).tolist()
+
+        # replacing: the old chunks of every rewritten document go, in one write
+        old = [c.chunk_id for d in ("d1", "d1100") for c in many.chunks_of(d)]
+        replaced = [(d, chunker.chunk(d)) for d in (Document(id=i, text=f"new text of {i}") for i in ("d1", "d1100"))]
+        many.add_chunked(replaced, hash_embedder.embed_documents([d.text for d, _ in replaced]))
+        assert many.get_chunks(old) == [] and many.chunks_of("d1100")[0].text == "new text of d1100"
+        assert many.chunk_texts([many.chunks_of("d1")[0].chunk_id, -5]) == [
+            (many.chunks_of("d1")[0].chunk_id, "new text of d1")]
+
+        with pytest.raises(ValueError, match="appears twice"):
+            many.add_chunked([replaced[0], replaced[0]], np.zeros((2, many.dim)))
+        with pytest.raises(ValueError, match="one vector per chunk"):
+            many.add_chunked(replaced, np.zeros((3, many.dim)))
+        with pytest.raises(ValueError, match="dimensions"):
+            many.add_chunked(replaced, np.zeros((2, many.dim + 1)))
+        assert many.chunks_of("d1")[0].text == "new text of d1"  # nothing was written by the refused calls
+
+
+def test_changed_and_delete_look_up_many_documents_at_once(tmp_path: Path, hash_embedder: Any) -> None:
+    with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0, chunk_overlap=0) as index:
+        index.add(corpus(1100))
+        hashes = index.document_hashes(["d0", "d1099", "nope"])
+        assert hashes == {"d0": index.document_hash("d0"), "d1099": index.document_hash("d1099")}
+        new = corpus(1102)
+        new[5] = Document(id="d5", text="changed")
+        todo, stats = index.changed(new)
+        assert [d.id for d in todo] == ["d5", "d1100", "d1101"]
+        assert (stats.added, stats.updated, stats.unchanged, stats.chunks_removed) == (2, 1, 1099, 1)
+        with pytest.raises(ValueError, match="use upsert"):
+            index.changed(new, replace=False)
+        total = WriteStats(added=1)
+        total.add(stats)
+        assert (total.added, total.updated) == (3, 1)
+        assert index.delete([f"d{i}" for i in range(0, 1100, 2)] + ["d0", "nope"]) == 550
+        assert index.count().documents == 550 and not index.has_document("d1098") and index.has_document("d1099")

@@ -287,9 +287,9 @@ def test_pipelined_chunking_runs_while_the_previous_group_is_written(tmp_path: P
     overlapped: list[bool] = []
     chunk_threads: set[str] = set()
     calls: list[int] = []
-    real_add, real_chunk = Index.add_chunks, Chunker.chunk_batch
+    real_add, real_chunk = Index.add_chunked, Chunker.chunk_batch
 
-    def add_chunks(self: Index, *args: Any, **kwargs: Any) -> Any:
+    def add_chunked(self: Index, *args: Any, **kwargs: Any) -> Any:
         if not overlapped:
             writing.set()
             overlapped.append(chunked_meanwhile.wait(timeout=20))
@@ -302,14 +302,14 @@ def test_pipelined_chunking_runs_while_the_previous_group_is_written(tmp_path: P
             chunked_meanwhile.set()
         return real_chunk(self, documents, **kwargs)
 
-    monkeypatch.setattr(Index, "add_chunks", add_chunks)
+    monkeypatch.setattr(Index, "add_chunked", add_chunked)
     monkeypatch.setattr(Chunker, "chunk_batch", chunk)
     monkeypatch.setattr(ingest_module, "CHUNK_BATCH_DOCUMENTS", 3)
     ingest([src], tmp_path / "a", embedder=hash_embedder, commit_every=1, chunk_size=16, chunk_overlap=4,
            pipelined=True)
     assert overlapped == [True] and chunk_threads == {"qwen3-rag-chunk"}
 
-    monkeypatch.setattr(Index, "add_chunks", real_add)
+    monkeypatch.setattr(Index, "add_chunked", real_add)
     monkeypatch.setattr(Chunker, "chunk_batch", real_chunk)
     ingest([src], tmp_path / "b", embedder=hash_embedder, commit_every=1, chunk_size=16, chunk_overlap=4,
            pipelined=False)
