@@ -27,12 +27,13 @@ Public API (what the search / BM25 layer builds on)::
     index.count() -> IndexCounts(documents, chunks, vectors)
     index.get_document(doc_id) / index.get_documents(ids) / index.has_document(doc_id)
     index.document_hash(doc_id) -> str | None ; index.document_hashes(ids) -> {doc_id: hash}
+    index.changed(docs, replace=True) -> (new or changed docs, WriteStats)   # one look-up per 500 documents
     index.iter_documents() -> (doc_id, source, hash)
     index.get_chunks(chunk_ids) -> list[StoredChunk]            # input order, missing ids left out
     index.get_vectors(chunk_ids) -> np.ndarray (n, dim) float32  # stored unit vectors; KeyError if missing
     index.chunks_of(doc_id) -> list[StoredChunk]
     index.iter_chunks(batch_size=1024) -> Iterator[tuple[int, str]]   # (chunk_id, text) for BM25 building
-    index.chunk_texts(chunk_ids) -> list[tuple[int, str]]      # (chunk_id, text) of some chunks
+    index.chunk_texts(chunk_ids) -> list[tuple[int, str]]      # (chunk_id, text), input order, no metadata
     index.search_vectors(query_vectors (n, d), k, filter=None) -> (ids (n, k) int64, scores (n, k) float32)
                                                                 # -1 / -inf pad missing hits
     index.search(query: str, k, filter=None) -> list[Hit]       # embeds the query with the index's embedder
@@ -947,19 +948,20 @@ class Index:
         if len(set(doc_ids)) != len(doc_ids):
             repeated = next(i for i in doc_ids if doc_ids.count(i) > 1)
             raise ValueError(f"document id {repeated!r} appears twice in one write; ids must be unique")
+        if not documents:
+            return []
         vectors = _normalize(vectors)
-        self._begin()
-        removed = self._store.delete_documents(doc_ids)
-        ids = self._store.allocate_ids(n)
-        self._store.put_documents(documents, ids, vectors)
-        vi = self.vectors
-        vi.remove(removed)
-        vi.add(ids, vectors)
-        self._removed.extend(removed)
-        new_ids = ids.tolist()
-        self._added.extend(new_ids)
-        if self._depth == 0:
-            self.commit()
+        with self.batch():  # outside a batch: one commit, and a failure rolls the deletes back too
+            self._begin()
+            removed = self._store.delete_documents(doc_ids)
+            ids = self._store.allocate_ids(n)
+            self._store.put_documents(documents, ids, vectors)
+            vi = self.vectors
+            vi.remove(removed)
+            vi.add(ids, vectors)
+            self._removed.extend(removed)
+            new_ids = ids.tolist()
+            self._added.extend(new_ids)
         per_doc, pos = [], 0
         for _, chunks in documents:
             per_doc.append(new_ids[pos : pos + len(chunks)])
@@ -979,6 +981,8 @@ class Index:
         to_chunk_chars = 0
 
         def flush() -> None:
+            if not pending.batch:
+                return
             batch, ids = pending.take()
             if ids is not None:
                 vecs = embedder.embed_tokenized(ids) if ids else np.zeros((0, self.dim), np.float32)
@@ -1024,21 +1028,21 @@ class Index:
         Raises:
             ValueError: with ``replace=False``, for a document stored with other content.
         """
-        stored = self._store.document_hashes([d.id for d in documents])
+        stored = self._store.document_states([d.id for d in documents])
         stats = WriteStats()
         out = []
         for doc in documents:
             old = stored.get(doc.id)
-            if old == doc.content_hash:
-                stats.unchanged += 1
-                continue
             if old is None:
                 stats.added += 1
+            elif old[0] == doc.content_hash:
+                stats.unchanged += 1
+                continue
             elif not replace:
                 raise ValueError(f"document {doc.id!r} already exists with other content; use upsert() to replace it")
             else:
                 stats.updated += 1
-                stats.chunks_removed += len(self._store.chunk_ids_of(doc.id))
+                stats.chunks_removed += old[1]
             out.append(doc)
         return out, stats
 
@@ -1063,7 +1067,7 @@ class Index:
     def delete(self, doc_ids: Iterable[str]) -> int:
         """Delete documents and all their chunks; returns how many documents existed."""
         self._require_writable()
-        existing = list(self._store.document_hashes(list(dict.fromkeys([doc_ids] if isinstance(doc_ids, str)
+        existing = list(self._store.document_states(list(dict.fromkeys([doc_ids] if isinstance(doc_ids, str)
                                                                         else doc_ids))))
         if existing:
             with self.batch():
@@ -1094,7 +1098,7 @@ class Index:
     def document_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
         """The stored content hash of each of ``doc_ids`` that exists (absent ones are left out), in one query
         per 500 ids."""
-        return self._store.document_hashes(doc_ids)
+        return {doc_id: state[0] for doc_id, state in self._store.document_states(doc_ids).items()}
 
     def get_document(self, doc_id: str) -> Document | None:
         """The stored document (full text and metadata), or None."""
@@ -1141,8 +1145,8 @@ class Index:
         return self._store.iter_chunks(batch_size)
 
     def chunk_texts(self, chunk_ids: Sequence[int]) -> list[tuple[int, str]]:
-        """``(chunk_id, text)`` of the given chunks that exist (ascending ids come back in order), for keeping a
-        BM25 index in step: no metadata is read."""
+        """``(chunk_id, text)`` of the given chunks, in the order asked (unknown ids left out), for keeping a BM25
+        index in step: no metadata is read."""
         return self._store.chunk_texts(chunk_ids)
 
     def matching_ids(self, filter: Filter) -> np.ndarray:

@@ -243,13 +243,14 @@ class Store:
         row = self.conn.execute("SELECT content_hash FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
         return row[0] if row else None
 
-    def document_hashes(self, doc_ids: Sequence[str]) -> dict[str, str]:
-        """The stored content hash of each of ``doc_ids`` that exists."""
-        out: dict[str, str] = {}
+    def document_states(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """``doc_id -> (content hash, number of chunks)`` of each of ``doc_ids`` that exists."""
+        out: dict[str, tuple[str, int]] = {}
         for part in _parts(doc_ids):
             marks = ",".join("?" * len(part))
-            out.update(self.conn.execute(f"SELECT doc_id, content_hash FROM documents WHERE doc_id IN ({marks})",
-                                         part))
+            rows = self.conn.execute(
+                f"SELECT doc_id, content_hash, n_chunks FROM documents WHERE doc_id IN ({marks})", part)
+            out.update((doc_id, (digest, int(n))) for doc_id, digest, n in rows)
         return out
 
     def get_document(self, doc_id: str) -> Document | None:
@@ -315,12 +316,13 @@ class Store:
         ]
 
     def chunk_texts(self, ids: Sequence[int]) -> list[tuple[int, str]]:
-        """``(chunk_id, text)`` of the chunks ``ids`` that exist, by id within each 500 asked."""
-        out: list[tuple[int, str]] = []
-        for part in _parts([int(i) for i in ids]):
+        """``(chunk_id, text)`` of the chunks ``ids`` that exist, in the order asked."""
+        wanted = [int(i) for i in ids]
+        found: dict[int, str] = {}
+        for part in _parts(wanted):
             marks = ",".join("?" * len(part))
-            out.extend(self.conn.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks}) ORDER BY id", part))
-        return out
+            found.update(self.conn.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks})", part))
+        return [(i, found[i]) for i in wanted if i in found]
 
     def iter_chunks(self, batch_size: int = 1024) -> Iterator[tuple[int, str]]:
         """Yield ``(chunk_id, text)`` for every chunk, by id, reading ``batch_size`` rows at a time."""

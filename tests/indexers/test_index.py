@@ -13,7 +13,7 @@ import pytest
 
 from qwen3_rag.indexers.chunking import Chunker
 from qwen3_rag.indexers.filters import FilterError
-from qwen3_rag.indexers.index import Index, IndexLockedError, IndexMismatchError, WriteStats
+from qwen3_rag.indexers.index import Index, IndexCounts, IndexLockedError, IndexMismatchError, WriteStats
 from qwen3_rag.types import Document
 
 SPECS = ["Flat", "HNSW16", "IVF4,Flat", "IVF4,PQ8"]
@@ -394,13 +394,17 @@ def test_add_chunked_writes_many_documents_as_add_chunks_does_one(tmp_path: Path
         np.testing.assert_array_equal(many.get_vectors(per_doc[7]), one.get_vectors(per_doc[7]))
         assert many.matching_ids({"group": 3}).tolist() == one.matching_ids({"group": 3}).tolist()
 
-        # replacing: the old chunks of every rewritten document go, in one write
-        old = [c.chunk_id for d in ("d1", "d1100") for c in many.chunks_of(d)]
-        replaced = [(d, chunker.chunk(d)) for d in (Document(id=i, text=f"new text of {i}") for i in ("d1", "d1100"))]
-        many.add_chunked(replaced, hash_embedder.embed_documents([d.text for d, _ in replaced]))
-        assert many.get_chunks(old) == [] and many.chunks_of("d1100")[0].text == "new text of d1100"
-        assert many.chunk_texts([many.chunks_of("d1")[0].chunk_id, -5]) == [
-            (many.chunks_of("d1")[0].chunk_id, "new text of d1")]
+        # replacing: the old chunks of every rewritten document go, in one write (over several IN queries)
+        old = list(range(len(vectors)))
+        rewritten = [Document(id=d.id, text=f"new text of {d.id}") for d in docs]
+        replaced = [(d, chunker.chunk(d)) for d in rewritten]
+        many.add_chunked(replaced, hash_embedder.embed_documents([d.text for d in rewritten]))
+        assert many.get_chunks(old) == [] and many.count().chunks == many.count().vectors == len(docs)
+        assert many.chunks_of("d1100")[0].text == "new text of d1100"
+        new_ids = [many.chunks_of(i)[0].chunk_id for i in ("d1100", "d1")]
+        assert many.chunk_texts([new_ids[0], -5, new_ids[1]]) == [(new_ids[0], "new text of d1100"),
+                                                                  (new_ids[1], "new text of d1")]
+        replaced = replaced[:2]
 
         with pytest.raises(ValueError, match="appears twice"):
             many.add_chunked([replaced[0], replaced[0]], np.zeros((2, many.dim)))
@@ -409,6 +413,25 @@ def test_add_chunked_writes_many_documents_as_add_chunks_does_one(tmp_path: Path
         with pytest.raises(ValueError, match="dimensions"):
             many.add_chunked(replaced, np.zeros((2, many.dim + 1)))
         assert many.chunks_of("d1")[0].text == "new text of d1"  # nothing was written by the refused calls
+
+
+def test_a_failed_write_loses_nothing_and_a_write_of_nothing_commits_nothing(tmp_path: Path,
+                                                                            hash_embedder: Any) -> None:
+    with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0, chunk_overlap=0) as index:
+        index.add(corpus(4))
+        generation, counts = index.generation, index.count()
+        assert index.upsert(corpus(4)).unchanged == 4 and index.add([]).added == 0
+        assert index.generation == generation  # no new commit, so no FAISS file rewritten, no sidecar rebuilt
+        good = Document(id="d0", text="a valid change")
+        bad = Document(id="d1", text="metadata JSON cannot sort", metadata={1: "x", "b": 2})
+        with pytest.raises(TypeError):
+            index.upsert([good, bad])
+        pairs = [(d, index.chunker.chunk(d)) for d in (good, bad)]
+        with pytest.raises(TypeError):  # outside any batch too
+            index.add_chunked(pairs, hash_embedder.embed_documents([good.text, bad.text]))
+        index.delete(["d3"])  # the next commit must not carry the failed write's deletes
+        assert index.count() == IndexCounts(counts.documents - 1, counts.chunks - 1, counts.vectors - 1)
+        assert index.get_document("d0") == corpus(4)[0] and index.has_document("d1")
 
 
 def test_changed_and_delete_look_up_many_documents_at_once(tmp_path: Path, hash_embedder: Any) -> None:

@@ -247,6 +247,8 @@ def test_add_updates_existing_id_and_delete_ignores_unknown(store: Qwen3VectorSt
     assert calls == [1]
     assert store.get_by_ids(["e"])[0].page_content == "Gravity pulls apples down"
     assert store.index.count().documents == len(DOCS)
+    assert store.add_texts(["The first e.", "The last e."], ids=["e", "e"]) == ["e", "e"]  # the last one wins
+    assert calls == [1, 1] and store.get_by_ids(["e"])[0].page_content == "The last e."
     assert store.delete(["e", "not-there"]) is True
     assert store.get_by_ids(["e"]) == [] and store.index.count().vectors == len(DOCS) - 1
     store.delete()

@@ -199,6 +199,13 @@ def test_add_replaces_existing_node(li_store: Any, hash_embedder: Any, corpus: l
     assert li_store.client.count().documents == len(corpus)
     with pytest.raises(ValueError, match="no embedding"):
         li_store.add([TextNode(id_="x", text="no vector")])
+    first, last = (TextNode(id_="twice", text=t) for t in ("The first version.", "The last version."))
+    for n in (first, last):
+        n.embedding = hash_embedder.embed_documents([n.text])[0].tolist()
+    assert li_store.add([first, last]) == ["twice", "twice"]  # one id twice in one call: the last one wins
+    assert li_store.get_nodes(["twice"])[0].get_content() == "The last version."
+    np.testing.assert_allclose(li_store.client.get_vectors(li_store.client.chunk_ids("twice"))[0], last.embedding,
+                               atol=1e-6)
 
 
 def test_persist_and_load(li_store: Any, hash_embedder: Any, tmp_path: Path) -> None:
