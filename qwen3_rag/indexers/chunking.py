@@ -100,7 +100,7 @@ def _merge_spans(spans: Sequence[tuple[int, int]]) -> tuple[np.ndarray, list[int
     tokens that share characters are kept in one group, and a token counts towards the last group that starts
     at or before it.
     """
-    arr = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    arr = np.fromiter(itertools.chain.from_iterable(spans), dtype=np.int64, count=2 * len(spans)).reshape(-1, 2)
     if bool((arr[:, 1] > arr[:, 0]).all()) and bool((arr[1:, 0] >= arr[:-1, 1]).all()):
         return arr, [1] * len(arr)  # the common case: every token its own characters, in order
     groups: list[tuple[int, int]] = []
@@ -261,8 +261,11 @@ class Chunker:
         else:
             encodings = self._content.encode(texts)
             all_spans = [enc.offsets for enc in encodings]
-        bounds = [self._bounds(d.text, spans, verify=False) if spans else []
-                  for d, spans in zip(docs, all_spans, strict=True)]
+        # the documents longer than a chunk are laid out (token groups, boundary levels) in one pass for all
+        long = [i for i, spans in enumerate(all_spans) if self.chunk_size and len(spans) > self.chunk_size]
+        layouts = dict(zip(long, _layouts([docs[i].text for i in long], [all_spans[i] for i in long]), strict=True))
+        bounds = [self._bounds(d.text, spans, verify=False, layout=layouts.get(i)) if spans else []
+                  for i, (d, spans) in enumerate(zip(docs, all_spans, strict=True))]
         ids: list[list[list[int]]] | None = None
         if encodings is not None:
             # A document that is one chunk as it stands (nothing stripped) fits and has its ids already; every
@@ -272,7 +275,7 @@ class Chunker:
             per_doc = self._chunk_ids(docs, bounds, todo)
             over = [i for i in todo if self.chunk_size and any(len(x) > self.chunk_size for x in per_doc[i])]
             for i in over:
-                bounds[i] = self._bounds(docs[i].text, all_spans[i], verify=True)
+                bounds[i] = self._bounds(docs[i].text, all_spans[i], verify=True, layout=layouts.get(i))
             if token_ids:
                 per_doc.update(self._chunk_ids(docs, bounds, over))
                 per_doc.update((i, [encodings[i].ids]) for i in whole)
@@ -301,7 +304,9 @@ class Chunker:
         """Content token ids of many texts, in one call (a model tokenizer only)."""
         return self._content.ids(texts)
 
-    def _bounds(self, text: str, spans: list[tuple[int, int]], *, verify: bool) -> list[tuple[int, int]]:
+    def _bounds(self, text: str, spans: list[tuple[int, int]], *, verify: bool,
+                layout: _Layout | None = None) -> list[tuple[int, int]]:
+        """Chunk character bounds of one document; ``layout`` is :func:`_layouts`' for it, when already made."""
         if self.chunk_size == 0 or len(spans) <= self.chunk_size:
             start, end = _strip(text, 0, len(text))
             # without its surrounding spaces a text can tokenize longer (" understanding" is one Qwen3 token,
@@ -309,7 +314,7 @@ class Chunker:
             if not (verify and not self._exact and self.chunk_size and (start, end) != (0, len(text))
                     and self.count_tokens(text[start:end]) > self.chunk_size):
                 return [(start, end)]
-        return self._split(text, spans, verify=verify)
+        return self._split(text, layout or _layouts([text], [spans])[0], verify=verify)
 
     def _build(self, document: Document, bounds: list[tuple[int, int]]) -> list[Chunk]:
         text = document.text
@@ -334,11 +339,8 @@ class Chunker:
     # -- internals
     # -------------------------------------------------------------------------------------------------
 
-    def _split(self, text: str, raw_spans: list[tuple[int, int]], verify: bool = True) -> list[tuple[int, int]]:
-        # weights[i]: how many tokens group i holds; the size of a chunk is the sum of the weights of its groups
-        groups, weights = _merge_spans(raw_spans)
-        cum = [0, *itertools.accumulate(weights)]
-        levels = _boundary_levels(text, groups)
+    def _split(self, text: str, layout: _Layout, verify: bool = True) -> list[tuple[int, int]]:
+        groups, cum, levels = layout
         size, overlap = self.chunk_size, self.chunk_overlap
         n = len(groups)
         out: list[tuple[int, int]] = []
@@ -406,6 +408,19 @@ _CLASS[[ord(c) for c in "\u3002\uff01\uff1f"]] = _STOP | _CJK_STOP
 _NEWLINE, _HASH = ord("\n"), ord("#")
 
 
+#: A document ready to cut: its token groups (an ``(n, 2)`` array of character spans), the cumulative token count
+#: before each group (``n + 1`` entries) and the boundary level before each group (:func:`_boundary_levels`).
+_Layout = tuple[np.ndarray, list[int], list[int]]
+
+
+def _layouts(texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[_Layout]:
+    """The :data:`_Layout` of each text from its token spans, with one boundary scan for all of them."""
+    merged = [_merge_spans(s) for s in spans]
+    levels = _boundary_levels_many(texts, [groups for groups, _ in merged])
+    return [(groups, [0, *itertools.accumulate(weights)], lv)
+            for (groups, weights), lv in zip(merged, levels, strict=True)]
+
+
 def _boundary_levels(text: str, groups: np.ndarray) -> list[int]:
     """levels[i] = how good a cut before group i is (levels[0] and levels[n] unused).
 
@@ -415,10 +430,33 @@ def _boundary_levels(text: str, groups: np.ndarray) -> list[int]:
     closing quotes or brackets) a sentence, else a word. No gap is a cut inside a word, a sentence after a CJK
     full stop. This runs for every token of every document, so it works on arrays, not characters.
     """
-    n = len(groups)
-    levels = np.full(n + 1, _TOKEN, dtype=np.int8)
-    if n < 2:
-        return levels.tolist()
+    return _boundary_levels_many([text], [groups])[0]
+
+
+def _boundary_levels_many(texts: Sequence[str], groups: Sequence[np.ndarray]) -> list[list[int]]:
+    """:func:`_boundary_levels` of many texts in one scan over them joined (a few dozen array operations per call,
+    not per document).
+
+    The texts are joined with NUL, which is none of the characters the rules look at, and every look-up below
+    stays inside its own document: ``lead`` is clamped to its group's end, and a look-back that lands in an
+    earlier document falls before ``prev_start``, which the rules treat as no character.
+    """
+    counts = [len(g) for g in groups]
+    pairs = np.zeros(0, dtype=np.int8)
+    if any(n >= 2 for n in counts):
+        starts = np.cumsum([0, *(len(t) + 1 for t in texts[:-1])])
+        all_groups = np.concatenate([g.reshape(-1, 2) + off for g, off in zip(groups, starts, strict=True)])
+        pairs = _pair_levels("\0".join(texts), all_groups)
+    flat = pairs.tolist()
+    out, base = [], 0
+    for n in counts:
+        out.append([_TOKEN, *flat[base : base + n - 1], _TOKEN] if n >= 2 else [_TOKEN] * (n + 1))
+        base += n
+    return out
+
+
+def _pair_levels(text: str, groups: np.ndarray) -> np.ndarray:
+    """The level of the cut between each group and the next (``len(groups) - 1`` of them)."""
     cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     size = len(cp)
     pos = np.arange(size, dtype=np.int64)
@@ -442,7 +480,7 @@ def _boundary_levels(text: str, groups: np.ndarray) -> list[int]:
     has_prev = last >= prev_start
     stop = last_open[np.maximum(last, 0)]
     sentence = has_prev & (stop >= prev_start) & ((cls[np.maximum(stop, 0)] & _STOP) > 0)
-    levels[1:n] = np.where(
+    return np.where(
         gap,
         np.select(
             [(nl >= 2) | ((nl > 0) & (cp_end[np.minimum(lead, size)] == _HASH)), nl > 0, sentence],
@@ -450,8 +488,7 @@ def _boundary_levels(text: str, groups: np.ndarray) -> list[int]:
             _WORD,
         ),
         np.where(has_prev & ((cls[np.maximum(last, 0)] & _CJK_STOP) > 0), _SENTENCE, _TOKEN),
-    )
-    return levels.tolist()
+    ).astype(np.int8)
 
 
 def _strip(text: str, start: int, end: int) -> tuple[int, int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from qwen3_rag.indexers.chunking import PAGE_STARTS_KEY, Chunker, ChunkingConfig, regex_token_spans
@@ -190,10 +190,10 @@ def test_chunk_many_recuts_a_document_whose_chunk_tokenizes_longer(plain_tokeniz
     recut: list[str] = []
     real_bounds = Chunker._bounds
 
-    def bounds(self: Chunker, text: str, spans: Any, *, verify: bool) -> Any:
+    def bounds(self: Chunker, text: str, spans: Any, *, verify: bool, layout: Any = None) -> Any:
         if verify:
             recut.append(text)
-        return real_bounds(self, text, spans, verify=verify)
+        return real_bounds(self, text, spans, verify=verify, layout=layout)
 
     monkeypatch.setattr(Chunker, "_many_ids", many)
     monkeypatch.setattr(Chunker, "_bounds", bounds)
@@ -245,6 +245,24 @@ def test_boundary_levels_match_the_character_rules(plain_tokenizer: Any, words: 
     chunker = Chunker(8, 0, tokenizer=plain_tokenizer if kind == "bpe" else None)
     groups, _ = _merge_spans(chunker._many_spans([text])[0])  # noqa: SLF001
     assert _boundary_levels(text, groups) == _reference_boundary_levels(text, [tuple(g) for g in groups.tolist()])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.tuples(st.lists(st.sampled_from(BOUNDARY_WORDS), max_size=20),
+                                st.sampled_from(["", " ", "\n"]), st.text(max_size=40)), max_size=6))
+@example(parts=[(["One", "line."], " ", "\n"), (["#", "Heading"], " ", " "), (["\u3002"], "", "\n \n"),
+                ([")", "x."], "", ""), ([], "", "")])
+def test_one_scan_over_many_texts_equals_one_scan_each(plain_tokenizer: Any,
+                                                       parts: list[tuple[list[str], str, str]]) -> None:
+    """The boundary levels of texts scanned together (ingestion's groups) equal the character rules per text,
+    whatever the neighbouring texts end or start with."""
+    from qwen3_rag.indexers.chunking import _boundary_levels_many, _merge_spans
+
+    texts = [joiner.join(words) + free for words, joiner, free in parts]
+    chunker = Chunker(8, 0, tokenizer=plain_tokenizer)
+    groups = [_merge_spans(spans)[0] for spans in chunker._many_spans(texts)]  # noqa: SLF001
+    assert _boundary_levels_many(texts, groups) == [
+        _reference_boundary_levels(t, [tuple(g) for g in gs.tolist()]) for t, gs in zip(texts, groups, strict=True)]
 
 
 def test_space_table_is_str_isspace() -> None:
