@@ -414,9 +414,18 @@ _Layout = tuple[np.ndarray, list[int], list[int]]
 
 
 def _layouts(texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[_Layout]:
-    """The :data:`_Layout` of each text from its token spans, with one boundary scan for all of them."""
+    """The :data:`_Layout` of each text from its token spans, with one boundary scan per ``GROUP_CHARS``
+    characters (the scan's arrays take ~75 bytes per character)."""
     merged = [_merge_spans(s) for s in spans]
-    levels = _boundary_levels_many(texts, [groups for groups, _ in merged])
+    levels: list[list[int]] = []
+    start = 0
+    while start < len(texts):
+        end, chars = start + 1, len(texts[start])
+        while end < len(texts) and chars + len(texts[end]) <= GROUP_CHARS:
+            chars += len(texts[end])
+            end += 1
+        levels.extend(_boundary_levels_many(texts[start:end], [groups for groups, _ in merged[start:end]]))
+        start = end
     return [(groups, [0, *itertools.accumulate(weights)], lv)
             for (groups, weights), lv in zip(merged, levels, strict=True)]
 
@@ -437,15 +446,18 @@ def _boundary_levels_many(texts: Sequence[str], groups: Sequence[np.ndarray]) ->
     """:func:`_boundary_levels` of many texts in one scan over them joined (a few dozen array operations per call,
     not per document).
 
-    The texts are joined with NUL, which is none of the characters the rules look at, and every look-up below
-    stays inside its own document: ``lead`` is clamped to its group's end, and a look-back that lands in an
-    earlier document falls before ``prev_start``, which the rules treat as no character.
+    Every look-up stays inside its own document: ``lead`` is clamped to its group's end, and a look-back that
+    lands in an earlier document falls before ``prev_start``, which the rules treat as no character. The one
+    look-up that can reach the character joining two texts is the ``#`` test at a text's very end, which the
+    joiner, NUL, fails as the end of a lone text does.
     """
     counts = [len(g) for g in groups]
     pairs = np.zeros(0, dtype=np.int8)
     if any(n >= 2 for n in counts):
         starts = np.cumsum([0, *(len(t) + 1 for t in texts[:-1])])
-        all_groups = np.concatenate([g.reshape(-1, 2) + off for g, off in zip(groups, starts, strict=True)])
+        # spans clipped to their text (a tokenizer's always are), so none reaches into the next one
+        all_groups = np.concatenate([np.clip(np.asarray(g, dtype=np.int64).reshape(-1, 2), 0, len(t)) + off
+                                     for t, g, off in zip(texts, groups, starts, strict=True)])
         pairs = _pair_levels("\0".join(texts), all_groups)
     flat = pairs.tolist()
     out, base = [], 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -263,6 +264,24 @@ def test_one_scan_over_many_texts_equals_one_scan_each(plain_tokenizer: Any,
     groups = [_merge_spans(spans)[0] for spans in chunker._many_spans(texts)]  # noqa: SLF001
     assert _boundary_levels_many(texts, groups) == [
         _reference_boundary_levels(t, [tuple(g) for g in gs.tolist()]) for t, gs in zip(texts, groups, strict=True)]
+
+
+def test_layouts_scan_in_slices_of_group_chars(plain_tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qwen3_rag.indexers import chunking
+
+    texts = [f"Text {i}. " + " ".join(WORDS[: 3 + i % 5]) + "\n\n# Part\nmore words here" for i in range(12)]
+    spans = Chunker(8, 0, tokenizer=plain_tokenizer)._many_spans(texts)  # noqa: SLF001
+    together = chunking._layouts(texts, spans)  # noqa: SLF001
+    scans: list[int] = []
+    real = chunking._boundary_levels_many  # noqa: SLF001
+    monkeypatch.setattr(chunking, "_boundary_levels_many", lambda t, g: scans.append(len(t)) or real(t, g))
+    monkeypatch.setattr(chunking, "GROUP_CHARS", 3 * len(texts[0]))
+    sliced = chunking._layouts(texts, spans)  # noqa: SLF001
+    assert len(scans) > 3 and sum(scans) == len(texts)
+    assert [(g.tolist(), c, lv) for g, c, lv in sliced] == [(g.tolist(), c, lv) for g, c, lv in together]
+    # spans outside their text (no tokenizer gives them) are clipped, never read into the next text
+    levels = chunking._boundary_levels_many(["a", "b c"], [np.array([[0, 1], [2, 3]]), np.zeros(0)])  # noqa: SLF001
+    assert levels == [[0, 0, 0], [0]]
 
 
 def test_space_table_is_str_isspace() -> None:
