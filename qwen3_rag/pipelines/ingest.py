@@ -456,7 +456,8 @@ def _run(
         flush()
         drain()
         if prune:
-            report.pruned = _prune(idx, seen, loads)
+            report.pruned, pruned_chunks = _prune(idx, seen, loads)
+            report.chunks_removed += pruned_chunks
     finally:
         progress.close()
         for background in (worker, chunk_worker):
@@ -469,7 +470,9 @@ def _run(
     return report
 
 
-def _prune(idx: Index, seen: set[str], loads: LoadReport) -> int:
+def _prune(idx: Index, seen: set[str], loads: LoadReport) -> tuple[int, int]:
+    """Delete the stored documents not seen in this run (except those of files that failed to load); returns the
+    documents and chunks deleted."""
     failed_sources = [s for s, _ in loads.failed]
 
     def from_failed(source: str) -> bool:
@@ -478,7 +481,9 @@ def _prune(idx: Index, seen: set[str], loads: LoadReport) -> int:
     gone = [
         doc_id for doc_id, source, _ in idx.iter_documents() if doc_id not in seen and not from_failed(source)
     ]
-    if gone:
-        logger.info("pruning %d documents whose source is gone", len(gone))
-        idx.delete(gone)
-    return len(gone)
+    if not gone:
+        return 0, 0
+    logger.info("pruning %d documents whose source is gone", len(gone))
+    chunks = len(idx)
+    idx.delete(gone)
+    return len(gone), chunks - len(idx)

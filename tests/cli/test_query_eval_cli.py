@@ -74,6 +74,16 @@ def test_query_prints_ranked_passages(minilm_index: Path, capsys: pytest.Capture
     assert sum(1 for line in lines if line.startswith("[")) == 2
 
 
+def test_a_reader_that_stops_early_gets_no_traceback(minilm_index: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "qwen3_rag", "info", str(minilm_index), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # like `| head -c 0`: gone before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
 def test_query_json_hybrid_rerank_filter(minilm_index: Path, tiny_qwen3_reranker_dir: str) -> None:
     out = cli("query", str(minilm_index), "interest rates", "-k", "3", "--hybrid", "--rerank",
               tiny_qwen3_reranker_dir, "--filter", "topic=science", "--json")

@@ -61,6 +61,8 @@ def test_ingest_is_incremental(tmp_path: Path, hash_embedder: Any) -> None:
     (src / "note03.md").write_text("# Note 3\n\nCompletely rewritten about zebras.")
     (src / "note04.md").unlink()
     (src / "new.txt").write_text("A brand new file.")
+    with Index.open(ix, read_only=True) as index:
+        chunks_before = index.count().chunks
     third = ingest([src], ix, embedder=hash_embedder, prune=True)
     assert (third.added, third.updated, third.unchanged, third.pruned) == (1, 1, 15, 1)
     assert hash_embedder.texts_embedded - before == third.chunks_added  # only the new and changed chunks
@@ -71,6 +73,7 @@ def test_ingest_is_incremental(tmp_path: Path, hash_embedder: Any) -> None:
         assert "".join(c.text for c in note3).replace("\n", "").startswith("# Note 3Completely")
         counts = index.count()
         assert counts.documents == 17 and counts.vectors == counts.chunks
+        assert counts.chunks == chunks_before + third.chunks_added - third.chunks_removed  # pruned chunks count
 
 
 def test_prune_keeps_documents_of_files_that_failed(tmp_path: Path, hash_embedder: Any) -> None:
