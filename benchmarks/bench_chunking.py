@@ -38,13 +38,13 @@ def main() -> None:
         for name in ("encode", "ids"):
             real = getattr(chunking._ContentTokenizer, name)
 
-            def timed(self: Any, texts: list[str], real: Any = real) -> Any:
+            def counted(self: Any, texts: list[str], real: Any = real) -> Any:
                 t = time.perf_counter()
                 out = real(self, texts)
                 spent["tokenizer"] += time.perf_counter() - t
                 return out
 
-            setattr(chunking._ContentTokenizer, name, timed)
+            setattr(chunking._ContentTokenizer, name, counted)
 
     group = getattr(chunking, "GROUP_DOCUMENTS", 64)  # (64 before it had a name)
     tokenizer = C.real_tokenizer(True)

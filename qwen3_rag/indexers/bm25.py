@@ -178,7 +178,7 @@ class BM25Index:
         if len(ids) != len(texts):
             raise ValueError(f"add() got {len(ids)} ids but {len(texts)} texts; pass one id per text")
         for chunk_id, text in zip(ids, texts, strict=True):
-            self._docs[int(chunk_id)] = self._encode_new(text)
+            self._docs[int(chunk_id)] = self._encode(text, grow=True)
         if len(ids):
             self._model = None
 
@@ -197,27 +197,22 @@ class BM25Index:
         self._docs.clear()
         self._model = None
 
-    def _encode_new(self, text: str) -> np.ndarray:
-        """Vocabulary ids of a text's terms, growing the vocabulary: one dictionary look-up per word once a word
-        was seen (the analyzer, the stemmer and the vocabulary only for new words)."""
+    def _encode(self, text: str, grow: bool = False) -> np.ndarray:
+        """Vocabulary ids of a text's terms: one dictionary look-up per word once a word was seen (the analyzer,
+        the stemmer and the vocabulary only for new words). ``grow`` (a chunk) adds new terms to the vocabulary;
+        otherwise (a query) terms no chunk has are dropped."""
         vocab, word_ids, terms = self._vocab, self._word_ids, self._tokenize.terms
         out: list[int] = []
         for word in self._tokenize.words(text):
             ids = word_ids.get(word)
             if ids is None:
+                if not grow:
+                    out.extend(vocab[t] for t in terms(word) if t in vocab)
+                    continue
                 ids = tuple(vocab.setdefault(t, len(vocab)) for t in terms(word))
                 if len(word_ids) < _CACHE_LIMIT:
                     word_ids[word] = ids
             out.extend(ids)
-        return np.array(out, dtype=np.int32)
-
-    def _encode(self, query: str) -> np.ndarray:
-        """Vocabulary ids of a query's terms; terms no chunk has are dropped (the vocabulary does not grow)."""
-        vocab, word_ids, terms = self._vocab, self._word_ids, self._tokenize.terms
-        out: list[int] = []
-        for word in self._tokenize.words(query):
-            ids = word_ids.get(word)
-            out.extend(ids if ids is not None else (vocab[t] for t in terms(word) if t in vocab))
         return np.array(out, dtype=np.int32)
 
     # -- search

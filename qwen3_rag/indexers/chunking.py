@@ -438,6 +438,9 @@ def _boundary_levels(text: str, groups: np.ndarray) -> list[int]:
     a paragraph; one newline a line; any other gap after a token ending a sentence (``.!?;:`` and CJK stops, then
     closing quotes or brackets) a sentence, else a word. No gap is a cut inside a word, a sentence after a CJK
     full stop. This runs for every token of every document, so it works on arrays, not characters.
+
+    The chunker scans many texts at once with :func:`_boundary_levels_many`; this one-text form states the rules
+    and is what the tests hold against them, character by character.
     """
     return _boundary_levels_many([text], [groups])[0]
 

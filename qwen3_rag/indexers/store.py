@@ -57,10 +57,11 @@ def _dumps(value: Any) -> str:
 _IN_LIMIT = 500
 
 
-def _parts(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    """``values`` in slices short enough for one ``IN (...)`` query."""
+def _parts(values: Sequence[Any]) -> Iterator[tuple[Sequence[Any], str]]:
+    """``values`` in slices short enough for one ``IN (...)`` query, each with its ``?,?,...`` placeholders."""
     for start in range(0, len(values), _IN_LIMIT):
-        yield values[start : start + _IN_LIMIT]
+        part = values[start : start + _IN_LIMIT]
+        yield part, ",".join("?" * len(part))
 
 
 def _filter_fields(doc: Document) -> dict[str, Any]:
@@ -223,8 +224,7 @@ class Store:
     def delete_documents(self, doc_ids: Sequence[str]) -> list[int]:
         """Delete documents and their chunks; return the removed chunk ids (none for ids that do not exist)."""
         removed: list[int] = []
-        for part in _parts(doc_ids):
-            marks = ",".join("?" * len(part))
+        for part, marks in _parts(doc_ids):
             removed.extend(r[0] for r in self.conn.execute(f"SELECT id FROM chunks WHERE doc_id IN ({marks})", part))
             self.conn.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", part)
             self.conn.execute(f"DELETE FROM documents WHERE doc_id IN ({marks})", part)
@@ -246,8 +246,7 @@ class Store:
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
         """``doc_id -> (content hash, number of chunks)`` of each of ``doc_ids`` that exists."""
         out: dict[str, tuple[str, int]] = {}
-        for part in _parts(doc_ids):
-            marks = ",".join("?" * len(part))
+        for part, marks in _parts(doc_ids):
             rows = self.conn.execute(
                 f"SELECT doc_id, content_hash, n_chunks FROM documents WHERE doc_id IN ({marks})", part)
             out.update((doc_id, (digest, int(n))) for doc_id, digest, n in rows)
@@ -292,11 +291,9 @@ class Store:
         wanted = [int(i) for i in ids]
         found: dict[int, StoredChunk] = {}
         cache: dict[str, dict[str, Any]] = {}
-        for part in _parts(wanted):
-            q = (
-                f"SELECT {self._CHUNK_COLS} FROM chunks c JOIN documents d ON d.doc_id = c.doc_id "
-                f"WHERE c.id IN ({','.join('?' * len(part))})"
-            )
+        for part, marks in _parts(wanted):
+            q = (f"SELECT {self._CHUNK_COLS} FROM chunks c JOIN documents d ON d.doc_id = c.doc_id "
+                 f"WHERE c.id IN ({marks})")
             for row in self.conn.execute(q, part):
                 found[int(row[0])] = self._row_to_chunk(row, cache)
         return [found[i] for i in wanted if i in found]
@@ -319,8 +316,7 @@ class Store:
         """``(chunk_id, text)`` of the chunks ``ids`` that exist, in the order asked."""
         wanted = [int(i) for i in ids]
         found: dict[int, str] = {}
-        for part in _parts(wanted):
-            marks = ",".join("?" * len(part))
+        for part, marks in _parts(wanted):
             found.update(self.conn.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks})", part))
         return [(i, found[i]) for i in wanted if i in found]
 

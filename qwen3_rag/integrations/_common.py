@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from qwen3_rag.indexers.chunking import regex_token_spans
+from qwen3_rag.types import Chunk, Document
 
 #: Attributes that name the model behind a framework embedding, read into the bridge's fingerprint.
 _MODEL_ATTRS = ("model", "model_name", "model_id", "deployment", "size", "dimensions", "embed_dim")
@@ -137,9 +138,16 @@ def open_index(
     return Index.create(path, embedder, chunk_size=0, chunk_overlap=0, index_type=index_type), tmp
 
 
+def whole_document(doc: Document) -> tuple[Document, list[Chunk]]:
+    """A document with itself as its one chunk: the vector stores keep what the framework already split."""
+    return doc, [Chunk(doc_id=doc.id, index=0, text=doc.text, start=0, end=len(doc.text))]
+
+
 def embed_texts(core: Any, texts: list[str], query: bool, instruction: str | None) -> list[list[float]]:
-    """Vectors of ``texts`` from a core embedder as lists of floats (queries with ``instruction`` when set); callers
-    skip empty lists, so that no model loads for them."""
+    """Vectors of ``texts`` from a core embedder as lists of floats (queries with ``instruction`` when set); no
+    texts, no model loaded."""
+    if not texts:
+        return []
     if not query:
         vectors = core.embed_documents(texts)
     elif instruction is not None:

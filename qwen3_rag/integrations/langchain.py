@@ -44,10 +44,11 @@ from qwen3_rag.integrations._common import (
     nearest_chunks,
     open_index,
     unit_rows,
+    whole_document,
 )
 from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
-from qwen3_rag.types import Chunk, Hit
 from qwen3_rag.types import Document as CoreDocument
+from qwen3_rag.types import Hit
 
 __all__ = [
     "Qwen3Embeddings",
@@ -181,7 +182,7 @@ class Qwen3Embeddings(BaseModel, Embeddings):
         return self.embedder
 
     def _embed(self, texts: list[str], query: bool) -> list[list[float]]:
-        return embed_texts(self.core, texts, query, self.instruction) if texts else []
+        return embed_texts(self.core, texts, query, self.instruction)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents (no instruction), in input order."""
@@ -344,9 +345,7 @@ class Qwen3VectorStore(VectorStore):
                     raise ValueError(
                         f"the embeddings returned {vectors.shape[0]} vectors for {len(part)} texts"
                     )
-                chunks = [[Chunk(doc_id=d.id, index=0, text=d.text, start=0, end=len(d.text), metadata=d.metadata)]
-                          for d in part]
-                self.index.add_chunked(list(zip(part, chunks, strict=True)), vectors)
+                self.index.add_chunked([whole_document(d) for d in part], vectors)
         return out_ids
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:

@@ -60,9 +60,9 @@ from qwen3_rag.integrations._common import (
     nearest_chunks,
     open_index,
     unit_rows,
+    whole_document,
 )
 from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
-from qwen3_rag.types import Chunk
 from qwen3_rag.types import Document as CoreDocument
 
 __all__ = ["Qwen3Embedding", "Qwen3Rerank", "Qwen3VectorStore", "translate_filters"]
@@ -171,7 +171,7 @@ class Qwen3Embedding(BaseEmbedding):
         return self.embedder
 
     def _embed(self, texts: list[str], query: bool) -> list[Embedding]:
-        return embed_texts(self.core, texts, query, self.instruction) if texts else []
+        return embed_texts(self.core, texts, query, self.instruction)
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._embed([query], query=True)[0]
@@ -354,8 +354,8 @@ class Qwen3VectorStore(BasePydanticVectorStore):
                     metadata.pop(key, None)
                 text = node.get_content(metadata_mode=MetadataMode.NONE)
                 source = str(node.metadata.get("file_path", ""))
-                doc = CoreDocument(id=node.node_id, text=text, source=source, metadata=metadata)
-                batch.append((doc, [Chunk(doc_id=doc.id, index=0, text=text, start=0, end=len(text))]))
+                batch.append(whole_document(CoreDocument(id=node.node_id, text=text, source=source,
+                                                         metadata=metadata)))
             with index.batch():
                 index.add_chunked(batch, vectors[list(latest.values())])
         return [n.node_id for n in nodes]

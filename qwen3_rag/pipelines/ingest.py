@@ -29,9 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: Chunks embedded and committed together; bounds memory and the work lost by an interruption.
 DEFAULT_COMMIT_EVERY = 512
-#: Changed documents are chunked in groups of this many (or this many characters), with one tokenizer call.
+#: Documents are chunked in groups of this many (or of ``GROUP_CHARS`` characters), with one tokenizer call.
 CHUNK_BATCH_DOCUMENTS = GROUP_DOCUMENTS
-CHUNK_BATCH_CHARS = GROUP_CHARS
 
 
 @dataclass
@@ -409,10 +408,8 @@ def _run(
         t = time.perf_counter()
         out, counts = idx.changed(docs)
         timings["index"] += time.perf_counter() - t
-        report.added += counts.added
-        report.updated += counts.updated
-        report.unchanged += counts.unchanged
-        report.chunks_removed += counts.chunks_removed  # the writes replace them
+        for name in ("added", "updated", "unchanged", "chunks_removed"):  # the writes replace the removed chunks
+            setattr(report, name, getattr(report, name) + getattr(counts, name))
         if counts.unchanged:
             progress.update(counts.unchanged, report)
         return out
@@ -449,7 +446,7 @@ def _run(
             seen.add(doc.id)
             to_chunk.append(doc)
             to_chunk_chars += len(doc.text)
-            if len(to_chunk) >= CHUNK_BATCH_DOCUMENTS or to_chunk_chars >= CHUNK_BATCH_CHARS:
+            if len(to_chunk) >= CHUNK_BATCH_DOCUMENTS or to_chunk_chars >= GROUP_CHARS:
                 chunk_batch()
         chunk_batch()
         take_chunks()

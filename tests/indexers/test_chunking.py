@@ -300,7 +300,7 @@ def test_content_tokenizer_equals_the_wrapper(which: str, request: pytest.Fixtur
 
     if which in ("plain", "appending"):
         tok = request.getfixturevalue(f"{which}_tokenizer")
-    else:
+    else:  # loaded here: this test leaves truncation set on it, which save_pretrained would write out
         tok = AutoTokenizer.from_pretrained(request.getfixturevalue("minilm_path" if which == "minilm"
                                                                     else "real_tokenizer_dir"),
                                             split_special_tokens=which == "qwen3-split-special")
@@ -323,12 +323,10 @@ def test_the_tokenizer_copy_is_made_on_first_use(plain_tokenizer: Any) -> None:
         Chunker(8, 2, tokenizer=object())
 
 
-def test_a_text_that_tokenizes_longer_once_stripped_is_cut(real_tokenizer_dir: Any) -> None:
+def test_a_text_that_tokenizes_longer_once_stripped_is_cut(real_tokenizer: Any) -> None:
     """" understanding is" is 2 Qwen3 tokens, but "understanding is" is 3: as one chunk of at most 2 tokens it would
     break the limit, so it is cut like a longer text, by chunk() and chunk_batch() alike."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    tok = real_tokenizer
     chunker = Chunker(2, 0, tokenizer=tok)
     doc = Document(id="d", text=" understanding is")
     chunks = chunker.chunk(doc)

@@ -3,16 +3,12 @@ offline models (MiniLM for the embedder, the tiny Qwen3 checkpoint for the reran
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import README, readme_python_blocks, run_offline
 
-ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
 SECTION = re.compile(r"<!-- section:integrations -->(.*?)<!-- /section:integrations -->", re.S)
 
 PRELUDE = """
@@ -35,22 +31,9 @@ def test_readme_snippets_run(tmp_path: Path, minilm_path: str, tiny_qwen3_rerank
     pytest.importorskip("llama_index.core")
     section = SECTION.search(README.read_text(encoding="utf-8"))
     assert section, "README.md lost its integrations section markers"
-    blocks = re.findall(r"```python\n(.*?)```", section.group(1), flags=re.S)
+    blocks = readme_python_blocks(section.group(1))
     assert len(blocks) >= 5
     code = "\n".join([PRELUDE, *blocks])
-    code = code.replace("Qwen/Qwen3-Embedding-0.6B", minilm_path.replace("\\", "/"))
-    code = code.replace("Qwen/Qwen3-Reranker-0.6B", tiny_qwen3_reranker_dir.replace("\\", "/"))
     code += "\nassert len(compressed.invoke('capital of China')) == 2\nprint('ok')\n"
-    script = tmp_path / "readme.py"
-    script.write_text(code, encoding="utf-8")
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        TMPDIR=str(tmp_path),
-    )
-    proc = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = run_offline(code, tmp_path, minilm_path, tiny_qwen3_reranker_dir)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-5000:]

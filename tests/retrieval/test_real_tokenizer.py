@@ -11,13 +11,6 @@ ENDOFTEXT, YES, NO = 151643, 9693, 2152
 
 
 @pytest.fixture(scope="module")
-def real_tokenizer(real_tokenizer_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(real_tokenizer_dir))
-
-
-@pytest.fixture(scope="module")
 def real_vocab_model_dirs(tmp_path_factory, real_tokenizer):
     small = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16)
     emb = save_tiny_model(tmp_path_factory.mktemp("real_emb"), real_tokenizer, causal_lm=False, seed=0, **small)
