@@ -1,10 +1,11 @@
-"""Small frozen dataclasses shared by every layer of qwen3-rag."""
+"""Small frozen dataclasses shared by every layer of qwen3-rag: a :class:`Document`, its :class:`Chunk` s, and the
+:class:`Hit` a search returns."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,24 @@ def content_hash(text: str, metadata: Mapping[str, Any] | None = None) -> str:
         h.update(b"\x00")
         h.update(json.dumps(metadata, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
     return h.hexdigest()
+
+
+def line_spans(text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The 1-based first and last line of each character span of ``text``.
+
+    The spans must come in document order (starts and ends never decreasing), as a chunker makes them: the
+    newlines are then counted once over the text. An empty span sits on the line of its start.
+    """
+    out: list[tuple[int, int]] = []
+    start_line = end_line = 1
+    at_start = at_end = 0
+    for start, end in spans:
+        last = max(start, end - 1)
+        start_line += text.count("\n", at_start, start)
+        end_line += text.count("\n", at_end, last)
+        at_start, at_end = start, last
+        out.append((start_line, end_line))
+    return out
 
 
 @dataclass(frozen=True)
@@ -41,9 +60,23 @@ class Document:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A span of a document, the unit that is embedded and retrieved.
+    """A span of a document: the unit that is embedded, stored and retrieved.
 
-    ``document.text[start:end] == chunk.text`` always holds.
+    ``document.text[chunk.start:chunk.end] == chunk.text`` always holds. A chunker makes a chunk without an id;
+    an index gives it its stable ``chunk_id`` when it is stored, and returns it with its document's ``source`` and
+    metadata.
+
+    Attributes:
+        doc_id: The document it belongs to.
+        index: Its position among the document's chunks (0, 1, ...).
+        text: The text, exactly ``document.text[start:end]``.
+        start, end: Character offsets in the document.
+        page: The 1-based page it starts on (PDF), else None.
+        headings: The Markdown heading path it sits under.
+        metadata: Its document's metadata.
+        start_line, end_line: The 1-based lines of the document it spans (for citations; 0 when unknown).
+        chunk_id: The int64 id the index stores it under (None before it is stored).
+        source: Its document's source (set on chunks read back from an index).
     """
 
     doc_id: str
@@ -54,6 +87,29 @@ class Chunk:
     page: int | None = None
     headings: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    start_line: int = 0
+    end_line: int = 0
+    chunk_id: int | None = None
+    source: str = ""
+
+    def to_hit(self, score: float, scores: Mapping[str, float] | None = None) -> Hit:
+        """This (stored) chunk found with ``score``; ``scores`` names every score that applied (default
+        ``{"dense": score}``)."""
+        return Hit(
+            chunk_id=-1 if self.chunk_id is None else self.chunk_id,
+            doc_id=self.doc_id,
+            text=self.text,
+            score=float(score),
+            source=self.source,
+            start=self.start,
+            end=self.end,
+            page=self.page,
+            headings=self.headings,
+            metadata=self.metadata,
+            scores=dict(scores) if scores is not None else {"dense": float(score)},
+            start_line=self.start_line,
+            end_line=self.end_line,
+        )
 
 
 @dataclass(frozen=True)
@@ -70,11 +126,17 @@ class Hit:
     """A retrieved chunk with everything needed to cite it.
 
     Attributes:
-        chunk_id: The stable int64 vector id of the chunk.
+        chunk_id: The stable int64 id of the chunk.
         doc_id: The document it belongs to.
-        text: The chunk text.
+        text: The chunk text (for merged overlapping chunks, their union).
         score: The final score the list is sorted by.
+        source: Where the document came from.
+        start, end: Character offsets in the document.
+        page: The page it starts on (PDF), else None.
+        headings: The Markdown heading path.
+        metadata: The document's metadata.
         scores: Every score that applied (``dense``, ``bm25``, ``fused``, ``rerank``).
+        start_line, end_line: The 1-based lines of the document it spans (0 when unknown).
     """
 
     chunk_id: int
@@ -88,3 +150,31 @@ class Hit:
     headings: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     scores: Mapping[str, float] = field(default_factory=dict)
+    start_line: int = 0
+    end_line: int = 0
+
+
+@dataclass(frozen=True)
+class IndexCounts:
+    """Documents, chunks and searchable vectors of an index (vectors == chunks in a consistent index)."""
+
+    documents: int
+    chunks: int
+    vectors: int
+
+
+@dataclass
+class WriteStats:
+    """What a write did, in documents and chunks: ``added``, ``updated`` and ``unchanged`` documents,
+    ``chunks_added`` and ``chunks_removed``."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        """Add ``other``'s counts to these."""
+        for name in ("added", "updated", "unchanged", "chunks_added", "chunks_removed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))

@@ -13,11 +13,33 @@ def test_import_is_light():
     assert out.stdout.strip() == ""
 
 
+#: The public API of ``import qwen3_rag``: a change here is a change users see (CHANGELOG.md says which).
+PUBLIC = {
+    "DEFAULT_EMBEDDING_MODEL", "DEFAULT_INSTRUCTION", "DEFAULT_RERANKER_MODEL", "TASKS", "Chunk", "Chunker",
+    "Document", "DocumentWriter", "Embedder", "FilterError", "Hit", "Index", "IndexCounts", "IndexDamagedError",
+    "IndexLockedError", "IndexMismatchError", "IngestReport", "Reranker", "RerankResult", "Retriever", "WriteStats",
+    "__version__", "answer", "build_context", "evaluate_run", "format_query", "format_reranker_input", "ingest",
+    "ingest_documents", "load_beir", "load_embedder", "load_reranker",
+}
+
+
 def test_public_api():
     import qwen3_rag
 
+    assert set(qwen3_rag.__all__) == PUBLIC and len(qwen3_rag.__all__) == len(PUBLIC)
     for name in qwen3_rag.__all__:
         assert hasattr(qwen3_rag, name), name
+
+
+def test_the_classes_implement_their_contracts(hash_embedder, tiny_embedder, tiny_reranker, tmp_path):
+    from qwen3_rag import Index
+    from qwen3_rag.protocols import PairScorer, StorageBackend, TextEmbedder, TokenCounter, TokenEmbedder
+
+    assert isinstance(tiny_embedder, TokenEmbedder) and isinstance(tiny_embedder, TokenCounter)
+    assert isinstance(hash_embedder, TextEmbedder) and not isinstance(hash_embedder, TokenEmbedder)
+    assert isinstance(tiny_reranker, PairScorer)
+    with Index.create(tmp_path / "ix", hash_embedder) as index:
+        assert isinstance(index, StorageBackend)
 
 
 def test_cli_help_runs():

@@ -22,6 +22,26 @@ class CLIError(Exception):
     """A user-facing error: printed as ``qwen3-rag: error: <message>`` with exit status 2, no traceback."""
 
 
+def require_index(location: str) -> None:
+    """Raise :class:`CLIError` (with the command that builds one) when ``location`` holds no index."""
+    from qwen3_rag.indexers.index import Index
+
+    try:
+        found = Index.exists(location)
+    except (ValueError, ImportError) as exc:
+        raise CLIError(str(exc)) from None
+    if not found:
+        raise CLIError(f"no index at {location!r}; build one with `qwen3-rag index SOURCES... --index {location}`")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The library's errors about the user's input or environment: shown as one line, without a traceback."""
+    from qwen3_rag.indexers.manifest import IndexDamagedError, IndexLockedError
+
+    return (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, IndexLockedError,
+            IndexDamagedError, OSError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from qwen3_rag import __version__
 
@@ -57,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("qwen3-rag: interrupted; committed work is kept, run the same command again to continue",
               file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()) or args.verbose >= 2:
+            raise
+        print(f"qwen3-rag: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

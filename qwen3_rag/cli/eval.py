@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--dataset", required=True, metavar="BEIR_DIR",
                    help="folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
     p.add_argument("--split", default="test", help="qrels split (default test)")
-    p.add_argument("--index", default=None, metavar="DIR",
-                   help="index directory to build or reuse (default: a temporary one, deleted afterwards)")
+    p.add_argument("--index", default=None, metavar="LOCATION",
+                   help="index to build or reuse: a directory or a backend URI (default: a temporary directory, "
+                        "deleted afterwards)")
     p.add_argument("--model", default=None,
                    help="embedding model id or directory (default Qwen/Qwen3-Embedding-0.6B, or the model "
                         "of an existing --index)")
@@ -107,18 +109,12 @@ def plot_recall(curves: dict[str, list[float]], out: str | Path, title: str) -> 
     plt.close(fig)
 
 
-def run(args: argparse.Namespace) -> int:
-    import logging
-    import tempfile
-
-    modes = _parse_modes(args.modes)
-    weights = _parse_weights(args.weights)
+def _check_args(args: argparse.Namespace) -> None:
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise CLIError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    if args.k < 1:
-        raise CLIError(f"--k must be at least 1, got {args.k}")
-    if args.candidates < 1:
-        raise CLIError(f"--candidates must be at least 1, got {args.candidates}")
+    for flag, value in (("--k", args.k), ("--candidates", args.candidates)):
+        if value < 1:
+            raise CLIError(f"{flag} must be at least 1, got {value}")
     if args.chunk_size is not None and args.chunk_size < 0:
         raise CLIError(f"--chunk-size must be >= 0 (0 = whole documents), got {args.chunk_size}")
     if args.plot:
@@ -127,7 +123,55 @@ def run(args: argparse.Namespace) -> int:
         if not is_available("matplotlib"):
             raise CLIError("--plot needs matplotlib: pip install 'qwen3-rag[plot]'")
 
-    from qwen3_rag.pipelines.evaluation import evaluate_index, index_corpus, load_beir
+
+def _models(args: argparse.Namespace, location: str, modes: list[str]) -> tuple[Any, Any]:
+    """The embedder (the index's model unless --model) and, for the rerank mode, the reranker."""
+    from qwen3_rag.indexers.index import Index
+    from qwen3_rag.retrieval.models import load_embedder, load_reranker
+
+    record = Index.read_manifest(location)["model"] if Index.exists(location) else None
+    try:
+        embedder = load_embedder(args.model, record=record, device=args.device, max_length=args.max_length,
+                                 dim=args.dim, batch_size=args.batch_size)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot load the embedding model {args.model or (record or {}).get('model')!r}: "
+                       f"{exc}") from None
+    reranker = None
+    if "rerank" in modes:
+        try:
+            reranker = load_reranker(args.rerank_model, device=args.device, batch_size=args.batch_size)
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"cannot load the reranker {args.rerank_model!r}: {exc}") from None
+    return embedder, reranker
+
+
+def _evaluate(args: argparse.Namespace, dataset: Any, location: str, modes: list[str]) -> Any:
+    """Index the corpus (what is not indexed yet) and run the queries."""
+    from qwen3_rag.indexers.index import Index
+    from qwen3_rag.pipelines.evaluation import evaluate_index, index_corpus
+    from qwen3_rag.pipelines.search import Retriever
+
+    embedder, reranker = _models(args, location, modes)
+    with Index.open_or_create(location, embedder, chunk_size=args.chunk_size,
+                              chunk_overlap=args.chunk_overlap, bm25=any(m != "dense" for m in modes)) as index:
+        written = index_corpus(dataset, index, show_progress=not args.no_progress)
+        logging.getLogger(__name__).info("indexed %d new or changed documents into %s", written, location)
+        fusion: dict[str, Any] = {"fusion": args.fusion, "weights": _parse_weights(args.weights)}
+        if args.alpha is not None:
+            fusion["alpha"] = args.alpha
+        retriever = Retriever(index, embedder=embedder, reranker=reranker, **fusion)
+        return evaluate_index(dataset, retriever, modes, k=args.k, reranker=reranker, candidates=args.candidates,
+                              instruction=args.instruction, ignore_identical_ids=args.ignore_identical_ids,
+                              show_progress=not args.no_progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    modes = _parse_modes(args.modes)
+    _parse_weights(args.weights)
+    _check_args(args)
+    from qwen3_rag.pipelines.evaluation import load_beir
 
     try:
         dataset = load_beir(args.dataset, split=args.split)
@@ -135,64 +179,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if not dataset.queries:
         raise CLIError(f"{args.dataset}: no judged queries in qrels/{args.split}.tsv match queries.jsonl")
-
-    from qwen3_rag.indexers.bm25 import BM25Sidecar
-    from qwen3_rag.indexers.index import Index, IndexMismatchError
-    from qwen3_rag.pipelines.search import Retriever
-    from qwen3_rag.retrieval.embedding import DEFAULT_EMBEDDING_MODEL, Embedder
-
-    show_progress = not args.no_progress
-    tmp = None
-    index_dir = args.index
-    if index_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="qwen3-rag-eval-")
-        index_dir = str(Path(tmp.name) / "index")
-    try:
-        model = args.model
-        if model is None and Index.exists(index_dir):
-            model = Index.read_manifest(index_dir)["model"].get("model")
-        model = model or DEFAULT_EMBEDDING_MODEL
-        kwargs: dict[str, Any] = {"device": args.device, "show_progress": False}
-        for key in ("max_length", "dim", "batch_size"):
-            if getattr(args, key) is not None:
-                kwargs[key] = getattr(args, key)
-        try:
-            embedder = Embedder(model, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise CLIError(f"cannot load the embedding model {model!r}: {exc}") from None
-        try:
-            index = Index.open_or_create(index_dir, embedder, chunk_size=args.chunk_size,
-                                         chunk_overlap=args.chunk_overlap)
-        except (IndexMismatchError, ValueError, FileExistsError) as exc:
-            raise CLIError(str(exc)) from None
-        reranker = None
-        if "rerank" in modes:
-            from qwen3_rag.retrieval.reranking import DEFAULT_RERANKER_MODEL, Reranker
-
-            name = args.rerank_model or DEFAULT_RERANKER_MODEL
-            try:
-                reranker = Reranker(name, device=args.device, batch_size=args.batch_size)
-            except (OSError, ValueError) as exc:
-                index.close()
-                raise CLIError(f"cannot load the reranker {name!r}: {exc}") from None
-        with index:
-            if any(m != "dense" for m in modes):
-                BM25Sidecar.attach(index)  # built during ingestion, kept in step by the commit hook
-            written = index_corpus(dataset, index, show_progress=show_progress)
-            logging.getLogger(__name__).info("indexed %d new or changed documents into %s", written,
-                                             index_dir)
-            fusion_kwargs: dict[str, Any] = {"fusion": args.fusion, "weights": weights}
-            if args.alpha is not None:
-                fusion_kwargs["alpha"] = args.alpha
-            retriever = Retriever(index, embedder=embedder, reranker=reranker, **fusion_kwargs)
-            report = evaluate_index(dataset, retriever, modes, k=args.k, reranker=reranker,
-                                    candidates=args.candidates, instruction=args.instruction,
-                                    ignore_identical_ids=args.ignore_identical_ids,
-                                    show_progress=show_progress)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-
+    with tempfile.TemporaryDirectory(prefix="qwen3-rag-eval-") as tmp:
+        report = _evaluate(args, dataset, args.index or str(Path(tmp) / "index"), modes)
+    model = report.settings.get("model") or args.model
     print(f"{dataset.path} ({len(dataset.corpus)} documents, {report.num_queries} queries, model {model})")
     print(report.table())
     if args.json:

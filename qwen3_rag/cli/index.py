@@ -23,7 +23,9 @@ def add_parser(subparsers: Any) -> None:
         help="files and folders (.txt .md .rst .html .pdf, "
         "source code, .jsonl/.json/.csv records; a BEIR corpus.jsonl works as is)",
     )
-    p.add_argument("--index", required=True, metavar="DIR", help="the index directory")
+    p.add_argument("--index", required=True, metavar="LOCATION",
+                   help="the index: a directory (created on first use), or a backend URI such as "
+                        "milvus-lite://FILE.db/COLLECTION")
     p.add_argument(
         "--model",
         default=None,
@@ -55,7 +57,10 @@ def add_parser(subparsers: Any) -> None:
         "--dim", type=int, default=None, metavar="D", help="embedding dimension (Matryoshka truncation)"
     )
     p.add_argument("--device", default="auto", metavar="D", help="cpu, cuda, cuda:1, mps or auto (default)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="embedding batch size")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="cap on texts per forward pass of the embedder")
+    p.add_argument("--max-tokens-per-batch", type=int, default=None, metavar="N",
+                   help="padded tokens per forward pass of the embedder (default 65536 on CUDA, 2048 on a CPU)")
     p.add_argument(
         "--include",
         action="append",
@@ -95,34 +100,32 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qwen3_rag.cli import CLIError
-    from qwen3_rag.indexers.index import IndexLockedError, IndexMismatchError
     from qwen3_rag.indexers.loaders import RecordFields
     from qwen3_rag.pipelines.ingest import DEFAULT_COMMIT_EVERY, ingest
 
-    fields = RecordFields(id=args.id_field, text=args.text_field, metadata=args.metadata_field)
-    try:
-        report = ingest(
-            args.sources,
-            args.index,
-            model=args.model,
-            chunk_size=args.chunk_size,
-            chunk_overlap=args.chunk_overlap,
-            index_type=args.index_type,
-            dim=args.dim,
-            device=args.device,
-            batch_size=args.batch_size,
-            compile=args.compile,
-            include=args.include,
-            exclude=args.exclude,
-            prune=args.prune,
-            record_fields=fields,
-            commit_every=args.commit_every or DEFAULT_COMMIT_EVERY,
-            show_progress=not args.no_progress and sys.stderr.isatty(),
-        )
-    except (FileNotFoundError, FileExistsError, IndexMismatchError, IndexLockedError) as exc:
-        raise CLIError(str(exc)) from exc
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc
+    for flag in ("commit_every", "batch_size", "max_tokens_per_batch"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise CLIError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    report = ingest(
+        args.sources,
+        args.index,
+        model=args.model,
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
+        index_type=args.index_type,
+        dim=args.dim,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_tokens_per_batch=args.max_tokens_per_batch,
+        compile=args.compile,
+        include=args.include,
+        exclude=args.exclude,
+        prune=args.prune,
+        record_fields=RecordFields(id=args.id_field, text=args.text_field, metadata=args.metadata_field),
+        commit_every=args.commit_every or DEFAULT_COMMIT_EVERY,
+        show_progress=not args.no_progress and sys.stderr.isatty(),
+    )
     print(report.summary())
     if report.embedded_nothing and not report.failed:
         print("index is up to date")

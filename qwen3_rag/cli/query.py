@@ -20,12 +20,13 @@ def add_parser(subparsers: Any) -> None:
                     "and every score that applied.",
         epilog='example: qwen3-rag query my-index "how are logs rotated?" -k 5 --hybrid --filter lang=en',
     )
-    p.add_argument("index", metavar="DIR", help="index directory (made by `qwen3-rag index`)")
+    p.add_argument("index", metavar="LOCATION", help="the index (a directory or a backend URI, made by "
+                                                       "`qwen3-rag index`)")
     p.add_argument("question", help="the query text")
     p.add_argument("-k", type=int, default=5, help="number of passages (default 5)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--hybrid", action="store_true",
-                      help="fuse dense and BM25 results (reciprocal rank fusion)")
+                      help="fuse dense and BM25 results (by --fusion: a weighted sum of their scores by default)")
     mode.add_argument("--bm25", action="store_true", help="BM25 keyword search only")
     p.add_argument("--fusion", choices=["convex", "rrf"], default="convex",
                    help="how --hybrid combines the lists: convex score combination (default) or reciprocal "
@@ -82,78 +83,47 @@ def parse_filters(items: list[str]) -> dict[str, Any] | None:
     return conditions[0] if len(conditions) == 1 else {"$and": conditions}
 
 
-def _lines(retriever: Any, hits: list[Any]) -> dict[int, tuple[int, int]]:
-    """Line spans of hits without a page, from the stored document text."""
-    out: dict[int, tuple[int, int]] = {}
-    cache: dict[str, str | None] = {}
-    for hit in hits:
-        if hit.page is not None:
-            continue
-        if hit.doc_id not in cache:
-            try:
-                doc = retriever.index.get_document(hit.doc_id)
-                cache[hit.doc_id] = None if doc is None else doc.text
-            except Exception:  # a citation nicety: never fail the query for it
-                cache[hit.doc_id] = None
-        text = cache[hit.doc_id]
-        if text is not None:
-            out[hit.chunk_id] = (text.count("\n", 0, hit.start) + 1,
-                                 text.count("\n", 0, max(hit.start, hit.end - 1)) + 1)
-    return out
+def _print_hits(hits: list[Any]) -> None:
+    from qwen3_rag.pipelines.rag import cite
+
+    if not hits:
+        print("no matching passages")
+        return
+    for n, hit in enumerate(hits, 1):
+        scores = ", ".join(f"{name} {value:.4g}" for name, value in hit.scores.items())
+        print(f"[{n}] {hit.score:.4f}  {cite(hit)}  ({scores})")
+        text = " ".join(hit.text.split())
+        print("    " + (text if len(text) <= 400 else text[:400] + " ..."))
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from qwen3_rag.cli import require_index
 
     if args.k < 1:
         raise CLIError(f"-k must be at least 1, got {args.k}")
     if args.candidates < 1:
         raise CLIError(f"--candidates must be at least 1, got {args.candidates}")
     flt = parse_filters(args.filter)
-    path = Path(args.index)
-    if not path.is_dir():
-        raise CLIError(f"index directory {str(path)!r} does not exist; build it with `qwen3-rag index {path} "
-                       "FILES...`")
-    if not (path / "manifest.json").is_file() and not (path / "store.sqlite").is_file():
-        raise CLIError(f"{str(path)!r} is not a qwen3-rag index (no manifest.json); build one with "
-                       f"`qwen3-rag index {path} FILES...`")
+    require_index(args.index)
 
     from qwen3_rag.indexers.filters import FilterError
-    from qwen3_rag.pipelines.rag import cite
     from qwen3_rag.pipelines.search import Retriever, SearchMode, hits_to_dicts
 
-    try:
-        retriever = Retriever(path, model=args.model, overlap=args.overlap, instruction=args.instruction,
-                              device=args.device, fusion=args.fusion)
-    except (FileNotFoundError, ValueError) as exc:
-        raise CLIError(f"cannot open index {str(path)!r}: {exc}") from None
-    with retriever:
+    with Retriever(args.index, model=args.model, overlap=args.overlap, instruction=args.instruction,
+                   device=args.device, fusion=args.fusion) as retriever:
         mode: SearchMode = "hybrid" if args.hybrid else "bm25" if args.bm25 else "dense"
         try:
             hits = retriever.search(args.question, k=args.k, filter=flt, mode=mode, rerank=args.rerank,
                                     candidates=args.candidates)
         except FilterError as exc:
             raise CLIError(f"bad filter: {exc}") from None
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             if args.rerank:
-                raise CLIError(f"reranking with {args.rerank!r} failed: {exc}") from None
+                raise CLIError(f"cannot load the reranker {args.rerank!r}: {exc}") from None
             raise
-        lines = _lines(retriever, hits)
-
     if args.json:
-        records = hits_to_dicts(hits)
-        for record, hit in zip(records, hits, strict=True):
-            if hit.chunk_id in lines:
-                record["lines"] = list(lines[hit.chunk_id])
-        json.dump(records, sys.stdout, ensure_ascii=False, indent=2)
+        json.dump(hits_to_dicts(hits), sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
         return 0
-    if not hits:
-        print("no matching passages")
-        return 0
-    for n, hit in enumerate(hits, 1):
-        scores = ", ".join(f"{name} {value:.4g}" for name, value in hit.scores.items())
-        print(f"[{n}] {hit.score:.4f}  {cite(hit, lines.get(hit.chunk_id))}  ({scores})")
-        text = " ".join(hit.text.split())
-        print("    " + (text if len(text) <= 400 else text[:400] + " ..."))
+    _print_hits(hits)
     return 0

@@ -1,11 +1,10 @@
-"""Loaders, chunking, metadata filters and the on-disk index (SQLite store + FAISS).
+"""Loaders, chunking, metadata filters and the index backends.
 
-Public names: :class:`Index` (the index directory), :class:`Chunker`, :func:`iter_documents` /
-:func:`load_file` / :class:`RecordFields` (loading), :class:`FilterError` and :func:`matches` (filters),
-:class:`VectorIndex` / :class:`IndexSpec` (the FAISS part), :class:`StoredChunk`.
+Public names: :class:`Index` (opened by location: a directory is the local FAISS + SQLite index, a URI another
+backend), :class:`LocalIndex`, :class:`Chunker`, :func:`iter_documents` / :func:`load_file` / :class:`RecordFields`
+(loading), :class:`FilterError` and :func:`matches` (filters), :class:`VectorIndex` / :class:`IndexSpec` (FAISS).
 
-They are imported on first access, so ``import qwen3_rag.indexers.filters`` (or ``chunking``) does not load
-faiss.
+They are imported on first access, so ``import qwen3_rag.indexers.filters`` (or ``chunking``) does not load faiss.
 """
 
 from __future__ import annotations
@@ -16,15 +15,18 @@ from qwen3_rag._optional import lazy_attributes
 
 _MODULES = {
     "chunking": ("DEFAULT_CHUNK_OVERLAP", "DEFAULT_CHUNK_SIZE", "ChunkBatch", "Chunker", "ChunkingConfig"),
-    "filters": ("Filter", "FilterError", "matches"),
-    "index": ("Index", "IndexCounts", "IndexLockedError", "IndexMismatchError", "Sidecar", "WriteStats"),
+    "filters": ("FilterError", "matches"),
+    "index": ("Index", "backend_for"),
+    "local": ("LocalIndex",),
+    "manifest": ("DiskFullError", "IndexDamagedError", "IndexLockedError", "IndexMismatchError"),
     "loaders": ("LoadReport", "RecordFields", "iter_documents", "load_file"),
-    "store": ("StoredChunk",),
     "vector_index": ("IndexSpec", "VectorIndex"),
+    "bm25": ("BM25Config", "BM25Index"),
 }
 _LAZY = {name: f"qwen3_rag.indexers.{module}" for module, names in _MODULES.items() for name in names}
 
 if TYPE_CHECKING:
+    from qwen3_rag.indexers.bm25 import BM25Config, BM25Index
     from qwen3_rag.indexers.chunking import (
         DEFAULT_CHUNK_OVERLAP,
         DEFAULT_CHUNK_SIZE,
@@ -32,41 +34,36 @@ if TYPE_CHECKING:
         Chunker,
         ChunkingConfig,
     )
-    from qwen3_rag.indexers.filters import Filter, FilterError, matches
-    from qwen3_rag.indexers.index import (
-        Index,
-        IndexCounts,
-        IndexLockedError,
-        IndexMismatchError,
-        Sidecar,
-        WriteStats,
-    )
+    from qwen3_rag.indexers.filters import FilterError, matches
+    from qwen3_rag.indexers.index import Index, backend_for
     from qwen3_rag.indexers.loaders import LoadReport, RecordFields, iter_documents, load_file
-    from qwen3_rag.indexers.store import StoredChunk
+    from qwen3_rag.indexers.local import LocalIndex
+    from qwen3_rag.indexers.manifest import DiskFullError, IndexDamagedError, IndexLockedError, IndexMismatchError
     from qwen3_rag.indexers.vector_index import IndexSpec, VectorIndex
 
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
-    "DEFAULT_CHUNK_OVERLAP",
-    "DEFAULT_CHUNK_SIZE",
+    "BM25Config",
+    "BM25Index",
     "ChunkBatch",
     "Chunker",
     "ChunkingConfig",
-    "Filter",
+    "DEFAULT_CHUNK_OVERLAP",
+    "DEFAULT_CHUNK_SIZE",
+    "DiskFullError",
     "FilterError",
     "Index",
-    "IndexCounts",
+    "IndexDamagedError",
     "IndexLockedError",
     "IndexMismatchError",
     "IndexSpec",
     "LoadReport",
+    "LocalIndex",
     "RecordFields",
-    "Sidecar",
-    "StoredChunk",
     "VectorIndex",
-    "WriteStats",
+    "backend_for",
     "iter_documents",
     "load_file",
     "matches",

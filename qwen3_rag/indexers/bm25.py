@@ -10,21 +10,20 @@ scores exactly what ``bm25s.tokenize(stopwords="en", stemmer=Stemmer("english"))
 Runs of CJK characters (Chinese, Japanese kana, Korean Hangul), which have no spaces between words, become
 character unigrams plus bigrams: on XQuAD zh that lifts nDCG@10 from 0.120 (bm25s's default) to 0.965.
 
-On disk: one file, ``<folder>/bm25.npz`` (``np.savez``, no pickle; the folder is usually given by the index's
-``sidecar_dir("bm25")``) with the arrays ``manifest`` (UTF-8 JSON: format version, BM25 and tokeniser
-settings, counts, store generation), ``vocab`` (UTF-8, newline-separated tokens, position = token id),
+On disk: one ``.npz`` file (``np.savez``, no pickle; a local index publishes it as ``bm25.<generation>.npz``
+through :class:`BM25Component`) with the arrays ``manifest`` (UTF-8 JSON: format version, BM25 and tokeniser
+settings, counts), ``vocab`` (UTF-8, newline-separated tokens, position = token id),
 ``chunk_ids`` (int64), ``offsets`` (int64, n + 1) and ``token_ids`` (int32).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 import re
-import tempfile
 import unicodedata
-import weakref
+import zipfile
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,9 +31,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from qwen3_rag.indexers.manifest import atomic_write
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["BM25Config", "BM25Index", "BM25Sidecar", "FORMAT_VERSION"]
+__all__ = ["BM25Component", "BM25Config", "BM25Index", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _FILE = "bm25.npz"
@@ -149,8 +150,6 @@ class BM25Index:
         self._docs: dict[int, np.ndarray] = {}
         self._model: Any = None  # bm25s.BM25, rebuilt lazily after a change
         self._positions: np.ndarray = np.empty(0, dtype=np.int64)  # model row -> chunk id
-        #: The store generation this index reflects (set by :class:`BM25Sidecar`; None when standalone).
-        self.generation: int | None = None
 
     # -- content
     # -------------------------------------------------------------------------------------------------
@@ -282,13 +281,8 @@ class BM25Index:
 
     # -- persistence
     # ---------------------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        """Write the index to ``path/bm25.npz`` (the folder is created if needed), atomically.
-
-        Everything is one file, replaced with ``os.replace``, so a reader never sees parts of two versions.
-        """
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+    def to_bytes(self) -> bytes:
+        """The index as one ``.npz`` file's bytes (no pickle)."""
         ids = np.fromiter(sorted(self._docs), dtype=np.int64, count=len(self._docs))
         lengths = np.fromiter((self._docs[int(i)].size for i in ids), dtype=np.int64, count=len(ids))
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
@@ -299,19 +293,48 @@ class BM25Index:
         for token, i in self._vocab.items():
             vocab[i] = token
         manifest = {"format_version": FORMAT_VERSION, "config": asdict(self.config), "num_chunks": len(ids),
-                    "vocab_size": len(vocab), "generation": self.generation}
+                    "vocab_size": len(vocab)}
         # tokens are runs of word characters, so a newline can separate them
         vocab_bytes = np.frombuffer("\n".join(vocab).encode("utf-8"), dtype=np.uint8)
         manifest_bytes = np.frombuffer(json.dumps(manifest).encode("utf-8"), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{_FILE}.", suffix=".tmp")
+        buffer = io.BytesIO()
+        np.savez(buffer, manifest=manifest_bytes, vocab=vocab_bytes, chunk_ids=ids, offsets=offsets,
+                 token_ids=token_ids)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> BM25Index:
+        """Read :meth:`to_bytes`' output.
+
+        Raises:
+            ValueError: the bytes are not a BM25 index of this format, or are inconsistent.
+        """
         try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, manifest=manifest_bytes, vocab=vocab_bytes, chunk_ids=ids, offsets=offsets,
-                         token_ids=token_ids)
-            os.replace(tmp, folder / _FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                manifest = json.loads(arrays["manifest"].tobytes().decode("utf-8"))
+                version = manifest.get("format_version")
+                if version != FORMAT_VERSION:
+                    raise ValueError(f"BM25 format version {version!r}; this qwen3-rag reads {FORMAT_VERSION}")
+                vocab_text = arrays["vocab"].tobytes().decode("utf-8")
+                ids, offsets, token_ids = arrays["chunk_ids"], arrays["offsets"], arrays["token_ids"]
+        except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+            raise ValueError(f"not a BM25 index ({type(exc).__name__}: {exc})") from None
+        vocab = vocab_text.split("\n") if manifest.get("vocab_size") else []
+        n_vocab = len(vocab)
+        if (len(offsets) != len(ids) + 1 or (len(ids) and offsets[-1] != len(token_ids))
+                or n_vocab != manifest.get("vocab_size") or np.any(np.diff(offsets) < 0)
+                or (token_ids.size and (token_ids.min() < 0 or token_ids.max() >= n_vocab))):
+            raise ValueError("the BM25 index is inconsistent")
+        index = cls(BM25Config.from_dict(manifest.get("config", {})))
+        index._vocab = {token: i for i, token in enumerate(vocab)}
+        index._docs = {int(c): token_ids[offsets[j]:offsets[j + 1]].copy() for j, c in enumerate(ids)}
+        return index
+
+    def save(self, path: str | Path) -> None:
+        """Write the index to ``path/bm25.npz`` (the folder is created if needed), atomically."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / _FILE, self.to_bytes())
 
     @classmethod
     def exists(cls, path: str | Path) -> bool:
@@ -329,131 +352,56 @@ class BM25Index:
         folder = Path(path)
         if not cls.exists(folder):
             raise FileNotFoundError(f"no BM25 index in {str(folder)!r} ({_FILE} is missing); build one with "
-                                    "BM25Index.add(...) and save(), or re-run `qwen3-rag index`")
-        with np.load(folder / _FILE, allow_pickle=False) as data:
-            manifest = json.loads(data["manifest"].tobytes().decode("utf-8"))
-            version = manifest.get("format_version")
-            if version != FORMAT_VERSION:
-                raise ValueError(f"BM25 index in {str(folder)!r} has format version {version!r}; "
-                                 "this qwen3-rag "
-                                 f"reads version {FORMAT_VERSION}. Rebuild the index with this version.")
-            vocab_text = data["vocab"].tobytes().decode("utf-8")
-            ids, offsets, token_ids = data["chunk_ids"], data["offsets"], data["token_ids"]
-        vocab = vocab_text.split("\n") if manifest.get("vocab_size") else []
-        if (len(offsets) != len(ids) + 1 or (len(ids) and offsets[-1] != len(token_ids))
-                or len(vocab) != manifest.get("vocab_size")):
-            raise ValueError(f"BM25 index in {str(folder)!r} is inconsistent; delete {_FILE} to rebuild it")
-        index = cls(BM25Config.from_dict(manifest.get("config", {})))
-        index._vocab = {token: i for i, token in enumerate(vocab)}
-        index._docs = {int(c): token_ids[offsets[j]:offsets[j + 1]].copy() for j, c in enumerate(ids)}
-        index.generation = manifest.get("generation")
-        return index
+                                    "BM25Index.add(...) and save()")
+        try:
+            return cls.from_bytes((folder / _FILE).read_bytes())
+        except ValueError as exc:
+            raise ValueError(f"{str(folder / _FILE)!r}: {exc}; delete it to rebuild it") from None
 
 
-#: Sidecars registered with open indexes: a second attach() reuses the first instead of registering twice.
-_ATTACHED: weakref.WeakKeyDictionary[Any, BM25Sidecar] = weakref.WeakKeyDictionary()
+class BM25Component:
+    """The BM25 index of a local index, as a component kept in step with the store
+    (:mod:`qwen3_rag.indexers.derived`): published as ``bm25.<generation>.npz`` beside it.
 
-
-class BM25Sidecar:
-    """Keeps a :class:`BM25Index` in step with an :class:`~qwen3_rag.indexers.index.Index`.
-
-    The index calls :meth:`on_commit` after every commit of its store with the chunk ids added and removed, and
-    the sidecar applies them in memory; :meth:`flush`, called whenever the index writes its FAISS file (not
-    between the intermediate commits of a bulk load), saves it under ``index.sidecar_dir("bm25")`` tagged with
-    the store generation. When it is attached and finds no saved BM25 index, or one of another generation (a crash
-    between the store commit and the BM25 write, or an index written without the sidecar), it rebuilds from
-    ``index.iter_chunks()``.
-
-    Example:
-        >>> sidecar = BM25Sidecar.attach(index)       # doctest: +SKIP
-        >>> index.upsert(docs)                        # doctest: +SKIP  (BM25 follows)
-        >>> sidecar.bm25.search("query", k=10)        # doctest: +SKIP
+    Args:
+        config: BM25 settings; None keeps the published ones (the defaults for a new index). Settings that differ
+            from the published ones rebuild it.
     """
 
     name = "bm25"
+    suffix = "npz"
+    persisted = True
 
-    def __init__(self, bm25: BM25Index, folder: Path | None = None) -> None:
+    def __init__(self, config: BM25Config | None = None) -> None:
+        self.config = config
+        self.bm25 = BM25Index(config)
+
+    def rebuild(self, store: Any) -> None:
+        bm25 = BM25Index(self.config or self.bm25.config)
+        self._add(bm25, store.iter_chunks())
         self.bm25 = bm25
-        self.folder = folder
-        #: The generation last written to ``folder`` (None: nothing written by this sidecar yet).
-        self.saved_generation: int | None = bm25.generation if folder is not None else None
-        #: Set when a later attach() replaced this sidecar: its on_commit then does nothing.
-        self.retired = False
 
-    @classmethod
-    def attach(cls, index: Any, config: BM25Config | None = None, *, register: bool = True,
-               persist: bool = True) -> BM25Sidecar:
-        """Load (or rebuild) the BM25 index of ``index`` and, with ``register``, keep it in step from now on.
+    @staticmethod
+    def _add(bm25: BM25Index, pairs: Iterable[tuple[int, str]]) -> None:
+        ids: list[int] = []
+        texts: list[str] = []
+        for chunk_id, text in pairs:
+            ids.append(chunk_id)
+            texts.append(text)
+            if len(ids) >= 4096:
+                bm25.add(ids, texts)
+                ids, texts = [], []
+        bm25.add(ids, texts)
 
-        Args:
-            index: An open :class:`~qwen3_rag.indexers.index.Index`.
-            config: BM25 settings. None keeps the saved settings (or the defaults for a new BM25 index);
-                settings that differ from the saved ones force a rebuild.
-            register: Register the sidecar with ``index.register_sidecar`` (needs a writable index).
-            persist: Save a rebuilt index and every later change to disk (off for read-only use).
-        """
-        generation = int(index.generation)
-        existing = _ATTACHED.get(index)
-        if existing is not None and existing.bm25.generation == generation and (
-                config is None or config == existing.bm25.config):
-            return existing  # already registered with this index and in step: do not register twice
-        if existing is not None and register:
-            existing.retired = True  # replaced below; the index cannot unregister it, so it goes quiet
-        source = Path(index.sidecar_dir(cls.name))
-        folder = source if persist else None
-        bm25: BM25Index | None = None
-        if BM25Index.exists(source):
-            try:
-                bm25 = BM25Index.load(source)
-            except (ValueError, OSError, KeyError) as exc:
-                logger.warning("BM25 index in %s is unreadable (%s); rebuilding it", source, exc)
-        reason = None
-        if bm25 is None:
-            reason = "no BM25 index saved"
-        elif bm25.generation != generation:
-            reason = f"the BM25 index is at generation {bm25.generation}, the store at {generation}"
-        elif config is not None and config != bm25.config:
-            reason = "the BM25 settings changed"
-        if reason is not None:
-            logger.info("building the BM25 index of %s (%s)", index.path, reason)
-            bm25 = BM25Index(config or (bm25.config if bm25 is not None else None))
-            ids: list[int] = []
-            texts: list[str] = []
-            for chunk_id, text in index.iter_chunks():
-                ids.append(int(chunk_id))
-                texts.append(text)
-                if len(ids) >= 4096:
-                    bm25.add(ids, texts)
-                    ids, texts = [], []
-            bm25.add(ids, texts)
-            bm25.generation = generation
-            if folder is not None:
-                bm25.save(folder)
-        assert bm25 is not None
-        sidecar = cls(bm25, folder)
-        if register:
-            index.register_sidecar(sidecar)
-            try:
-                _ATTACHED[index] = sidecar
-            except TypeError:  # an index type that cannot be weakly referenced: nothing to remember
-                pass
-        return sidecar
+    def apply(self, store: Any, removed: np.ndarray, min_id: int) -> None:
+        self.bm25.delete(removed.tolist())
+        self._add(self.bm25, store.iter_chunks(min_id=min_id))
 
-    def on_commit(self, index: Any, generation: int, added_ids: Collection[int],
-                  removed_ids: Collection[int]) -> None:
-        """Apply one store commit in memory: drop ``removed_ids``, add the texts of ``added_ids``."""
-        if self.retired:
-            return
-        self.bm25.delete(removed_ids)
-        added = [int(i) for i in added_ids]
-        for start in range(0, len(added), 4096):
-            pairs = index.chunk_texts(added[start:start + 4096])
-            self.bm25.add([i for i, _ in pairs], [text for _, text in pairs])
-        self.bm25.generation = int(generation)
+    def dump(self) -> bytes:
+        return self.bm25.to_bytes()
 
-    def flush(self, index: Any = None) -> None:
-        """Save the BM25 index if it changed since it was last saved (nothing to do without a folder)."""
-        if self.retired or self.folder is None or self.saved_generation == self.bm25.generation:
-            return
-        self.bm25.save(self.folder)
-        self.saved_generation = self.bm25.generation
+    def load(self, data: bytes, store: Any) -> None:
+        bm25 = BM25Index.from_bytes(data)
+        if self.config is not None and bm25.config != self.config:
+            raise ValueError("the BM25 settings changed")
+        self.bm25 = bm25

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from qwen3_rag.types import Chunk, Document
+from qwen3_rag.types import Chunk, Document, line_spans
 
 logger = logging.getLogger(__name__)
 
@@ -332,8 +332,10 @@ class Chunker:
                 page=_page_at(pages, start),
                 headings=_headings_at(headings, heading_starts, start),
                 metadata=metadata,
+                start_line=first,
+                end_line=last,
             )
-            for i, (start, end) in enumerate(bounds)
+            for i, ((start, end), (first, last)) in enumerate(zip(bounds, line_spans(text, bounds), strict=True))
         ]
 
     # -- internals

@@ -12,11 +12,10 @@ exclude and the index is rebuilt from the store (compaction) when they reach a q
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -238,7 +237,8 @@ class VectorIndex:
             return
         self._gpu_index = None
         if self.spec.kind == "hnsw":
-            self.tombstones.update(int(i) for i in arr)
+            held = arr[np.isin(arr, faiss.vector_to_array(self._index.id_map))]  # type: ignore[attr-defined]
+            self.tombstones.update(int(i) for i in held)
             self._dead = None
         else:
             self._index.remove_ids(faiss.IDSelectorBatch(arr))
@@ -365,28 +365,95 @@ class VectorIndex:
     # -- persistence
     # ------------------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the (CPU) index atomically: a temp file in the same folder, fsync, then ``os.replace``."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        faiss.write_index(self._index, str(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+    def to_bytes(self) -> bytes:
+        """The (CPU) index serialised by FAISS; tombstones are not part of it (the store knows them)."""
+        return faiss.serialize_index(self._index).tobytes()
 
     @classmethod
-    def load(
-        cls, path: str | os.PathLike[str], dim: int, spec: str | IndexSpec, use_gpu: bool | str = "auto"
-    ) -> VectorIndex:
-        """Read an index written by :meth:`save` (tombstones are recomputed by the caller).
+    def from_bytes(cls, data: bytes, dim: int, spec: str | IndexSpec, use_gpu: bool | str = "auto") -> VectorIndex:
+        """Read :meth:`to_bytes`' output.
 
         Raises:
-            ValueError: if the file holds another dimension.
+            ValueError: the bytes are not a FAISS index of this dimension and kind.
         """
         self = cls(dim, spec, use_gpu=use_gpu)
-        index = faiss.read_index(str(path))
+        try:
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except RuntimeError as exc:
+            raise ValueError(f"not a FAISS index ({str(exc).splitlines()[0]})") from None
         if index.d != self.dim:
-            raise ValueError(f"{path}: FAISS index has dimension {index.d}, expected {self.dim}")
+            raise ValueError(f"the FAISS index has dimension {index.d}, expected {self.dim}")
+        if _kind(index) != self.spec.kind or (self.spec.kind == "ivf" and faiss.extract_index_ivf(index).nlist
+                                               != self.spec.nlist):
+            raise ValueError(f"the FAISS index is not a {self.spec.spec} index")
         self._index = index
         self._trained = self.spec.kind != "ivf" or not isinstance(index, faiss.IndexIDMap)
         return self
+
+
+def _kind(index: faiss.Index) -> str:
+    """``flat``, ``hnsw`` or ``ivf``: what a deserialised index is."""
+    if isinstance(index, faiss.IndexIDMap):
+        inner = faiss.downcast_index(index.index)
+        return "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return "unknown"
+    return "ivf"
+
+class VectorComponent:
+    """The vector search structure of a local index, as a component kept in step with the store
+    (:mod:`qwen3_rag.indexers.derived`).
+
+    An exact (``Flat``, or an IVF that is not trained yet) index is rebuilt from the store's vectors when opened
+    rather than stored again in a file; HNSW and trained IVF indexes, which cost time to build, are published.
+    HNSW cannot delete: removed ids become tombstones, and the index is rebuilt from the store when they reach a
+    quarter of it; an IVF index is trained from the store once it holds enough vectors.
+    """
+
+    name = "vectors"
+    suffix = "faiss"
+
+    def __init__(self, dim: int, spec: IndexSpec, use_gpu: bool | str = "auto") -> None:
+        self.dim = dim
+        self.spec = spec
+        self.use_gpu = use_gpu
+        self.index = VectorIndex(dim, spec, use_gpu=use_gpu)
+
+    @property
+    def persisted(self) -> bool:
+        return self.index.effective_type != "Flat"
+
+    def rebuild(self, store: Any) -> None:
+        vi = VectorIndex(self.dim, self.spec, use_gpu=self.use_gpu)
+        n = store.count_chunks()
+        if self.spec.kind == "ivf" and n >= self.spec.train_size:
+            # train on an even sample of up to 256 vectors per list (what faiss itself would use)
+            want = min(n, max(self.spec.train_size, 256 * self.spec.nlist))
+            step = max(1, n // want)
+            sample = [v[::step] for _, v in store.iter_vectors(self.dim)]
+            logger.info("training %s on %d vectors", self.spec.spec, min(want, sum(len(v) for v in sample)))
+            vi.reset(np.concatenate(sample)[:want] if sample else None)
+        for ids, vecs in store.iter_vectors(self.dim):
+            vi.add(ids, vecs)
+        self.index = vi
+
+    def apply(self, store: Any, removed: np.ndarray, min_id: int) -> None:
+        vi = self.index
+        vi.remove(removed)
+        for ids, vecs in store.iter_vectors(self.dim, min_id=min_id):
+            vi.add(ids, vecs)
+        if vi.needs_training(len(vi)) or vi.needs_compaction():
+            logger.info("rebuilding %s (%s)", vi.spec.spec,
+                        "training" if vi.needs_training(len(vi)) else "compacting deleted vectors")
+            self.rebuild(store)
+
+    def dump(self) -> bytes | None:
+        return self.index.to_bytes() if self.persisted else None
+
+    def load(self, data: bytes, store: Any) -> None:
+        vi = VectorIndex.from_bytes(data, self.dim, self.spec, use_gpu=self.use_gpu)
+        if self.spec.kind == "hnsw":  # tombstones are the held ids the store no longer has
+            vi.remove(np.setdiff1d(vi.ids(), store.all_chunk_ids()))
+        self.index = vi

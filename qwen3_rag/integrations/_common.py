@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from qwen3_rag.indexers.chunking import regex_token_spans
-from qwen3_rag.types import Chunk, Document
+from qwen3_rag.pipelines.writing import DocumentWriter
+from qwen3_rag.protocols import Filter, StorageBackend, TextEmbedder
+from qwen3_rag.types import Chunk
 
 #: Attributes that name the model behind a framework embedding, read into the bridge's fingerprint.
 _MODEL_ATTRS = ("model", "model_name", "model_id", "deployment", "size", "dimensions", "embed_dim")
@@ -70,6 +72,7 @@ class EmbeddingBridge:
         fingerprint = hashlib.sha256("|".join(parts).encode()).hexdigest()
         return {
             "model": " ".join(parts),
+            "model_type": "framework",
             "revision": None,
             "fingerprint": fingerprint,
             "pooling": None,
@@ -112,11 +115,11 @@ def unit_rows(vectors: Any) -> np.ndarray:
     return np.ascontiguousarray(v / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-def open_index(
-    path: str | os.PathLike[str] | None, embedder: Any, index_type: str = "Flat"
-) -> tuple[Any, Any]:
-    """Open the index at ``path`` with ``embedder``, or create it without chunking (the host framework
-    splits texts itself). ``path=None`` creates one in a temporary directory that lives as long as the
+def open_store(location: str | os.PathLike[str] | None, embedder: TextEmbedder | None, index_type: str = "Flat",
+               dim: int | None = None) -> tuple[StorageBackend, Any]:
+    """Open the index at ``location`` with ``embedder``, or create it without chunking (the host framework splits
+    texts itself) and without a BM25 index kept up to date (a framework store searches by vector; hybrid search
+    builds BM25 when first asked). ``location=None`` creates one in a temporary directory that lives as long as the
     returned handle.
 
     Returns:
@@ -130,20 +133,22 @@ def open_index(
     from qwen3_rag.indexers.index import Index
 
     tmp = None
-    if path is None:
+    if location is None:
         tmp = tempfile.TemporaryDirectory(prefix="qwen3-rag-")
-        path = Path(tmp.name) / "index"
-    if Index.exists(path):
-        return Index.open(path, embedder), tmp
-    return Index.create(path, embedder, chunk_size=0, chunk_overlap=0, index_type=index_type), tmp
+        location = Path(tmp.name) / "index"
+    if Index.exists(location):
+        return Index.open(location, embedder), tmp
+    return Index.create(location, embedder, chunk_size=0, chunk_overlap=0, index_type=index_type, dim=dim,
+                        bm25=False), tmp
 
 
-def whole_document(doc: Document) -> tuple[Document, list[Chunk]]:
-    """A document with itself as its one chunk: the vector stores keep what the framework already split."""
-    return doc, [Chunk(doc_id=doc.id, index=0, text=doc.text, start=0, end=len(doc.text))]
+def writer(index: StorageBackend, embedder: TextEmbedder | None, batch_size: int) -> DocumentWriter:
+    """The write loop for a framework store: each text is one chunk as it is, embedded ``batch_size`` at a time,
+    committed once by the caller's transaction (search files are written when the store is saved or closed)."""
+    return DocumentWriter(index, embedder, chunker="whole", commit_every=batch_size)
 
 
-def embed_texts(core: Any, texts: list[str], query: bool, instruction: str | None) -> list[list[float]]:
+def embed_texts(core: TextEmbedder, texts: list[str], query: bool, instruction: str | None) -> list[list[float]]:
     """Vectors of ``texts`` from a core embedder as lists of floats (queries with ``instruction`` when set); no
     texts, no model loaded."""
     if not texts:
@@ -157,37 +162,46 @@ def embed_texts(core: Any, texts: list[str], query: bool, instruction: str | Non
     return np.asarray(vectors, dtype=np.float32).tolist()
 
 
-def nearest_chunks(index: Any, vector: Sequence[float] | np.ndarray, k: int, flt: Any) -> list[tuple[Any, float]]:
-    """``(StoredChunk, cosine)`` of the ``k`` chunks nearest to one vector, best first, filter applied."""
-    ids, scores = index.search_vectors(unit_rows(vector), k, flt)
-    return index.scored_chunks(ids[0], scores[0])
+def nearest_chunks(index: StorageBackend, vector: Sequence[float] | np.ndarray, k: int,
+                   flt: Filter | None) -> list[tuple[Chunk, float]]:
+    """``(chunk, cosine)`` of the ``k`` chunks nearest to one vector, best first, filter applied."""
+    with index.reading():
+        ids, scores = index.search_vectors(unit_rows(vector), k, flt)
+        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if int(i) >= 0]
+        chunks = {c.chunk_id: c for c in index.get_chunks([i for i, _ in pairs])}
+    return [(chunks[i], s) for i, s in pairs if i in chunks]
 
 
-def copy_index(index: Any, target: str | os.PathLike[str]) -> Path:
-    """Copy a committed index directory to ``target`` (which must not hold an index yet).
+def copy_index(index: StorageBackend, target: str | os.PathLike[str]) -> Path:
+    """Copy a local index directory, as of its last commit, to ``target`` (which must not hold an index yet).
 
     Raises:
         FileExistsError: if ``target`` holds an index.
+        ValueError: for an index that is not a local directory.
     """
     import shutil
     import sqlite3
 
-    from qwen3_rag.indexers.index import LOCK_FILE, STORE_FILE, Index
+    from qwen3_rag.indexers.index import Index
+    from qwen3_rag.indexers.local import STORE_FILE, LocalIndex
+    from qwen3_rag.indexers.manifest import LOCK_FILE
 
+    if not isinstance(index, LocalIndex):
+        raise ValueError(f"only a local index directory can be copied to a path; {index.location!r} is not one")
     target = Path(target)
     if Index.exists(target):
         raise FileExistsError(f"{str(target)!r} already holds an index; choose another directory")
     index.commit()
     target.mkdir(parents=True, exist_ok=True)
     # sqlite's online backup gives a consistent copy of the store, whatever sits in its write-ahead log
-    src = sqlite3.connect(str(Path(index.path) / STORE_FILE))
+    src = sqlite3.connect(str(index.path / STORE_FILE))
     dst = sqlite3.connect(str(target / STORE_FILE))
     try:
         src.backup(dst)
     finally:
         dst.close()
         src.close()
-    for item in Path(index.path).iterdir():
+    for item in index.path.iterdir():
         if item.name.startswith(STORE_FILE) or item.name == LOCK_FILE or item.name.startswith("."):
             continue
         if item.is_dir():

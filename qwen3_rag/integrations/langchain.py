@@ -42,11 +42,14 @@ from qwen3_rag.integrations._common import (
     copy_index,
     embed_texts,
     nearest_chunks,
-    open_index,
+    open_store,
     unit_rows,
-    whole_document,
+    writer,
 )
+from qwen3_rag.pipelines.search import Retriever, SearchMode
+from qwen3_rag.protocols import PairScorer, StorageBackend, TextEmbedder
 from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
+from qwen3_rag.retrieval.models import load_embedder, load_reranker
 from qwen3_rag.types import Document as CoreDocument
 from qwen3_rag.types import Hit
 
@@ -95,35 +98,34 @@ def translate_filter(flt: Mapping[str, Any] | Callable[..., bool] | None) -> Any
     for key, value in flt.items():
         if not isinstance(key, str):
             raise FilterError(f"filter keys must be strings, got {key!r}")
-        if key in ("$and", "$or"):
-            if not isinstance(value, (list, tuple)) or not value:
-                raise FilterError(f"{key} needs a non-empty list of filters, got {value!r}")
-            out[key] = [translate_filter(v) for v in value]
-        elif key == "$not":
-            if isinstance(value, (list, tuple)):
-                value = {"$and": list(value)} if len(value) != 1 else value[0]
-            out[key] = translate_filter(value)
-        elif key.startswith("$"):
-            raise FilterError(
-                f"unsupported filter operator {key!r} at the top level; supported: {_SUPPORTED}"
-            )
-        elif isinstance(value, Mapping):
-            cond: dict[str, Any] = {}
-            for op, arg in value.items():
-                if op not in _FIELD_OPS:
-                    raise FilterError(
-                        f"field {key!r}: unsupported filter operator {op!r}; supported: {_SUPPORTED}"
-                    )
-                core_op = _FIELD_OPS[op]
-                if core_op in cond:
-                    raise FilterError(f"field {key!r}: {op!r} repeats an operator already given")
-                cond[core_op] = list(arg) if isinstance(arg, (list, tuple, set)) else arg
-            out[key] = cond
-        elif isinstance(value, (list, tuple, set)):
-            out[key] = {"$in": list(value)}
-        else:
-            out[key] = {"$eq": value}
+        out[key] = _translate_logical(key, value) if key.startswith("$") else _translate_field(key, value)
     return out
+
+
+def _translate_logical(key: str, value: Any) -> Any:
+    if key in ("$and", "$or"):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise FilterError(f"{key} needs a non-empty list of filters, got {value!r}")
+        return [translate_filter(v) for v in value]
+    if key == "$not":
+        if isinstance(value, (list, tuple)):
+            value = {"$and": list(value)} if len(value) != 1 else value[0]
+        return translate_filter(value)
+    raise FilterError(f"unsupported filter operator {key!r} at the top level; supported: {_SUPPORTED}")
+
+
+def _translate_field(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        return {"$in": list(value)} if isinstance(value, (list, tuple, set)) else {"$eq": value}
+    cond: dict[str, Any] = {}
+    for op, arg in value.items():
+        if op not in _FIELD_OPS:
+            raise FilterError(f"field {key!r}: unsupported filter operator {op!r}; supported: {_SUPPORTED}")
+        core_op = _FIELD_OPS[op]
+        if core_op in cond:
+            raise FilterError(f"field {key!r}: {op!r} repeats an operator already given")
+        cond[core_op] = list(arg) if isinstance(arg, (list, tuple, set)) else arg
+    return cond
 
 
 def relevance_from_cosine(score: float) -> float:
@@ -162,7 +164,7 @@ class Qwen3Embeddings(BaseModel, Embeddings):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
 
-    embedder: Any = None
+    embedder: TextEmbedder | None = None
     model: str = DEFAULT_EMBEDDING_MODEL
     device: str = "auto"
     instruction: str | None = None
@@ -171,14 +173,12 @@ class Qwen3Embeddings(BaseModel, Embeddings):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
-    def core(self) -> Any:
+    def core(self) -> TextEmbedder:
         """The core embedder (built from ``model`` on first access when none was given)."""
         if self.embedder is None:
             with self._lock:
                 if self.embedder is None:
-                    from qwen3_rag.retrieval.embedding import Embedder
-
-                    self.embedder = Embedder(self.model, device=self.device, **self.model_kwargs)
+                    self.embedder = load_embedder(self.model, device=self.device, **self.model_kwargs)
         return self.embedder
 
     def _embed(self, texts: list[str], query: bool) -> list[list[float]]:
@@ -197,11 +197,13 @@ class Qwen3Embeddings(BaseModel, Embeddings):
         return self._embed(list(texts), query=True)
 
 
-def _core_embedder(embedding: Embeddings, dim: int | None = None) -> Any:
+def _core_embedder(embedding: Embeddings, dim: int | None = None) -> TextEmbedder:
     """What the core index embeds with: the Qwen3 embedder, or a bridge over any LangChain Embeddings."""
     if isinstance(embedding, Qwen3Embeddings):
         return embedding.core
-    return EmbeddingBridge(embedding, embedding.embed_documents, embedding.embed_query, dim=dim)
+    # looked up at each call, so an Embeddings object whose methods are replaced later is followed
+    return EmbeddingBridge(embedding, lambda texts: embedding.embed_documents(texts),
+                           lambda text: embedding.embed_query(text), dim=dim)
 
 
 # -- vector store
@@ -224,9 +226,9 @@ class Qwen3VectorStore(VectorStore):
     Args:
         embedding: Any LangChain :class:`~langchain_core.embeddings.Embeddings`. With :class:`Qwen3Embeddings`
             the index records the Qwen3 model, so the index also works with the CLI and the core retriever.
-        path: The index directory (opened when it holds an index, else created); None: a temporary directory
-            that is removed with the store (use :meth:`save` to keep it).
-        index: An open core :class:`~qwen3_rag.indexers.index.Index` to use instead of ``path``.
+        path: The index location, a directory or a backend URI (opened when it holds an index, else created);
+            None: a temporary directory that is removed with the store (use :meth:`save` to keep it).
+        index: An open core :class:`~qwen3_rag.Index` to use instead of ``path``.
         index_type: FAISS index type for a new index (``Flat``, ``HNSW32``, ``IVF1024,Flat``...).
         batch_size: Texts embedded per ``embed_documents`` call when adding.
 
@@ -239,7 +241,7 @@ class Qwen3VectorStore(VectorStore):
         embedding: Embeddings,
         path: str | os.PathLike[str] | None = None,
         *,
-        index: Any = None,
+        index: StorageBackend | None = None,
         index_type: str = "Flat",
         batch_size: int = 256,
     ) -> None:
@@ -248,11 +250,12 @@ class Qwen3VectorStore(VectorStore):
         self.embedding = embedding
         self.batch_size = batch_size
         self._tmp: Any = None
+        self._embedder = _core_embedder(embedding)
         if index is None:
-            index, self._tmp = open_index(path, _core_embedder(embedding), index_type)
+            index, self._tmp = open_store(path, self._embedder, index_type)
         elif path is not None:
             raise ValueError("pass either path= or index=, not both")
-        self.index = index
+        self.index: StorageBackend = index
         self._lock = threading.RLock()
 
     # -- lifecycle
@@ -277,9 +280,9 @@ class Qwen3VectorStore(VectorStore):
             The directory that holds the saved index.
         """
         with self._lock:
-            if path is None or Path(path).resolve() == Path(self.index.path).resolve():
+            if path is None or Path(path).resolve() == Path(self.index.location).resolve():
                 self.index.commit()
-                return Path(self.index.path)
+                return Path(self.index.location)
             return copy_index(self.index, path)
 
     def close(self) -> None:
@@ -334,18 +337,10 @@ class Qwen3VectorStore(VectorStore):
             )
             for n, (doc_id, text) in enumerate(zip(out_ids, texts, strict=True))
         ]
-        with self._lock, self.index.batch():
-            latest = {d.id: d for d in docs}  # a repeated id: the last one wins
-            stored = self.index.document_hashes(list(latest))
-            todo = [d for d in latest.values() if stored.get(d.id) != d.content_hash]
-            for start in range(0, len(todo), self.batch_size):
-                part = todo[start : start + self.batch_size]
-                vectors = unit_rows(self.embedding.embed_documents([d.text for d in part]))
-                if vectors.shape[0] != len(part):
-                    raise ValueError(
-                        f"the embeddings returned {vectors.shape[0]} vectors for {len(part)} texts"
-                    )
-                self.index.add_chunked([whole_document(d) for d in part], vectors)
+        latest = {d.id: d for d in docs}  # a repeated id: the last one wins
+        with self._lock, self.index.transaction(publish=False), writer(self.index, self._embedder,
+                                                                       self.batch_size) as write:
+            write.add_all(latest.values())
         return out_ids
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
@@ -357,7 +352,8 @@ class Qwen3VectorStore(VectorStore):
         with self._lock:
             if ids is None:
                 ids = [doc_id for doc_id, _, _ in self.index.iter_documents()]
-            self.index.delete([str(i) for i in ids])
+            with self.index.transaction(publish=False):
+                self.index.delete([str(i) for i in ids])
         return True
 
     # -- reading
@@ -375,7 +371,7 @@ class Qwen3VectorStore(VectorStore):
             return []
         with self._lock:
             found = nearest_chunks(self.index, vector, k, translate_filter(filter))
-        return [(Document(page_content=c.text, metadata=dict(c.metadata), id=c.doc_id), s, c.chunk_id)
+        return [(Document(page_content=c.text, metadata=dict(c.metadata), id=c.doc_id), s, int(c.chunk_id or 0))
                 for c, s in found]
 
     def similarity_search_with_score_by_vector(
@@ -454,7 +450,7 @@ class Qwen3VectorStore(VectorStore):
         return store
 
     def __repr__(self) -> str:
-        return f"Qwen3VectorStore(path={str(self.index.path)!r}, embedding={type(self.embedding).__name__})"
+        return f"Qwen3VectorStore(path={self.index.location!r}, embedding={type(self.embedding).__name__})"
 
 
 # -- retriever
@@ -489,7 +485,7 @@ class Qwen3Retriever(BaseRetriever):
     Args:
         retriever: A core :class:`~qwen3_rag.pipelines.search.Retriever` (see :meth:`from_index`).
         k: Documents returned per query (``invoke(query, k=...)`` overrides it per call).
-        hybrid: Fuse dense and BM25 results.
+        mode: ``"dense"``, ``"bm25"`` or ``"hybrid"`` (dense and BM25 fused).
         rerank: None/False, True (the core retriever's reranker), a model id or a
             :class:`~qwen3_rag.Reranker`.
         candidates: First-stage hits that are fused / reranked.
@@ -497,15 +493,15 @@ class Qwen3Retriever(BaseRetriever):
         instruction: Query instruction (None: the embedder's default).
 
     Example:
-        >>> retriever = Qwen3Retriever.from_index("my-index", k=5, hybrid=True)  # doctest: +SKIP
+        >>> retriever = Qwen3Retriever.from_index("my-index", k=5, mode="hybrid")  # doctest: +SKIP
         >>> retriever.invoke("how do I rotate the logs?", k=3)                  # doctest: +SKIP
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    retriever: Any
+    retriever: Retriever
     k: int = Field(default=4, ge=1)
-    hybrid: bool = False
+    mode: SearchMode = "dense"
     rerank: Any = None
     candidates: int = Field(default=50, ge=1)
     filter: Any = None
@@ -514,22 +510,20 @@ class Qwen3Retriever(BaseRetriever):
     @classmethod
     def from_index(
         cls,
-        path: str | os.PathLike[str] | Any,
+        path: str | os.PathLike[str] | StorageBackend,
         *,
-        embedder: Any = None,
-        reranker: Any = None,
+        embedder: TextEmbedder | Qwen3Embeddings | None = None,
+        reranker: PairScorer | Qwen3Reranker | str | None = None,
         **kwargs: Any,
     ) -> Qwen3Retriever:
-        """A retriever over an index directory (or an open core Index).
+        """A retriever over an index (a location or an open core Index).
 
         Args:
-            path: The index directory or an open :class:`~qwen3_rag.indexers.index.Index`.
+            path: The index location (a directory or a backend URI) or an open :class:`~qwen3_rag.Index`.
             embedder: A core embedder, a :class:`Qwen3Embeddings`, or None for the model in the manifest.
             reranker: A :class:`~qwen3_rag.Reranker` or model id used for ``rerank=True``.
-            **kwargs: The fields of this class (``k``, ``hybrid``, ``rerank``...).
+            **kwargs: The fields of this class (``k``, ``mode``, ``rerank``...).
         """
-        from qwen3_rag.pipelines.search import Retriever
-
         if isinstance(embedder, Qwen3Embeddings):
             embedder = embedder.core
         if isinstance(reranker, Qwen3Reranker):
@@ -543,7 +537,7 @@ class Qwen3Retriever(BaseRetriever):
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
         filter: Any = None,
-        hybrid: bool | None = None,
+        mode: SearchMode | None = None,
         rerank: Any = None,
         **kwargs: Any,
     ) -> list[Document]:
@@ -552,7 +546,7 @@ class Qwen3Retriever(BaseRetriever):
             k=self.k if k is None else int(k),
             filter=translate_filter(self.filter if filter is None else filter),
             instruction=self.instruction,
-            hybrid=self.hybrid if hybrid is None else hybrid,
+            mode=self.mode if mode is None else mode,
             rerank=self.rerank if rerank is None else rerank,
             candidates=self.candidates,
         )
@@ -582,7 +576,7 @@ class Qwen3Reranker(BaseDocumentCompressor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
 
-    reranker: Any = None
+    reranker: PairScorer | None = None
     model: str = DEFAULT_RERANKER_MODEL
     device: str = "auto"
     top_n: int | None = Field(default=3, ge=1)
@@ -592,14 +586,12 @@ class Qwen3Reranker(BaseDocumentCompressor):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
-    def core(self) -> Any:
+    def core(self) -> PairScorer:
         """The core reranker (built from ``model`` on first access when none was given)."""
         if self.reranker is None:
             with self._lock:
                 if self.reranker is None:
-                    from qwen3_rag.retrieval.reranking import Reranker
-
-                    self.reranker = Reranker(self.model, device=self.device, **self.model_kwargs)
+                    self.reranker = load_reranker(self.model, device=self.device, **self.model_kwargs)
         return self.reranker
 
     def compress_documents(
@@ -609,10 +601,8 @@ class Qwen3Reranker(BaseDocumentCompressor):
         documents = list(documents)
         if not documents:
             return []
-        kwargs: dict[str, Any] = {"top_n": self.top_n}
-        if self.instruction is not None:
-            kwargs["instruction"] = self.instruction
-        results = self.core.rerank(query, [d.page_content for d in documents], **kwargs)
+        results = self.core.rerank(query, [d.page_content for d in documents], top_n=self.top_n,
+                                   instruction=self.instruction)
         out = []
         for result in results:
             doc = documents[result.index]

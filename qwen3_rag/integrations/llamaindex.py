@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -58,11 +59,13 @@ from qwen3_rag.integrations._common import (
     copy_index,
     embed_texts,
     nearest_chunks,
-    open_index,
-    unit_rows,
-    whole_document,
+    open_store,
+    writer,
 )
+from qwen3_rag.protocols import PairScorer, StorageBackend, TextEmbedder
 from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
+from qwen3_rag.retrieval.models import load_embedder, load_reranker
+from qwen3_rag.types import Chunk
 from qwen3_rag.types import Document as CoreDocument
 
 __all__ = ["Qwen3Embedding", "Qwen3Rerank", "Qwen3VectorStore", "translate_filters"]
@@ -146,7 +149,7 @@ class Qwen3Embedding(BaseEmbedding):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=("pydantic_model_",))
 
-    embedder: Any = Field(default=None, exclude=True)
+    embedder: TextEmbedder | None = Field(default=None, exclude=True)
     model_name: str = DEFAULT_EMBEDDING_MODEL
     device: str = "auto"
     instruction: str | None = None
@@ -160,14 +163,12 @@ class Qwen3Embedding(BaseEmbedding):
         return "Qwen3Embedding"
 
     @property
-    def core(self) -> Any:
+    def core(self) -> TextEmbedder:
         """The core embedder (built from ``model_name`` on first access when none was given)."""
         if self.embedder is None:
             with self._lock:
                 if self.embedder is None:
-                    from qwen3_rag.retrieval.embedding import Embedder
-
-                    self.embedder = Embedder(self.model_name, device=self.device, **self.model_kwargs)
+                    self.embedder = load_embedder(self.model_name, device=self.device, **self.model_kwargs)
         return self.embedder
 
     def _embed(self, texts: list[str], query: bool) -> list[Embedding]:
@@ -210,8 +211,8 @@ class Qwen3VectorStore(BasePydanticVectorStore):
     the FAISS search. Similarities are cosine similarities.
 
     Args:
-        path: The index directory (opened when it holds an index, else created on the first ``add``, when
-            the vector dimension is known); None: a temporary directory removed with the store.
+        path: The index location, a directory or a backend URI (opened when it holds an index, else created on the
+            first ``add``, when the vector dimension is known); None: a temporary directory removed with the store.
         embed_model: Optional: the embedding model the vectors come from, recorded in the manifest so that the
             index refuses to be reopened with another one. A :class:`Qwen3Embedding` records the Qwen3 model.
         index_type: FAISS index type for a new index.
@@ -226,9 +227,9 @@ class Qwen3VectorStore(BasePydanticVectorStore):
     path: str | None = None
     index_type: str = "Flat"
 
-    _index: Any = PrivateAttr(default=None)
+    _index: StorageBackend | None = PrivateAttr(default=None)
     _tmp: Any = PrivateAttr(default=None)
-    _embedder: Any = PrivateAttr(default=None)
+    _embedder: TextEmbedder | None = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.RLock)
 
     def __init__(
@@ -257,27 +258,16 @@ class Qwen3VectorStore(BasePydanticVectorStore):
     def class_name(cls) -> str:
         return "Qwen3VectorStore"
 
-    def _open(self, dim: int | None = None) -> Any:
+    def _open(self, dim: int | None = None) -> StorageBackend | None:
         if self._index is None:
             from qwen3_rag.indexers.index import Index
 
-            if self._embedder is None and (self.path is None or not Index.exists(self.path)):
-                if dim is None:
-                    return None
-                # vectors come from LlamaIndex: the index records only their dimension
-                import tempfile
-
-                if self.path is None:
-                    self._tmp = tempfile.TemporaryDirectory(prefix="qwen3-rag-")
-                    self.path = str(Path(self._tmp.name) / "index")
-                self._index = Index.create(
-                    self.path, None, dim=dim, chunk_size=0, chunk_overlap=0, index_type=self.index_type
-                )
-            else:
-                self._index, tmp = open_index(self.path, self._embedder, self.index_type)
-                if tmp is not None:
-                    self._tmp = tmp
-                self.path = str(self._index.path)
+            if self._embedder is None and (self.path is None or not Index.exists(self.path)) and dim is None:
+                return None  # a new store learns its dimension from the first nodes added
+            self._index, tmp = open_store(self.path, self._embedder, self.index_type, dim=dim)
+            if tmp is not None:
+                self._tmp = tmp
+            self.path = self._index.location
         return self._index
 
     @property
@@ -311,7 +301,7 @@ class Qwen3VectorStore(BasePydanticVectorStore):
             index = self._open()
             if index is None:
                 return
-            if persist_path is None or Path(persist_path).resolve() == Path(index.path).resolve():
+            if persist_path is None or Path(persist_path).resolve() == Path(index.location).resolve():
                 index.commit()
             else:
                 copy_index(index, persist_path)
@@ -342,33 +332,35 @@ class Qwen3VectorStore(BasePydanticVectorStore):
                 f"nodes {missing[:3]} have no embedding; embed them first (VectorStoreIndex and "
                 "IngestionPipeline with an embed_model do)"
             )
-        vectors = unit_rows([n.get_embedding() for n in nodes])
+        lengths = {len(n.get_embedding()) for n in nodes}
+        if len(lengths) > 1:
+            first = len(nodes[0].get_embedding())
+            odd = next(n for n in nodes if len(n.get_embedding()) != first)
+            raise ValueError(f"node {odd.node_id!r} has an embedding of {len(odd.get_embedding())} values, node "
+                             f"{nodes[0].node_id!r} one of {first}; one store holds one dimension")
         with self._lock:
-            index = self._open(dim=vectors.shape[1])
-            latest = {node.node_id: row for row, node in enumerate(nodes)}  # a repeated id: the last one wins
-            batch = []
-            for row in latest.values():
-                node = nodes[row]
-                metadata = node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata)
-                for key in _SHADOWING_KEYS:
-                    metadata.pop(key, None)
-                text = node.get_content(metadata_mode=MetadataMode.NONE)
-                source = str(node.metadata.get("file_path", ""))
-                batch.append(whole_document(CoreDocument(id=node.node_id, text=text, source=source,
-                                                         metadata=metadata)))
-            with index.batch():
-                index.add_chunked(batch, vectors[list(latest.values())])
+            index = self._open(dim=lengths.pop())
+            assert index is not None
+            latest = {node.node_id: node for node in nodes}  # a repeated id: the last one wins
+            with index.transaction(publish=False), writer(index, None, 256) as write:
+                for node in latest.values():
+                    write.add(self._to_document(node), np.asarray(node.get_embedding(), dtype=np.float32))
         return [n.node_id for n in nodes]
 
-    def _doc_ids_matching(self, index: Any, flt: dict[str, Any]) -> list[str]:
-        return sorted({c.doc_id for c in index.get_chunks(index.matching_ids(flt).tolist())})
+    def _to_document(self, node: BaseNode) -> CoreDocument:
+        metadata = node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata)
+        for key in _SHADOWING_KEYS:
+            metadata.pop(key, None)
+        return CoreDocument(id=node.node_id, text=node.get_content(metadata_mode=MetadataMode.NONE),
+                            source=str(node.metadata.get("file_path", "")), metadata=metadata)
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node of the source document ``ref_doc_id`` (unknown ids are ignored)."""
         with self._lock:
             index = self._open()
             if index is not None:
-                index.delete(self._doc_ids_matching(index, {"ref_doc_id": str(ref_doc_id)}))
+                with index.transaction(publish=False):
+                    index.delete(index.find_documents({"ref_doc_id": str(ref_doc_id)}))
 
     def delete_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
@@ -378,28 +370,30 @@ class Qwen3VectorStore(BasePydanticVectorStore):
             index = self._open()
             if index is None or (node_ids is None and filters is None):
                 return
-            ids = self._node_ids(index, node_ids, filters)
-            index.delete(ids)
+            with index.transaction(publish=False):
+                index.delete(self._node_ids(index, node_ids, filters))
 
     def clear(self) -> None:
         """Delete every node."""
         with self._lock:
             index = self._open()
             if index is not None:
-                index.delete([doc_id for doc_id, _, _ in index.iter_documents()])
+                with index.transaction(publish=False):
+                    index.delete([doc_id for doc_id, _, _ in index.iter_documents()])
 
-    def _node_ids(self, index: Any, node_ids: list[str] | None, filters: MetadataFilters | None) -> list[str]:
+    def _node_ids(self, index: StorageBackend, node_ids: list[str] | None,
+                  filters: MetadataFilters | None) -> list[str]:
         flt = translate_filters(filters)
         if flt is None:
             return list(node_ids) if node_ids is not None else [d for d, _, _ in index.iter_documents()]
-        found = self._doc_ids_matching(index, flt)
+        found = index.find_documents(flt)
         if node_ids is not None:
             wanted = set(node_ids)
             found = [i for i in found if i in wanted]
         return found
 
     # -- reading
-    def _to_node(self, chunk: Any) -> BaseNode:
+    def _to_node(self, chunk: Chunk) -> BaseNode:
         metadata = dict(chunk.metadata)
         if "_node_content" in metadata:
             return metadata_dict_to_node(metadata, text=chunk.text)
@@ -474,7 +468,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
-    reranker: Any = Field(default=None, exclude=True)
+    reranker: PairScorer | None = Field(default=None, exclude=True)
     model: str = DEFAULT_RERANKER_MODEL
     device: str = "auto"
     top_n: int | None = Field(default=3, ge=1)
@@ -488,14 +482,12 @@ class Qwen3Rerank(BaseNodePostprocessor):
         return "Qwen3Rerank"
 
     @property
-    def core(self) -> Any:
+    def core(self) -> PairScorer:
         """The core reranker (built from ``model`` on first access when none was given)."""
         if self.reranker is None:
             with self._lock:
                 if self.reranker is None:
-                    from qwen3_rag.retrieval.reranking import Reranker
-
-                    self.reranker = Reranker(self.model, device=self.device, **self.model_kwargs)
+                    self.reranker = load_reranker(self.model, device=self.device, **self.model_kwargs)
         return self.reranker
 
     def _postprocess_nodes(
@@ -505,9 +497,6 @@ class Qwen3Rerank(BaseNodePostprocessor):
             raise ValueError("Qwen3Rerank needs the query: call postprocess_nodes(nodes, query_str=...)")
         if not nodes:
             return []
-        kwargs: dict[str, Any] = {"top_n": self.top_n}
-        if self.instruction is not None:
-            kwargs["instruction"] = self.instruction
         texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
-        results = self.core.rerank(query_bundle.query_str, texts, **kwargs)
+        results = self.core.rerank(query_bundle.query_str, texts, top_n=self.top_n, instruction=self.instruction)
         return [NodeWithScore(node=nodes[r.index].node, score=float(r.score)) for r in results]

@@ -32,7 +32,12 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from qwen3_rag.pipelines.search import Reranking, Retriever, SearchMode
+    from qwen3_rag.protocols import StorageBackend
+    from qwen3_rag.types import Hit
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +102,31 @@ def _read_jsonl(path: Path) -> Iterable[dict]:
                                  "object") from None
 
 
+def _records(path: Path) -> Iterable[tuple[str, dict]]:
+    """``(_id, record)`` of each line of a BEIR jsonl file."""
+    for row in _read_jsonl(path):
+        if "_id" not in row:
+            raise ValueError(f"{path}: a record has no '_id' field: {str(row)[:200]}")
+        yield str(row["_id"]), row
+
+
+def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for line_no, fields in enumerate(reader, 1):
+            if not fields or (line_no == 1 and fields[0].strip().lower() in {"query-id", "query_id", "qid"}):
+                continue
+            if len(fields) < 3:
+                raise ValueError(f"{path}:{line_no}: expected 'query-id<TAB>corpus-id<TAB>score', got {fields!r}")
+            try:
+                score = int(float(fields[2]))
+            except ValueError:
+                raise ValueError(f"{path}:{line_no}: score {fields[2]!r} is not a number") from None
+            qrels.setdefault(fields[0].strip(), {})[fields[1].strip()] = score
+    return qrels
+
+
 def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     """Read a BEIR folder.
 
@@ -123,33 +153,10 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
             raise FileNotFoundError(
                 f"dataset file {str(file)!r} is missing; a BEIR folder must contain {layout}")
 
-    corpus: dict[str, dict[str, str]] = {}
-    for row in _read_jsonl(files["corpus"]):
-        if "_id" not in row:
-            raise ValueError(f"{files['corpus']}: a record has no '_id' field: {str(row)[:200]}")
-        corpus[str(row["_id"])] = {"title": str(row.get("title") or ""), "text": str(row.get("text") or "")}
-
-    all_queries: dict[str, str] = {}
-    for row in _read_jsonl(files["queries"]):
-        if "_id" not in row:
-            raise ValueError(f"{files['queries']}: a record has no '_id' field: {str(row)[:200]}")
-        all_queries[str(row["_id"])] = str(row.get("text") or "")
-
-    qrels: dict[str, dict[str, int]] = {}
-    with files["qrels"].open(encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for line_no, fields in enumerate(reader, 1):
-            if not fields or (line_no == 1 and fields[0].strip().lower() in {"query-id", "query_id", "qid"}):
-                continue
-            if len(fields) < 3:
-                raise ValueError(f"{files['qrels']}:{line_no}: expected 'query-id<TAB>corpus-id<TAB>score', "
-                                 f"got {fields!r}")
-            try:
-                score = int(float(fields[2]))
-            except ValueError:
-                raise ValueError(f"{files['qrels']}:{line_no}: score {fields[2]!r} is not a number") from None
-            qrels.setdefault(fields[0].strip(), {})[fields[1].strip()] = score
-
+    corpus = {key: {"title": str(row.get("title") or ""), "text": str(row.get("text") or "")}
+              for key, row in _records(files["corpus"])}
+    all_queries = {key: str(row.get("text") or "") for key, row in _records(files["queries"])}
+    qrels = _read_qrels(files["qrels"])
     missing = [q for q in qrels if q not in all_queries]
     if missing:
         logger.warning("%d judged queries are not in %s (e.g. %r); they are skipped",
@@ -291,18 +298,18 @@ class EvalReport:
         return "\n".join(rows)
 
 
-def _run_from_hits(hit_lists: Sequence[Sequence[object]], query_ids: Sequence[str], depth: int,
+def _run_from_hits(hit_lists: Sequence[Sequence[Hit]], query_ids: Sequence[str], depth: int,
                    rank_scores: bool) -> dict[str, dict[str, float]]:
     """Document-level run: a document takes its best chunk's place; at most ``depth`` documents per query."""
     run: dict[str, dict[str, float]] = {}
     for qid, hits in zip(query_ids, hit_lists, strict=True):
         scores: dict[str, float] = {}
         for hit in hits:
-            doc_id = hit.doc_id  # type: ignore[attr-defined]
+            doc_id = hit.doc_id
             if doc_id in scores:
                 continue
             # rank-derived scores keep the pipeline's own order exactly (trec_eval would re-sort ties by id)
-            scores[doc_id] = float(depth - len(scores)) if rank_scores else float(hit.score)  # type: ignore[attr-defined]
+            scores[doc_id] = float(depth - len(scores)) if rank_scores else float(hit.score)
             if len(scores) >= depth:
                 break
         run[qid] = scores
@@ -311,12 +318,12 @@ def _run_from_hits(hit_lists: Sequence[Sequence[object]], query_ids: Sequence[st
 
 def evaluate_index(
     dataset: BeirDataset | str | Path,
-    retriever: object,
+    retriever: Retriever,
     modes: Sequence[str] = ("dense", "bm25", "hybrid"),
     *,
     k: int = 10,
     depth: int = 100,
-    reranker: object = None,
+    reranker: Reranking = None,
     candidates: int = 100,
     instruction: str | None = None,
     ignore_identical_ids: bool = False,
@@ -350,36 +357,35 @@ def evaluate_index(
     if unknown:
         raise ValueError(f"unknown evaluation mode(s) {', '.join(map(repr, unknown))}; choose from "
                          f"{', '.join(EVAL_MODES)}")
-    if reranker is None and getattr(retriever, "reranker", None) is not None:
+    if reranker is None and retriever.reranker is not None:
         reranker = True  # the retriever's own
     if "rerank" in modes and reranker is None:
         raise ValueError("the 'rerank' mode needs a reranker (--rerank-model MODEL)")
     query_ids = list(ds.queries)
-    chunking = getattr(getattr(retriever, "index", None), "chunking", None)
-    chunked = bool(getattr(chunking, "chunk_size", 0))
+    chunked = bool(retriever.index.chunking.chunk_size)
     # with several chunks per document, ask for more chunks so that `depth` distinct documents come back
     chunk_depth = depth * 3 if chunked else depth
     report = EvalReport(num_queries=len(query_ids))
-    report.settings = {"dataset": str(ds.path), "split": ds.split, "k": k, "depth": depth,
+    report.settings = {"dataset": str(ds.path), "model": retriever.index.model_info.get("model"),
+                       "fusion": retriever.describe_fusion(), "split": ds.split, "k": k, "depth": depth,
                        "candidates": candidates, "ignore_identical_ids": ignore_identical_ids,
                        "instruction": instruction}
     # every mode searches with the same query vectors: embed each query once
-    cache_size = getattr(retriever, "query_cache_size", None)
-    if cache_size is not None:
-        retriever.query_cache_size = max(cache_size, len(query_ids))  # type: ignore[attr-defined]
+    cache_size = retriever.query_cache_size
+    retriever.query_cache_size = max(cache_size, len(query_ids))
     try:
         _evaluate_modes(ds, retriever, modes, report, query_ids, k=k, depth=depth, chunk_depth=chunk_depth,
                         reranker=reranker, candidates=candidates, instruction=instruction,
                         ignore_identical_ids=ignore_identical_ids, batch_size=batch_size,
                         show_progress=show_progress)
     finally:
-        if cache_size is not None:
-            retriever.query_cache_size = cache_size  # type: ignore[attr-defined]
+        retriever.query_cache_size = cache_size
     return report
 
 
-def _evaluate_modes(ds: BeirDataset, retriever: Any, modes: Sequence[str], report: EvalReport,
-                    query_ids: list[str], *, k: int, depth: int, chunk_depth: int, reranker: Any, candidates: int,
+def _evaluate_modes(ds: BeirDataset, retriever: Retriever, modes: Sequence[str], report: EvalReport,
+                    query_ids: list[str], *, k: int, depth: int, chunk_depth: int, reranker: Reranking,
+                    candidates: int,
                     instruction: str | None, ignore_identical_ids: bool, batch_size: int,
                     show_progress: bool) -> None:
     import time
@@ -398,11 +404,12 @@ def _evaluate_modes(ds: BeirDataset, retriever: Any, modes: Sequence[str], repor
             if mode == "rerank" and hybrid_lists:
                 lists = hybrid_lists[start:start + batch_size]
             else:
-                lists = retriever.search_batch(  # type: ignore[attr-defined]
-                    texts, k=chunk_depth, mode="hybrid" if mode == "rerank" else mode, instruction=instruction,
+                lists = retriever.search_batch(
+                    texts, k=chunk_depth, mode="hybrid" if mode == "rerank" else cast("SearchMode", mode),
+                    instruction=instruction,
                     candidates=chunk_depth, overlap="none")
             if mode == "rerank":
-                heads = retriever.rerank(texts, [h[:candidates] for h in lists], reranker)  # type: ignore[attr-defined]
+                heads = retriever.rerank(texts, [h[:candidates] for h in lists], reranker)
                 lists = [head + hits[candidates:] for head, hits in zip(heads, lists, strict=True)]
             hit_lists.extend(lists)
         report.seconds[mode] = time.perf_counter() - started
@@ -418,29 +425,25 @@ def _evaluate_modes(ds: BeirDataset, retriever: Any, modes: Sequence[str], repor
         logger.info("%s: %s", mode, report.metrics[mode])
 
 
-def index_corpus(dataset: BeirDataset, index: object, batch_size: int = 512,
-                 show_progress: bool = False) -> int:
-    """Upsert a BEIR corpus into an open, writable index.
+def index_corpus(dataset: BeirDataset, index: StorageBackend, show_progress: bool = False,
+                 commit_every: int = 512) -> int:
+    """Write a BEIR corpus into an open, writable index through the write loop; returns the documents written.
 
     One document per corpus entry, ``title + " " + text``, id = corpus id, source = ``corpus.jsonl#<id>``.
-    Unchanged documents are skipped. Returns the number of documents written.
+    Unchanged documents are skipped.
     """
+    from qwen3_rag.pipelines.writing import DocumentWriter
     from qwen3_rag.types import Document
 
-    ids = list(dataset.corpus)
     bar = None
     if show_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(ids), desc="indexing corpus", unit="doc")
-    written = 0
-    for start in range(0, len(ids), batch_size):
-        docs = [Document(id=i, text=dataset.document_text(i), source=f"corpus.jsonl#{i}")
-                for i in ids[start:start + batch_size]]
-        stats = index.upsert(docs)  # type: ignore[attr-defined]
-        written += stats.added + stats.updated
-        if bar is not None:
-            bar.update(len(docs))
+        bar = tqdm(total=len(dataset.corpus), desc="indexing corpus", unit="doc")
+    with DocumentWriter(index, commit_every=commit_every,
+                        on_progress=(lambda n, _: bar.update(n)) if bar is not None else None) as writer:
+        writer.add_all(Document(id=i, text=dataset.document_text(i), source=f"corpus.jsonl#{i}")
+                       for i in dataset.corpus)
     if bar is not None:
         bar.close()
-    return written
+    return writer.report.added + writer.report.updated

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from qwen3_rag.protocols import ChatModel, TokenCounter
 from qwen3_rag.types import Hit
+
+if TYPE_CHECKING:
+    from qwen3_rag.pipelines.search import Retriever
 
 logger = logging.getLogger(__name__)
 
@@ -44,34 +48,28 @@ def approx_token_count(text: str) -> int:
     return sum(1 for _ in _APPROX_TOKEN.finditer(text))
 
 
-def _counter(tokens: Any) -> Callable[[str], int]:
+def _counter(tokens: TokenCounter | Callable[[str], int] | None) -> Callable[[str], int]:
     if tokens is None:
         return approx_token_count
-    if hasattr(tokens, "count_tokens"):  # an Embedder / Reranker-like object: count_tokens(list) -> list
-        return lambda text: int(tokens.count_tokens([text])[0])
-    if hasattr(tokens, "encode"):  # a Hugging Face tokenizer (no special tokens) or tiktoken-like encoder
-        def count(text: str) -> int:
-            try:
-                return len(tokens.encode(text, add_special_tokens=False))
-            except TypeError:
-                return len(tokens.encode(text))
-
-        return count
+    if isinstance(tokens, TokenCounter):  # an Embedder / Reranker: count_tokens(list) -> list
+        counter = tokens
+        return lambda text: int(counter.count_tokens([text])[0])
     if callable(tokens):
-        return lambda text: int(tokens(text))
-    raise TypeError(f"tokens must be None, a callable str -> int, a tokenizer with .encode or an object with "
-                    f".count_tokens, got {type(tokens).__name__}")
+        function = tokens
+        return lambda text: int(function(text))
+    raise TypeError(f"tokens must be None, a callable str -> int or an object with count_tokens (an Embedder), got "
+                    f"{type(tokens).__name__}")
 
 
-def cite(hit: Hit, lines: tuple[int, int] | None = None) -> str:
-    """A short human-readable citation: ``source, page 3`` or ``source, lines 10-24`` (or ``doc_id``)."""
+def cite(hit: Hit) -> str:
+    """A short human-readable citation: ``source, page 3``, ``source, lines 10-24`` (or the document id)."""
     where = hit.source or hit.doc_id
     if hit.page is not None:
         return f"{where}, page {hit.page}"
-    if lines is not None:
-        first, last = lines
-        return f"{where}, line {first}" if first == last else f"{where}, lines {first}-{last}"
-    return where
+    first, last = hit.start_line, hit.end_line
+    if first <= 0:
+        return where
+    return f"{where}, line {first}" if first == last else f"{where}, lines {first}-{last}"
 
 
 @dataclass(frozen=True)
@@ -97,14 +95,9 @@ class Context:
         return [f"[{n}] {cite(h)}" for n, h in enumerate(self.hits, 1)]
 
 
-def build_context(
-    hits: Sequence[Hit],
-    max_tokens: int = 3000,
-    tokens: Any = None,
-    *,
-    min_passage_tokens: int = 32,
-    lines: Mapping[int, tuple[int, int]] | None = None,
-) -> Context:
+def build_context(hits: Sequence[Hit], max_tokens: int = 3000,
+                  tokens: TokenCounter | Callable[[str], int] | None = None, *,
+                  min_passage_tokens: int = 32) -> Context:
     """Pack hits, best first, into a numbered, cited context of at most ``max_tokens`` tokens.
 
     Passages are added in rank order until the budget is spent. The passage that does not fit is cut at a word
@@ -113,10 +106,9 @@ def build_context(
     Args:
         hits: Search results, best first.
         max_tokens: Token budget of the whole context (headers included).
-        tokens: How to count tokens: None for :func:`approx_token_count`, a callable ``str -> int``, a
-            tokenizer with ``.encode``, or an :class:`~qwen3_rag.Embedder` (``count_tokens``).
+        tokens: How to count tokens: None for :func:`approx_token_count`, a callable ``str -> int``, or an
+            object with ``count_tokens`` such as an :class:`~qwen3_rag.Embedder`.
         min_passage_tokens: Smallest budget worth a truncated passage.
-        lines: Optional chunk id -> (first line, last line) for citations of text files.
 
     Returns:
         The :class:`Context`.
@@ -134,7 +126,7 @@ def build_context(
     separator = count("\n\n")
     for hit in hits:
         n = len(used_hits) + 1
-        header = f"[{n}] {cite(hit, (lines or {}).get(hit.chunk_id))}\n"
+        header = f"[{n}] {cite(hit)}\n"
         body = hit.text.strip()
         sep = separator if parts else 0
         cost = sep + count(header) + count(body)
@@ -183,32 +175,30 @@ class Answer:
     prompt: str
 
 
-def _call_llm(llm: Any, prompt: str) -> str:
-    if hasattr(llm, "invoke"):
+def _call_llm(llm: ChatModel | Callable[[str], Any], prompt: str) -> str:
+    if isinstance(llm, ChatModel):
         result = llm.invoke(prompt)
     elif callable(llm):
         result = llm(prompt)
     else:
-        raise TypeError("llm must be a LangChain chat model (anything with .invoke) or a callable "
-                        f"str -> str, "
+        raise TypeError(f"llm must be a chat model (anything with .invoke, e.g. LangChain's) or a callable str -> str, "
                         f"got {type(llm).__name__}")
     content = getattr(result, "content", result)
     if isinstance(content, list):  # LangChain content blocks
         content = "".join(b if isinstance(b, str) else str(b.get("text", "")) for b in content)
     if not isinstance(content, str):
-        raise TypeError(f"the llm returned {type(result).__name__}, expected a str or a message "
-                        "with .content")
+        raise TypeError(f"the llm returned {type(result).__name__}, expected a str or a message with .content")
     return content
 
 
 def answer(
     question: str,
-    retriever: Any,
-    llm: Any,
+    retriever: Retriever | Sequence[Hit],
+    llm: ChatModel | Callable[[str], Any],
     *,
     k: int = 5,
     max_tokens: int = 3000,
-    tokens: Any = None,
+    tokens: TokenCounter | Callable[[str], int] | None = None,
     prompt: str = DEFAULT_PROMPT,
     **search_kwargs: Any,
 ) -> Answer:
@@ -216,24 +206,23 @@ def answer(
 
     Args:
         question: The user's question.
-        retriever: A :class:`~qwen3_rag.pipelines.search.Retriever` (anything with
-            ``search(query, k=..., ...)``), or a list of hits already retrieved.
+        retriever: A :class:`~qwen3_rag.pipelines.search.Retriever`, or the hits already retrieved.
         llm: A LangChain chat model / runnable (``.invoke(prompt)``) or a callable ``prompt -> str``.
         k: Passages to retrieve.
         max_tokens: Budget of the context.
         tokens: Token counter for the budget (see :func:`build_context`).
         prompt: A template with ``{context}`` and ``{question}``.
-        **search_kwargs: Passed to ``retriever.search`` (``hybrid=True``, ``rerank=...``, ``filter=...``).
+        **search_kwargs: Passed to ``retriever.search`` (``mode="hybrid"``, ``rerank=...``, ``filter=...``).
 
     Returns:
         The :class:`Answer`.
     """
     if "{context}" not in prompt or "{question}" not in prompt:
         raise ValueError("prompt must contain the placeholders {context} and {question}")
-    if hasattr(retriever, "search"):
-        hits = retriever.search(question, k=k, **search_kwargs)
-    else:
+    if isinstance(retriever, Sequence):
         hits = list(retriever)
+    else:
+        hits = retriever.search(question, k=k, **search_kwargs)
     context = build_context(hits, max_tokens=max_tokens, tokens=tokens)
     text = prompt.replace("{context}", context.text).replace("{question}", question)
     logger.debug("asking the llm with %d passages (%d tokens)", len(context.hits), context.tokens)

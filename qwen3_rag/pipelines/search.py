@@ -1,25 +1,26 @@
-"""Search an index directory: dense, BM25, hybrid (reciprocal rank fusion) and reranked.
+"""Search an index: dense, BM25, hybrid (fused) and reranked. The one search path the CLI, the server and the
+framework adapters call.
 
 Example:
     >>> from qwen3_rag.pipelines.search import Retriever
-    >>> retriever = Retriever("my-index")                                       # doctest: +SKIP
-    >>> hits = retriever.search("how do I rotate the logs?", k=5, hybrid=True)  # doctest: +SKIP
-    >>> hits[0].source, hits[0].scores                                          # doctest: +SKIP
-    ('docs/ops.md', {'dense': 0.71, 'bm25': 12.3, 'fused': 0.0325})
+    >>> retriever = Retriever("my-index")                                         # doctest: +SKIP
+    >>> hits = retriever.search("how do I rotate the logs?", k=5, mode="hybrid")  # doctest: +SKIP
+    >>> hits[0].source, hits[0].start_line, hits[0].scores                        # doctest: +SKIP
+    ('docs/ops.md', 12, {'dense': 0.71, 'bm25': 12.3, 'fused': 0.62})
 
 Pipeline of one search:
 
-1. first stage: the dense top list (the query embedded with the index's embedder and ``instruction``), the
-   BM25 top list, or both fused (``fusion="convex"``: ``alpha * cosine + (1 - alpha) * bm25 / max bm25``, the
-   default; ``fusion="rrf"``: reciprocal rank fusion, k = 60, optional weights), each list cut to
-   ``max(k, candidates)`` when fusing or reranking, else ``k`` (plus ``k`` spare hits when overlapping chunks
-   are merged);
-2. overlapping chunks of one document are merged (or de-duplicated) so a reader never sees a passage twice;
-3. with ``rerank``, the top ``candidates`` are scored by a :class:`~qwen3_rag.Reranker` (token-budget batched,
-   across queries in :meth:`Retriever.search_batch`) and sorted by that score;
-4. the best ``k`` are returned as :class:`~qwen3_rag.types.Hit` with every score that applied in
-   ``hit.scores`` (``dense``, ``bm25``, ``fused``, ``rerank``) and ``hit.score`` the one the list is
-   sorted by.
+1. first stage: the dense top list (the query embedded with the index's embedder and ``instruction``), the BM25
+   top list, or both fused (``fusion="convex"``, the default: a weighted sum of the two scores, see
+   :func:`~qwen3_rag.pipelines.fusion.convex_fusion`; ``fusion="rrf"``: reciprocal rank fusion), each list cut to
+   ``max(k, candidates)`` when fusing or reranking, else ``k`` (plus ``k`` spare hits when overlapping chunks are
+   merged), all read from one commit of the index;
+2. overlapping chunks of one document are merged (or de-duplicated) so a reader never sees a passage twice; when
+   that leaves fewer than ``k`` while more exist, the lists are fetched deeper;
+3. with ``rerank``, the top ``candidates`` are scored by a reranker (token-budget batched, across queries in
+   :meth:`Retriever.search_batch`) and sorted by that score;
+4. the best ``k`` come back as :class:`~qwen3_rag.types.Hit` with every score that applied in ``hit.scores``
+   (``dense``, ``bm25``, ``fused``, ``rerank``) and ``hit.score`` the one the list is sorted by.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -42,111 +42,79 @@ from qwen3_rag.pipelines.fusion import (
     merge_overlapping,
     reciprocal_rank_fusion,
 )
+from qwen3_rag.protocols import Filter, PairScorer, StorageBackend, TextEmbedder
 from qwen3_rag.types import Hit
-
-if TYPE_CHECKING:
-    from qwen3_rag.indexers.bm25 import BM25Config, BM25Index, BM25Sidecar
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Retriever", "SearchMode", "embedder_from_manifest", "hits_to_dicts"]
+__all__ = ["MODES", "Retriever", "SearchMode", "hits_to_dicts"]
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
-_MODES = ("dense", "bm25", "hybrid")
+MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
+_OVERLAPS = ("merge", "dedup", "none")
+#: Above this ``k`` the lists are cut at what the index holds (a huge ``k`` must not allocate for ids that cannot
+#: exist).
+_LARGE_K = 10_000
+
+Reranking = bool | str | os.PathLike[str] | PairScorer | None
+
+
+def check_queries(queries: Sequence[str]) -> list[str]:
+    """The queries as a list; ValueError naming the first one that is not a str or holds no text."""
+    out = list(queries)
+    for i, query in enumerate(out):
+        if not isinstance(query, str):
+            raise TypeError(f"query {i} is a {type(query).__name__}, expected a str")
+        if not query.strip():
+            raise ValueError(f"query {i} is empty; a search needs some text")
+    return out
 
 
 class Retriever:
-    """Search one index directory with dense, BM25, hybrid and reranked retrieval.
+    """Search one index with dense, BM25, hybrid and reranked retrieval.
 
     Args:
-        index: An index directory, or an open :class:`~qwen3_rag.indexers.index.Index` (then BM25 is
-            registered with it and follows its upserts and deletes).
-        model: Embedding model to use instead of the one named in the index manifest (an id or directory; the
-            index refuses a model that does not match the one it was built with).
-        embedder: An :class:`~qwen3_rag.Embedder` to use (takes precedence over ``model``).
-        reranker: Default reranker for ``rerank=True``: a :class:`~qwen3_rag.Reranker` or a model id /
-            directory (loaded on first use).
-        bm25: BM25 settings for a BM25 index that has to be built (an existing one keeps its own).
-        fusion: How hybrid search combines the lists: ``"convex"`` (scores, the default: measured better than
-            RRF on every tuning set, and the only one that keeps hybrid at least as good as BM25 when the
-            embedding model does not know the language) or ``"rrf"`` (reciprocal rank fusion).
+        index: An index location (a directory or a backend URI; opened read-only, with the embedder its model
+            record names) or an open index.
+        model: Embedding model to use instead of the one the index records (the index refuses another model).
+        embedder: An embedder to use (takes precedence over ``model``).
+        reranker: Default reranker for ``rerank=True``: a reranker object or a model id / directory (loaded on
+            first use).
+        fusion: How hybrid search combines the lists: ``"convex"`` (scores, the default) or ``"rrf"`` (reciprocal
+            rank fusion); BENCHMARKS.md, "5. Retrieval quality", compares them.
         alpha: Dense weight of the convex fusion.
         weights: RRF weights of the (dense, BM25) lists.
         rrf_k: The RRF constant.
-        overlap: What to do with overlapping chunks of one document in a result list: ``"merge"``, ``"dedup"``
-            or ``"none"``.
-        instruction: Default query instruction for the embedder (None: the embedder's / index's default).
+        overlap: What to do with overlapping chunks of one document in a result list: ``"merge"``, ``"dedup"`` or
+            ``"none"``.
+        instruction: Default query instruction (None: the embedder's / index's default).
         device: Device for models this retriever loads itself.
-        query_cache_size: Query vectors kept (per query text and instruction), so a repeated query is not
-            embedded again; 0 turns the cache off. The oldest entries go first.
+        query_cache_size: Query vectors kept (per query text and instruction), so a repeated query is not embedded
+            again; 0 turns the cache off. The oldest entries go first.
 
     Raises:
-        FileNotFoundError: ``index`` is a path without an index.
+        FileNotFoundError: ``index`` is a location without an index.
         ValueError: An argument is invalid (the message says which and what is allowed).
     """
 
-    def __init__(
-        self,
-        index: str | os.PathLike[str] | Any,
-        *,
-        model: str | None = None,
-        embedder: Any = None,
-        reranker: Any = None,
-        bm25: BM25Config | None = None,
-        fusion: FusionMethod = "convex",
-        alpha: float = CONVEX_ALPHA,
-        weights: Sequence[float] = (1.0, 1.0),
-        rrf_k: int = RRF_K,
-        overlap: OverlapMode = "merge",
-        instruction: str | None = None,
-        device: str = "auto",
-        query_cache_size: int = 1024,
-    ) -> None:
-        if overlap not in ("merge", "dedup", "none"):
-            raise ValueError(f"overlap must be 'merge', 'dedup' or 'none', got {overlap!r}")
-        if len(weights) != 2:
-            raise ValueError(f"weights must be two numbers (dense, bm25), got {tuple(weights)!r}")
-        if rrf_k < 0:
-            raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
-        if fusion not in ("convex", "rrf"):
-            raise ValueError(f"fusion must be 'convex' or 'rrf', got {fusion!r}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        self.index: Any
+    def __init__(self, index: str | os.PathLike[str] | StorageBackend, *, model: str | None = None,
+                 embedder: TextEmbedder | None = None, reranker: Reranking = None, fusion: FusionMethod = "convex",
+                 alpha: float = CONVEX_ALPHA, weights: Sequence[float] = (1.0, 1.0), rrf_k: int = RRF_K,
+                 overlap: OverlapMode = "merge", instruction: str | None = None, device: str = "auto",
+                 query_cache_size: int = 1024) -> None:
+        _check_options(overlap=overlap, weights=weights, rrf_k=rrf_k, fusion=fusion, alpha=alpha)
         self._owns_index = isinstance(index, (str, os.PathLike))
-        if self._owns_index:
-            from qwen3_rag.indexers.index import Index
-
-            path = Path(index)  # type: ignore[arg-type]
-            if not path.exists():
-                raise FileNotFoundError(f"index directory {str(path)!r} does not exist; build it first with "
-                                        f"`qwen3-rag index {path} FILES...`")
-            if embedder is None and model is not None:
-                from qwen3_rag.retrieval.embedding import Embedder
-
-                embedder = Embedder(model, device=device)
-            self.index = Index.open(path, embedder=embedder, read_only=True)
-        else:
-            self.index = index
-            if self.index.embedder is None and embedder is not None:
-                self.index.embedder = embedder
-            elif self.index.embedder is None and model is not None:
-                from qwen3_rag.retrieval.embedding import Embedder
-
-                self.index.embedder = Embedder(model, device=device)
-        if self.index.embedder is None:
-            self.index.embedder = embedder_from_manifest(self.index.model_info, device=device)
+        self.index = _open(index, model, embedder, device) if isinstance(index, (str, os.PathLike)) else index
+        self._embedder = _embedder_for(self.index, model, embedder, device)
         self.device = device
         self.reranker = reranker
-        self.bm25_config = bm25
         self.fusion: FusionMethod = fusion
         self.alpha = float(alpha)
         self.weights = (float(weights[0]), float(weights[1]))
         self.rrf_k = int(rrf_k)
         self.overlap: OverlapMode = overlap
         self.instruction = instruction
-        self._sidecar: BM25Sidecar | None = None
-        self._rerankers: dict[str, Any] = {}
+        self._rerankers: dict[str, PairScorer] = {}
         self._query_vectors: dict[tuple[str, str | None], np.ndarray] = {}
         self.query_cache_size = query_cache_size
 
@@ -160,15 +128,21 @@ class Retriever:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError(f"query_cache_size must be an int >= 0, got {size!r}")
         self._query_cache_size = size
-        self._trim_query_cache()
+        while len(self._query_vectors) > size:
+            del self._query_vectors[next(iter(self._query_vectors))]
 
-    def _trim_query_cache(self) -> None:
-        cache = self._query_vectors
-        while len(cache) > self._query_cache_size:
-            del cache[next(iter(cache))]
+    @property
+    def embedder(self) -> TextEmbedder:
+        """The embedder queries are embedded with (the index's model)."""
+        return self._embedder
 
-    # -- lifecycle
-    # -----------------------------------------------------------------------------------------------
+    def describe_fusion(self) -> str:
+        """How hybrid search fuses, in words (for tables and plot legends)."""
+        if self.fusion == "rrf":
+            return f"rrf, k {self.rrf_k}, weights {self.weights[0]:g}/{self.weights[1]:g}"
+        return f"convex, alpha {self.alpha:g}"
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
     def close(self) -> None:
         """Close the index if this retriever opened it."""
         if self._owns_index:
@@ -181,113 +155,61 @@ class Retriever:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"Retriever(index={str(self.index.path)!r}, fusion={self.fusion!r}, alpha={self.alpha}, "
-                f"weights={self.weights}, overlap={self.overlap!r})")
+        return f"Retriever(index={self.index.location!r}, fusion={self.describe_fusion()!r}, overlap={self.overlap!r})"
 
-    @property
-    def embedder(self) -> Any:
-        """The index's embedder."""
-        return self.index.embedder
-
-    # -- BM25
-    # ----------------------------------------------------------------------------------------------------
-    @property
-    def bm25(self) -> BM25Index:
-        """The BM25 index of the index directory, loaded (or built) on first use and kept in step with it."""
-        from qwen3_rag.indexers.bm25 import BM25Sidecar
-
-        generation = self.index.generation
-        sidecar = self._sidecar
-        if sidecar is None or sidecar.bm25.generation != generation:
-            # first use, or another process (or an index we did not register with) committed since
-            writable = not getattr(self.index, "read_only", True)
-            persist = os.access(self.index.path, os.W_OK)
-            register = writable and sidecar is None
-            self._sidecar = BM25Sidecar.attach(self.index, self.bm25_config, register=register,
-                                               persist=persist)
-        assert self._sidecar is not None
-        return self._sidecar.bm25
-
-    # -- reranking
-    # -----------------------------------------------------------------------------------------------
-    def _resolve_reranker(self, rerank: Any) -> Any:
+    # -- reranking -----------------------------------------------------------------------------------------------
+    def _resolve_reranker(self, rerank: Reranking) -> PairScorer | None:
         if rerank is None or rerank is False:
             return None
         if rerank is True:
-            if self.reranker is None:
-                raise ValueError("rerank=True needs a reranker: pass Retriever(..., reranker=Reranker(...)) "
-                                 "or a "
-                                 "model id, e.g. rerank='Qwen/Qwen3-Reranker-0.6B'")
-            rerank = self.reranker
+            if self.reranker is None or self.reranker is True:
+                raise ValueError("rerank=True needs a reranker: pass Retriever(..., reranker=...) (a Reranker or a "
+                                 "model id), or rerank='Qwen/Qwen3-Reranker-0.6B'")
+            resolved = self._resolve_reranker(self.reranker)
+            self.reranker = resolved
+            return resolved
         if isinstance(rerank, (str, os.PathLike)):
             key = os.fspath(rerank)
             if key not in self._rerankers:
-                from qwen3_rag.retrieval.reranking import Reranker
+                from qwen3_rag.retrieval.models import load_reranker
 
-                self._rerankers[key] = Reranker(key, device=self.device)
-            if self.reranker is None or isinstance(self.reranker, (str, os.PathLike)):
-                self.reranker = self._rerankers[key]
+                self._rerankers[key] = load_reranker(key, device=self.device)
             return self._rerankers[key]
-        if not hasattr(rerank, "score_pairs") and not hasattr(rerank, "score"):
-            raise TypeError(f"rerank must be None, a bool, a model id or a Reranker, "
-                            f"got {type(rerank).__name__}")
-        return rerank
+        if isinstance(rerank, PairScorer):
+            return rerank
+        raise TypeError(f"rerank must be None, a bool, a model id or a reranker, got {type(rerank).__name__}")
 
-    # -- search
-    # --------------------------------------------------------------------------------------------------
-    def search(
-        self,
-        query: str,
-        k: int = 10,
-        filter: Any = None,
-        instruction: str | None = None,
-        hybrid: bool = False,
-        rerank: Any = None,
-        candidates: int = 50,
-        *,
-        mode: SearchMode | None = None,
-        overlap: OverlapMode | None = None,
-    ) -> list[Hit]:
+    # -- search --------------------------------------------------------------------------------------------------
+    def search(self, query: str, k: int = 10, *, filter: Filter | None = None, mode: SearchMode = "dense",
+               rerank: Reranking = None, candidates: int = 50, instruction: str | None = None,
+               overlap: OverlapMode | None = None) -> list[Hit]:
         """The ``k`` best passages for ``query``.
 
         Args:
             query: The question or keywords.
             k: How many hits to return.
-            filter: A metadata filter (see :mod:`qwen3_rag.indexers.filters`): a Mongo-style dict such as
-                ``{"lang": "en", "year": {"$gte": 2020}}``, or a callable ``metadata -> bool``.
-            instruction: Query instruction for the embedder (None: the default).
-            hybrid: Fuse dense and BM25 results (same as ``mode="hybrid"``).
-            rerank: None/False for no reranking, True for the retriever's reranker, a model id or a Reranker.
-            candidates: How many first-stage hits are fused and reranked.
+            filter: A metadata filter (see :mod:`qwen3_rag.indexers.filters`), e.g.
+                ``{"lang": "en", "year": {"$gte": 2020}}``.
             mode: ``"dense"`` (default), ``"bm25"`` or ``"hybrid"``.
+            rerank: None/False for no reranking, True for the retriever's reranker, a model id or a reranker.
+            candidates: How many first-stage hits are fused and reranked.
+            instruction: Query instruction for the embedder (None: the default).
             overlap: Override the retriever's handling of overlapping chunks for this call.
 
         Returns:
             Hits, best first.
 
         Raises:
-            ValueError: An argument is invalid; :class:`~qwen3_rag.indexers.filters.FilterError` for a
-                bad filter.
+            ValueError: An argument is invalid or the query is empty; FilterError for a bad filter.
         """
         if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}; "
-                            "use search_batch for many queries")
-        return self.search_batch([query], k, filter, instruction, hybrid, rerank, candidates, mode=mode,
-                                 overlap=overlap)[0]
+            raise TypeError(f"query must be a str, got {type(query).__name__}; use search_batch for many queries")
+        return self.search_batch([query], k, filter=filter, mode=mode, rerank=rerank, candidates=candidates,
+                                 instruction=instruction, overlap=overlap)[0]
 
-    def search_batch(
-        self,
-        queries: Sequence[str],
-        k: int = 10,
-        filter: Any = None,
-        instruction: str | None = None,
-        hybrid: bool = False,
-        rerank: Any = None,
-        candidates: int = 50,
-        *,
-        mode: SearchMode | None = None,
-        overlap: OverlapMode | None = None,
-    ) -> list[list[Hit]]:
+    def search_batch(self, queries: Sequence[str], k: int = 10, *, filter: Filter | None = None,
+                     mode: SearchMode = "dense", rerank: Reranking = None, candidates: int = 50,
+                     instruction: str | None = None, overlap: OverlapMode | None = None) -> list[list[Hit]]:
         """:meth:`search` for many queries at once: queries are embedded together and pairs reranked together.
 
         Returns:
@@ -295,69 +217,65 @@ class Retriever:
         """
         if isinstance(queries, str):
             raise TypeError("search_batch takes a list of queries; use search() for one query")
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        if not isinstance(candidates, int) or candidates < 1:
-            raise ValueError(f"candidates must be a positive int, got {candidates!r}")
-        mode = mode or ("hybrid" if hybrid else "dense")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
-        if hybrid and mode != "hybrid":
-            raise ValueError(f"hybrid=True contradicts mode={mode!r}; pass one of them")
         overlap = overlap or self.overlap
-        if overlap not in ("merge", "dedup", "none"):
-            raise ValueError(f"overlap must be 'merge', 'dedup' or 'none', got {overlap!r}")
+        _check_search(k=k, candidates=candidates, mode=mode, overlap=overlap)
+        queries = check_queries(queries)
         reranker = self._resolve_reranker(rerank)
-        queries = list(queries)
         if not queries:
             return []
-
+        if k > _LARGE_K:
+            k = max(1, min(k, self.index.count().chunks))
         depth = max(k, candidates) if (reranker is not None or mode == "hybrid") else k
-        fetch = depth + (k if overlap != "none" else 0)
-
-        dense: list[list[tuple[int, float]]] = [[] for _ in queries]
-        keyword: list[list[tuple[int, float]]] = [[] for _ in queries]
-        allowed = None if filter is None else self.index.matching_ids(filter)  # once, for both lists
-        if mode in ("dense", "hybrid"):
-            dense = self._dense(queries, fetch, allowed, instruction)
-        if mode in ("bm25", "hybrid"):
-            keyword = self.bm25.search_batch(queries, fetch, allowed)
-
-        first_stage: list[list[Hit]] = []
-        for dense_q, keyword_q in zip(dense, keyword, strict=True):
-            first_stage.append(self._first_stage(mode, dense_q, keyword_q, fetch, overlap))
-
+        vectors = self._embed_queries(queries, instruction or self.instruction) if mode != "bm25" else None
+        first_stage = self._first_stage(queries, vectors, mode, filter, depth, k, overlap)
         if reranker is not None:
             first_stage = self._rerank(reranker, queries, [hits[:candidates] for hits in first_stage])
         return [hits[:k] for hits in first_stage]
 
     def rerank(self, queries: Sequence[str], hit_lists: Sequence[Sequence[Hit]],
-               reranker: Any = True) -> list[list[Hit]]:
+               reranker: Reranking = True) -> list[list[Hit]]:
         """Rerank given hit lists (one per query) and sort each by the reranker's score.
 
         Args:
             queries: The queries.
             hit_lists: Hits for each query (e.g. from :meth:`search_batch`).
-            reranker: True for the retriever's reranker, a model id or a Reranker.
+            reranker: True for the retriever's reranker, a model id or a reranker.
 
         Returns:
             The same hits with ``score`` and ``scores["rerank"]`` set, best first per query.
         """
         if len(queries) != len(hit_lists):
-            raise ValueError(f"got {len(queries)} queries but {len(hit_lists)} hit lists; "
-                             "pass one list per query")
+            raise ValueError(f"got {len(queries)} queries but {len(hit_lists)} hit lists; pass one list per query")
         resolved = self._resolve_reranker(reranker)
         if resolved is None:
-            raise ValueError("rerank() needs a reranker: pass True (the retriever's), a model id "
-                             "or a Reranker")
+            raise ValueError("rerank() needs a reranker: pass True (the retriever's), a model id or a reranker")
         return self._rerank(resolved, list(queries), [list(h) for h in hit_lists])
 
-    # -- stages
-    # --------------------------------------------------------------------------------------------------
-    def _dense(self, queries: list[str], n: int, allowed: np.ndarray | None,
-               instruction: str | None) -> list[list[tuple[int, float]]]:
-        vectors = self._embed_queries(queries, instruction or self.instruction)
-        ids, scores = self.index.search_vectors(vectors, n, allowed=allowed)
+    # -- stages --------------------------------------------------------------------------------------------------
+    def _first_stage(self, queries: list[str], vectors: np.ndarray | None, mode: str, filter: Filter | None,
+                     depth: int, k: int, overlap: OverlapMode) -> list[list[Hit]]:
+        """Fused or single lists, merged, at least ``k`` hits long where the index has that many: a list that
+        merging shortened is fetched again twice as deep."""
+        out: list[list[Hit]] = [[] for _ in queries]
+        todo = list(range(len(queries)))
+        fetch = depth + (k if overlap != "none" else 0)
+        while todo:
+            with self.index.reading():  # every list and chunk of one round from one commit
+                dense = (self._dense(vectors[todo], fetch, filter) if vectors is not None
+                         else [[] for _ in todo])
+                keyword = (self.index.keyword_search([queries[i] for i in todo], fetch, filter) if mode != "dense"
+                           else [[] for _ in todo])
+                lists = [self._fused(mode, d, kw, fetch, overlap) for d, kw in zip(dense, keyword, strict=True)]
+            again = []
+            for i, hits, d, kw in zip(todo, lists, dense, keyword, strict=True):
+                out[i] = hits
+                if len(hits) < k and max(len(d), len(kw)) >= fetch:  # merging shortened a list that was full
+                    again.append(i)
+            todo, fetch = again, fetch * 2
+        return out
+
+    def _dense(self, vectors: np.ndarray, n: int, filter: Filter | None) -> list[list[tuple[int, float]]]:
+        ids, scores = self.index.search_vectors(vectors, n, filter)
         out = []
         for row_ids, row_scores in zip(ids, scores, strict=True):
             keep = row_ids >= 0
@@ -370,20 +288,18 @@ class Retriever:
         missing = list(dict.fromkeys(q for q in queries if (q, instruction) not in cache))
         fresh: dict[str, np.ndarray] = {}
         if missing:
-            vectors = np.asarray(self.index.embedder.embed_queries(missing, instruction=instruction),
-                                 dtype=np.float32)
+            vectors = np.asarray(self.embedder.embed_queries(missing, instruction=instruction), dtype=np.float32)
             fresh = dict(zip(missing, vectors, strict=True))
         rows = [fresh[q] if q in fresh else cache[(q, instruction)] for q in queries]
         if self.query_cache_size:
             for q, v in fresh.items():
                 cache[(q, instruction)] = v
-            self._trim_query_cache()
-        return np.stack(rows) if rows else np.zeros((0, self.index.dim), np.float32)
+            self.query_cache_size = self.query_cache_size  # trims the oldest
+        return np.stack(rows)
 
-    def _first_stage(self, mode: str, dense: list[tuple[int, float]], keyword: list[tuple[int, float]],
-                     n: int, overlap: OverlapMode) -> list[Hit]:
-        dense_scores = dict(dense)
-        keyword_scores = dict(keyword)
+    def _fused(self, mode: str, dense: list[tuple[int, float]], keyword: list[tuple[int, float]], n: int,
+               overlap: OverlapMode) -> list[Hit]:
+        dense_scores, keyword_scores = dict(dense), dict(keyword)
         if mode == "dense":
             ranked = dense
         elif mode == "bm25":
@@ -393,9 +309,12 @@ class Retriever:
         else:
             ranked = reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in keyword]], k=self.rrf_k,
                                             weights=self.weights)[:n]
-        chunks = self._chunks([i for i, _ in ranked])
+        chunks = {c.chunk_id: c for c in self.index.get_chunks([i for i, _ in ranked])}
         out = []
-        for chunk, (chunk_id, final) in zip(chunks, ranked, strict=True):
+        for chunk_id, final in ranked:
+            chunk = chunks.get(chunk_id)
+            if chunk is None:  # gone since it was found (a backend without snapshots): it cannot be cited
+                continue
             scores: dict[str, float] = {}
             if chunk_id in dense_scores:
                 scores["dense"] = dense_scores[chunk_id]
@@ -406,61 +325,73 @@ class Retriever:
             out.append(chunk.to_hit(final, scores))
         return merge_overlapping(out, overlap)
 
-    def _chunks(self, ids: list[int]) -> list[Any]:
-        """The stored chunks of ``ids``, in order (text, source, span, page and metadata)."""
-        if not ids:
-            return []
-        chunks = self.index.get_chunks(ids)
-        if len(chunks) != len(ids):
-            found = {c.chunk_id for c in chunks}
-            missing = [i for i in ids if i not in found]
-            raise RuntimeError(f"chunks {missing[:5]} are in the search index but not in the store; "
-                               "the index "
-                               "directory is inconsistent: re-run `qwen3-rag index` on it")
-        return chunks
-
-    def _rerank(self, reranker: Any, queries: list[str], lists: list[list[Hit]]) -> list[list[Hit]]:
+    def _rerank(self, reranker: PairScorer, queries: list[str], lists: list[list[Hit]]) -> list[list[Hit]]:
         pairs = [(q, hit.text) for q, hits in zip(queries, lists, strict=True) for hit in hits]
         if not pairs:
             return lists
-        if hasattr(reranker, "score_pairs"):
-            scores = list(reranker.score_pairs(pairs))
-        else:
-            scores = [s for q, hits in zip(queries, lists, strict=True)
-                      for s in reranker.score(q, [h.text for h in hits])]
+        scores = iter(reranker.score_pairs(pairs))
         out = []
-        pos = 0
         for hits in lists:
             rescored = []
             for hit in hits:
-                s = float(scores[pos])
-                pos += 1
+                s = float(next(scores))
                 rescored.append(dataclasses.replace(hit, score=s, scores={**hit.scores, "rerank": s}))
-            # stable sort: ties keep the first-stage order
-            out.append(sorted(rescored, key=lambda h: -h.score))
+            out.append(sorted(rescored, key=lambda h: -h.score))  # stable: ties keep the first-stage order
         return out
 
 
-def embedder_from_manifest(model: Mapping[str, Any], device: str = "auto") -> Any:
-    """Load the embedder an index was built with, from the ``model`` entry of its manifest.
+def _open(location: str | os.PathLike[str], model: str | None, embedder: TextEmbedder | None,
+          device: str) -> StorageBackend:
+    """Open an index read-only with the embedder its record names (or the one given), built once."""
+    from qwen3_rag.indexers.index import Index
+    from qwen3_rag.retrieval.models import load_embedder
 
-    Raises:
-        ValueError: The manifest names no model (the index was built from pre-computed vectors); pass
-            ``embedder=`` or ``model=`` to the :class:`Retriever`.
-    """
-    name = model.get("model")
-    if not name:
-        raise ValueError("the index manifest names no embedding model (it was built from pre-computed "
-                         "vectors); "
-                         "pass Retriever(..., embedder=...) or model=...")
-    from qwen3_rag.retrieval.embedding import Embedder
+    if not Index.exists(location):
+        raise FileNotFoundError(f"no index at {os.fspath(location)!r}; build one first, e.g. "
+                                f"ingest(['docs/'], {os.fspath(location)!r})")
+    if embedder is None:
+        embedder = load_embedder(model, record=Index.read_manifest(location)["model"], device=device)
+    return Index.open(location, embedder, read_only=True)
 
-    kwargs: dict[str, Any] = {}
-    for key in ("dim", "max_length", "instruction", "pooling", "normalize", "revision"):
-        if model.get(key) is not None:
-            kwargs[key] = model[key]
-    logger.info("loading the embedding model %s from the index manifest", name)
-    return Embedder(name, device=device, **kwargs)
+
+def _embedder_for(index: StorageBackend, model: str | None, embedder: TextEmbedder | None,
+                  device: str) -> TextEmbedder:
+    """The embedder for queries: the one given (checked against the index's record), the index's own, or one built
+    from the record."""
+    from qwen3_rag.indexers.manifest import check_model, describe_embedder
+
+    if embedder is None and index.embedder is not None:
+        return index.embedder
+    if embedder is None:
+        from qwen3_rag.retrieval.models import load_embedder
+
+        embedder = load_embedder(model, record=index.model_info, device=device)
+    check_model(index.model_info, describe_embedder(embedder), index.location)
+    return embedder
+
+
+def _check_options(*, overlap: str, weights: Sequence[float], rrf_k: int, fusion: str, alpha: float) -> None:
+    if overlap not in _OVERLAPS:
+        raise ValueError(f"overlap must be 'merge', 'dedup' or 'none', got {overlap!r}")
+    if len(weights) != 2:
+        raise ValueError(f"weights must be two numbers (dense, bm25), got {tuple(weights)!r}")
+    if rrf_k < 0:
+        raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
+    if fusion not in ("convex", "rrf"):
+        raise ValueError(f"fusion must be 'convex' or 'rrf', got {fusion!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+
+def _check_search(*, k: int, candidates: int, mode: str, overlap: str) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
+        raise ValueError(f"candidates must be a positive int, got {candidates!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if overlap not in _OVERLAPS:
+        raise ValueError(f"overlap must be 'merge', 'dedup' or 'none', got {overlap!r}")
 
 
 def hits_to_dicts(hits: Sequence[Hit]) -> list[dict[str, Any]]:

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from qwen3_rag.indexers.index import Index
-from qwen3_rag.types import Document
+from qwen3_rag import Document, Index, ingest_documents
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,9 +58,9 @@ def write_beir(root: Path) -> Path:
 def minilm_index(tmp_path_factory: pytest.TempPathFactory, minilm_embedder: Any) -> Path:
     path = tmp_path_factory.mktemp("cli") / "index"
     with Index.create(path, minilm_embedder, chunk_size=0) as index:
-        index.upsert([Document(id=k, text=f"{t}\n{x}", source=f"notes/{k}.txt",
-                               metadata={"topic": "animals" if k in ("d1", "d2") else "science", "n": i})
-                      for i, (k, (t, x)) in enumerate(DOCS.items())])
+        ingest_documents([Document(id=k, text=f"{t}\n{x}", source=f"notes/{k}.txt",
+                                   metadata={"topic": "animals" if k in ("d1", "d2") else "science", "n": i})
+                          for i, (k, (t, x)) in enumerate(DOCS.items())], index)
     return path
 
 
@@ -93,7 +92,7 @@ def test_query_json_hybrid_rerank_filter(minilm_index: Path, tiny_qwen3_reranker
     assert all(h["metadata"]["topic"] == "science" for h in hits)
     assert set(hits[0]["scores"]) >= {"dense", "fused", "rerank"}
     assert hits[0]["score"] == hits[0]["scores"]["rerank"]
-    assert {"chunk_id", "doc_id", "text", "source", "start", "end", "page", "lines"} <= set(hits[0])
+    assert {"chunk_id", "doc_id", "text", "source", "start", "end", "page", "start_line", "end_line"} <= set(hits[0])
 
 
 def test_query_bm25_json_filter_in_process(minilm_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,7 +108,7 @@ def test_query_bm25_json_filter_in_process(minilm_index: Path, capsys: pytest.Ca
 def test_query_errors(minilm_index: Path, tmp_path: Path) -> None:
     out = cli("query", str(tmp_path / "nope"), "question")
     assert out.returncode == 2
-    assert "qwen3-rag: error: index directory" in out.stderr and "does not exist" in out.stderr
+    assert "qwen3-rag: error: no index at" in out.stderr and "qwen3-rag index SOURCES... --index" in out.stderr
     assert "Traceback" not in out.stderr
     out = cli("query", str(minilm_index), "question", "--filter", "topic")
     assert out.returncode == 2 and "bad filter 'topic': expected KEY=VALUE" in out.stderr
@@ -120,7 +119,7 @@ def test_query_errors_in_process(minilm_index: Path, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     code, _, err = cli_in_process(capsys, "query", str(tmp_path / "empty"), "question")
-    assert code == 2 and "is not a qwen3-rag index" in err
+    assert code == 2 and "no index at" in err
     code, _, err = cli_in_process(capsys, "query", str(minilm_index), "question",
                                   "--filter", '{"n": {"$near": 3}}')
     assert code == 2 and "bad filter" in err and "$near" in err
@@ -144,8 +143,8 @@ def test_eval_end_to_end(tmp_path: Path, minilm_path: str) -> None:
         assert set(values) == {"ndcg@10", "recall@100", "mrr@10", "map@100"}
         assert values["recall@100"] == 1.0 and values["mrr@10"] == 1.0
     assert "ndcg@10" in out.stdout and "hybrid" in out.stdout
-    # the index is reused (nothing to embed) and BM25 was saved by the ingestion hook
-    assert (tmp_path / "ix" / "bm25" / "bm25.npz").is_file()
+    # the index keeps its BM25 file beside it, published when the run closed it
+    assert len(list((tmp_path / "ix").glob("bm25.*.npz"))) == 1
 
 
 def test_eval_reuses_index(tmp_path: Path, minilm_path: str, capsys: pytest.CaptureFixture[str]) -> None:

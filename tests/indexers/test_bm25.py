@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import bm25s
@@ -105,12 +102,11 @@ def test_save_load_roundtrip_without_pickle(tmp_path: Path) -> None:
     index = BM25Index(BM25Config(k1=1.2, b=0.5))
     index.add(list(range(len(TEXTS))), TEXTS)
     index.delete([2])
-    index.generation = 7
     index.save(tmp_path / "bm25")
     with np.load(tmp_path / "bm25" / "bm25.npz", allow_pickle=False) as data:
         assert data["chunk_ids"].dtype == np.int64
     loaded = BM25Index.load(tmp_path / "bm25")
-    assert loaded.config == index.config and loaded.generation == 7 and loaded.ids == index.ids
+    assert loaded.config == index.config and loaded.ids == index.ids
     for query in QUERIES:
         assert _same(loaded.search(query), index.search(query))
     loaded.add([50], ["new market text"])  # the loaded vocabulary keeps growing correctly
@@ -128,98 +124,6 @@ def test_load_errors(tmp_path: Path) -> None:
         BM25Index.load(tmp_path)
     with pytest.raises(ValueError, match="unknown stemmer"):
         BM25Index(BM25Config(stemmer="klingon"))
-
-
-def test_sidecar_follows_the_index_and_rebuilds_when_behind(tmp_path: Path, hash_embedder: object) -> None:
-    from qwen3_rag.indexers.bm25 import BM25Sidecar
-    from qwen3_rag.indexers.index import Index
-    from qwen3_rag.types import Document
-
-    def fresh(index: Index) -> list[int]:
-        return sorted(c for c, _ in index.iter_chunks())
-
-    with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0) as index:
-        sidecar = BM25Sidecar.attach(index)
-        assert BM25Sidecar.attach(index) is sidecar  # not registered twice
-        index.upsert([Document(id=f"d{i}", text=t) for i, t in enumerate(TEXTS)])
-        index.upsert([Document(id="d0", text="A brand new zebra text.")])  # update: new chunk id
-        index.delete(["d1"])
-        assert sidecar.bm25.ids == fresh(index) and sidecar.bm25.generation == index.generation
-        assert sidecar.bm25.search("zebra")[0][0] == index.chunks_of("d0")[0].chunk_id
-        saved = BM25Index.load(index.sidecar_dir("bm25"))
-        assert saved.ids == fresh(index) and saved.generation == index.generation
-    # a commit without the sidecar leaves the saved BM25 index behind; attaching rebuilds it
-    with Index.open(tmp_path / "ix", hash_embedder) as index:
-        index.delete(["d2"])
-        sidecar = BM25Sidecar.attach(index)
-        assert sidecar.bm25.ids == fresh(index) and sidecar.bm25.generation == index.generation
-        replaced = BM25Sidecar.attach(index, BM25Config(k1=1.2))  # new settings: rebuilt, the old one retires
-        assert replaced.bm25.config.k1 == 1.2 and sidecar.retired
-        index.delete(["d3"])
-        assert replaced.bm25.ids == fresh(index)
-        assert BM25Index.load(index.sidecar_dir("bm25")).config.k1 == 1.2
-
-
-def test_bulk_load_writes_bm25_once_and_a_kill_is_rebuilt(tmp_path: Path, hash_embedder: object,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from qwen3_rag.indexers.bm25 import BM25Sidecar
-    from qwen3_rag.indexers.index import Index
-    from qwen3_rag.pipelines.ingest import ingest
-
-    src = tmp_path / "corpus.jsonl"
-    src.write_text("".join(f'{{"id": "d{i}", "text": "{TEXTS[i % len(TEXTS)]} number {i}"}}\n' for i in range(40)))
-    saves: list[int] = []
-    original_save = BM25Index.save
-
-    def counting_save(self: BM25Index, path: str | Path) -> None:
-        saves.append(self.generation)
-        original_save(self, path)
-
-    monkeypatch.setattr(BM25Index, "save", counting_save)
-    ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=4)
-    with Index.open(tmp_path / "ix", read_only=True) as index:
-        generation = index.generation
-        assert generation >= 10  # many commits ...
-        assert saves == [0, generation]  # ... one save when attached, one when the run closed the index
-        saved = BM25Index.load(index.sidecar_dir("bm25"))
-        assert saved.generation == generation and saved.ids == sorted(c for c, _ in index.iter_chunks())
-
-    # killed in the middle of a bulk load: the store holds what was committed, the BM25 file is behind,
-    # and attaching rebuilds it from the store
-    child = tmp_path / "child.py"
-    child.write_text(KILLED_CHILD)
-    more = tmp_path / "more.jsonl"
-    more.write_text("".join(f'{{"id": "m{i}", "text": "zebra {i}"}}\n' for i in range(20)))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    out = subprocess.run([sys.executable, str(child), str(more), str(tmp_path / "ix")], env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 137, out.stderr
-    with Index.open(tmp_path / "ix", hash_embedder) as index:
-        # the killed run committed its first batch (and maybe the second, which was being written beside the
-        # embedding of the third)
-        assert index.generation in (generation + 1, generation + 2)
-        assert BM25Index.load(index.sidecar_dir("bm25")).generation == generation
-        sidecar = BM25Sidecar.attach(index)
-        assert sidecar.bm25.generation == index.generation
-        assert sidecar.bm25.ids == sorted(c for c, _ in index.iter_chunks())
-        assert len(sidecar.bm25.search("zebra", k=20)) == 4 * (index.generation - generation)
-
-
-KILLED_CHILD = r'''
-import os, sys
-sys.path.insert(0, os.path.join(os.environ["PYTHONPATH"], "tests"))
-from conftest import HashEmbedder, build_tokenizer
-from qwen3_rag.pipelines.ingest import ingest
-
-class DyingEmbedder(HashEmbedder):
-    """The test's embedder, except that the process dies (no close, no flush) while embedding a third batch."""
-    def embed_documents(self, texts):
-        if self.calls == 2:
-            os._exit(137)
-        return super().embed_documents(texts)
-
-ingest([sys.argv[1]], sys.argv[2], embedder=DyingEmbedder(build_tokenizer(append_endoftext=False)), commit_every=4)
-'''
 
 
 _ALPHABET = st.sampled_from(["a", "Z", "é", "_", "7", " ", ".", "-", "\n", "北", "京", "あ", "한", "ω", "\u0301", "🙂",

@@ -36,11 +36,10 @@ def test_search_knobs_trade_speed_for_recall() -> None:
 
 
 def test_index_passes_its_knobs_to_every_search(tmp_path, hash_embedder) -> None:
-    from qwen3_rag.indexers.index import Index
-    from qwen3_rag.types import Document
+    from qwen3_rag import Document, Index, ingest_documents
 
     with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0, index_type="HNSW8") as index:
-        index.upsert([Document(id=f"d{i}", text=f"text number {i}") for i in range(50)])
+        ingest_documents([Document(id=f"d{i}", text=f"text number {i}") for i in range(50)], index)
         seen = []
         real = index.vectors._params
 

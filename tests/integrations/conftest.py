@@ -55,10 +55,9 @@ def corpus() -> list[tuple[str, str, dict[str, Any]]]:
 @pytest.fixture()
 def corpus_index(tmp_path: Path, hash_embedder: Any) -> Any:
     """An open core index with :data:`CORPUS` (one chunk per document), closed after the test."""
-    from qwen3_rag.indexers.index import Index
-    from qwen3_rag.types import Document
+    from qwen3_rag import Document, Index, ingest_documents
 
     index = Index.create(tmp_path / "corpus", hash_embedder, chunk_size=0, chunk_overlap=0)
-    index.add([Document(id=i, text=t, source=f"{i}.txt", metadata=m) for i, t, m in CORPUS])
+    ingest_documents([Document(id=i, text=t, source=f"{i}.txt", metadata=m) for i, t, m in CORPUS], index)
     yield index
     index.close()

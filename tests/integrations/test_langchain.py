@@ -357,7 +357,7 @@ def test_retriever_pipeline_filter_hybrid_and_rerank(corpus_index: Any, tiny_rer
     assert docs[0].metadata["source"] == "beijing.txt" and "dense" in docs[0].metadata["scores"]
     geo = retriever.invoke("capital", k=5, filter={"topic": {"$eq": "geo"}})
     assert {d.id for d in geo} == {"beijing", "paris"}
-    hybrid = Qwen3Retriever(retriever=retriever.retriever, k=2, hybrid=True).invoke("keyword overlap BM25")
+    hybrid = Qwen3Retriever(retriever=retriever.retriever, k=2, mode="hybrid").invoke("keyword overlap BM25")
     assert hybrid[0].id == "bm25" and "bm25" in hybrid[0].metadata["scores"]
     reranked = retriever.invoke("capital of China", rerank=True, k=4)
     rel = [d.metadata["relevance_score"] for d in reranked]

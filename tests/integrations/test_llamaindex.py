@@ -204,8 +204,8 @@ def test_add_replaces_existing_node(li_store: Any, hash_embedder: Any, corpus: l
         n.embedding = hash_embedder.embed_documents([n.text])[0].tolist()
     assert li_store.add([first, last]) == ["twice", "twice"]  # one id twice in one call: the last one wins
     assert li_store.get_nodes(["twice"])[0].get_content() == "The last version."
-    np.testing.assert_allclose(li_store.client.get_vectors(li_store.client.chunk_ids("twice"))[0], last.embedding,
-                               atol=1e-6)
+    [chunk] = li_store.client.chunks_of("twice")
+    np.testing.assert_allclose(li_store.client.get_vectors([chunk.chunk_id])[0], last.embedding, atol=1e-6)
 
 
 def test_persist_and_load(li_store: Any, hash_embedder: Any, tmp_path: Path) -> None:
@@ -220,11 +220,11 @@ def test_persist_and_load(li_store: Any, hash_embedder: Any, tmp_path: Path) -> 
 
 
 def test_query_an_index_built_by_the_core(tmp_path: Path, hash_embedder: Any, corpus: list[Any]) -> None:
-    from qwen3_rag.indexers.index import Index
+    from qwen3_rag import Index, ingest_documents
     from qwen3_rag.types import Document as CoreDocument
 
     with Index.create(tmp_path / "core", hash_embedder, chunk_size=0) as index:
-        index.add([CoreDocument(id=i, text=t, source=f"{i}.txt", metadata=m) for i, t, m in corpus])
+        ingest_documents([CoreDocument(id=i, text=t, source=f"{i}.txt", metadata=m) for i, t, m in corpus], index)
     store = Qwen3VectorStore(tmp_path / "core")
     res = _query(store, hash_embedder, "capital of China", 1, MetadataFilters(filters=[F("topic", "geo")]))
     node = res.nodes[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -150,7 +151,7 @@ def _write_bigger_beir(root: Path) -> None:
 
 
 def test_evaluate_index_end_to_end(tmp_path: Path, hash_embedder: Any, tiny_reranker: Any) -> None:
-    from qwen3_rag.indexers.bm25 import BM25Index, BM25Sidecar
+    from qwen3_rag.indexers.bm25 import BM25Index
     from qwen3_rag.indexers.index import Index
     from qwen3_rag.pipelines.evaluation import evaluate_index, index_corpus
     from qwen3_rag.pipelines.search import Retriever
@@ -158,7 +159,6 @@ def test_evaluate_index_end_to_end(tmp_path: Path, hash_embedder: Any, tiny_rera
     _write_bigger_beir(tmp_path / "set")
     ds = load_beir(tmp_path / "set")
     with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0) as index:
-        BM25Sidecar.attach(index)
         assert index_corpus(ds, index) == 30
         assert index_corpus(ds, index) == 0  # unchanged documents are skipped
         retriever = Retriever(index, reranker=tiny_reranker, query_cache_size=4)
@@ -199,6 +199,6 @@ def test_evaluate_index_rejects_bad_modes(tmp_path: Path) -> None:
 
     _write_beir(tmp_path / "set")
     with pytest.raises(ValueError, match="unknown evaluation mode"):
-        evaluate_index(tmp_path / "set", retriever=None, modes=["sparse"])
+        evaluate_index(tmp_path / "set", retriever=SimpleNamespace(reranker=None), modes=["sparse"])
     with pytest.raises(ValueError, match="needs a reranker"):
-        evaluate_index(tmp_path / "set", retriever=None, modes=["rerank"])
+        evaluate_index(tmp_path / "set", retriever=SimpleNamespace(reranker=None), modes=["rerank"])

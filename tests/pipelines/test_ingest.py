@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qwen3_rag.indexers.index import Index
+from qwen3_rag import Index
+from qwen3_rag.pipelines import writing
 from qwen3_rag.pipelines.ingest import ingest
 
 
@@ -68,7 +69,7 @@ def test_ingest_is_incremental(tmp_path: Path, hash_embedder: Any) -> None:
     assert hash_embedder.texts_embedded - before == third.chunks_added  # only the new and changed chunks
     assert third.chunks_added < 5
     with Index.open(ix, read_only=True) as index:
-        assert not index.has_document("corpus/note04.md")
+        assert index.get_document("corpus/note04.md") is None
         note3 = index.chunks_of("corpus/note03.md")
         assert "".join(c.text for c in note3).replace("\n", "").startswith("# Note 3Completely")
         counts = index.count()
@@ -167,49 +168,19 @@ def test_sigkill_mid_ingest_then_rerun(tmp_path: Path, spec: str) -> None:
     assert 0 < unchanged < n_docs and added + unchanged == n_docs  # resumed, did not start over
 
     with Index.open(ix, read_only=True) as index:
-        store = index._store  # noqa: SLF001 - checking the store itself
         doc_ids = [d for d, _, _ in index.iter_documents()]
         assert sorted(doc_ids) == sorted(f"corpus/doc{i:03d}.txt" for i in range(n_docs))
-        conn = store.conn
-        orphans = conn.execute(
-            "SELECT COUNT(*) FROM chunks c LEFT JOIN documents d ON d.doc_id = c.doc_id "
-            "WHERE d.doc_id IS NULL"
-        ).fetchone()[0]
-        assert orphans == 0
-        bad = conn.execute(
-            "SELECT COUNT(*) FROM documents d WHERE n_chunks != "
-            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id)"
-        ).fetchone()[0]
-        assert bad == 0
+        states = index.document_states(doc_ids)
+        chunk_ids = {c.chunk_id for d in doc_ids for c in index.chunks_of(d)}
+        assert all(len(index.chunks_of(d)) == states[d][1] for d in doc_ids)  # every document whole
+        assert {c for c, _ in index.iter_chunks()} == chunk_ids  # and no chunk without its document
         counts = index.count()
-        assert counts.vectors == counts.chunks
-        faiss_ids = set(index.vectors.ids().tolist()) - index.vectors.tombstones
-        assert faiss_ids == set(store.all_chunk_ids().tolist())
-        # every chunk finds itself
-        some = [c for c in index.get_chunks(store.all_chunk_ids()[:20].tolist())]
-        ids, vecs = store.vectors_of([c.chunk_id for c in some], index.dim)
+        assert counts.vectors == counts.chunks == len(chunk_ids)
+        assert set(index.vectors.ids().tolist()) - index.vectors.tombstones == chunk_ids
+        some = index.get_chunks(sorted(chunk_ids)[:20])
+        vecs = index.get_vectors([c.chunk_id for c in some])
         found, scores = index.search_vectors(vecs, k=1)
-        assert np.all(scores[:, 0] > 0.999)  # itself, or a chunk with the same text
-        assert np.array_equal(found[:, 0], ids) or spec != "Flat"
-
-
-def test_attached_sidecar_follows_every_commit(tmp_path: Path, hash_embedder: Any) -> None:
-    src = write_corpus(tmp_path / "corpus", n=6)
-    seen: dict[str, set[int]] = {"added": set(), "removed": set()}
-
-    class Recorder:
-        name = "recorder"
-
-        def on_commit(self, index: Index, generation: int, added: Any, removed: Any) -> None:
-            seen["added"].update(added)
-            seen["removed"].update(removed)
-
-    def attach(index: Index) -> None:
-        index.register_sidecar(Recorder())
-
-    ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, attach=[attach])
-    with Index.open(tmp_path / "ix", read_only=True) as index:
-        assert seen["added"] == {i for i, _ in index.iter_chunks()} and not seen["removed"]
+        assert np.all(scores[:, 0] > 0.999)  # every chunk finds itself, or a chunk with the same text
 
 
 def _contents(path: Path) -> list[tuple[str, str, int, int, bytes]]:
@@ -234,7 +205,6 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The first embedding call only returns once later documents were chunked beside it (no timing involved)."""
     from qwen3_rag.indexers.chunking import Chunker
-    from qwen3_rag.pipelines import ingest as ingest_module
 
     src = write_corpus(tmp_path / "corpus", n=30)
     embedding = threading.Event()
@@ -244,7 +214,7 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
     real_chunk, real_embed = Chunker.chunk_batch, hash_embedder.embed_documents
 
     submitted = threading.Event()
-    real_submit = ingest_module._Worker.submit
+    real_submit = writing._Worker.submit
 
     def submit(self: Any, texts: list[str]) -> Any:
         if self._thread.name == "qwen3-rag-embed":  # noqa: SLF001
@@ -264,8 +234,8 @@ def test_chunking_runs_while_a_batch_is_embedded(tmp_path: Path, hash_embedder: 
         return real_embed(texts)
 
     monkeypatch.setattr(Chunker, "chunk_batch", chunk)
-    monkeypatch.setattr(ingest_module._Worker, "submit", submit)
-    monkeypatch.setattr(ingest_module, "CHUNK_BATCH_DOCUMENTS", 2)
+    monkeypatch.setattr(writing._Worker, "submit", submit)
+    monkeypatch.setattr(writing, "GROUP_DOCUMENTS", 2)
     monkeypatch.setattr(hash_embedder, "embed_documents", embed)
     ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
            pipelined=True)
@@ -283,36 +253,36 @@ def test_pipelined_chunking_runs_while_the_previous_group_is_written(tmp_path: P
     group was handed to the chunk thread; that call waits for the write to begin, so run one after the other
     (chunking before writing) the write would wait in vain and the test fails."""
     from qwen3_rag.indexers.chunking import Chunker
-    from qwen3_rag.pipelines import ingest as ingest_module
+    from qwen3_rag.indexers.local import LocalIndex
 
     src = write_corpus(tmp_path / "corpus", n=30)
-    writing, chunked_meanwhile = threading.Event(), threading.Event()
+    writing_, chunked_meanwhile = threading.Event(), threading.Event()
     overlapped: list[bool] = []
     chunk_threads: set[str] = set()
     calls: list[int] = []
-    real_add, real_chunk = Index.add_chunked, Chunker.chunk_batch
+    real_add, real_chunk = LocalIndex.write, Chunker.chunk_batch
 
     def add_chunked(self: Index, *args: Any, **kwargs: Any) -> Any:
         if not overlapped:
-            writing.set()
+            writing_.set()
             overlapped.append(chunked_meanwhile.wait(timeout=20))
         return real_add(self, *args, **kwargs)
 
     def chunk(self: Chunker, documents: Any, **kwargs: Any) -> Any:
         chunk_threads.add(threading.current_thread().name)
         calls.append(1)
-        if len(calls) > 1 and writing.wait(timeout=20):  # every group after the first waits for the first write
+        if len(calls) > 1 and writing_.wait(timeout=20):  # every group after the first waits for the first write
             chunked_meanwhile.set()
         return real_chunk(self, documents, **kwargs)
 
-    monkeypatch.setattr(Index, "add_chunked", add_chunked)
+    monkeypatch.setattr(LocalIndex, "write", add_chunked)
     monkeypatch.setattr(Chunker, "chunk_batch", chunk)
-    monkeypatch.setattr(ingest_module, "CHUNK_BATCH_DOCUMENTS", 3)
+    monkeypatch.setattr(writing, "GROUP_DOCUMENTS", 3)
     ingest([src], tmp_path / "a", embedder=hash_embedder, commit_every=1, chunk_size=16, chunk_overlap=4,
            pipelined=True)
     assert overlapped == [True] and chunk_threads == {"qwen3-rag-chunk"}
 
-    monkeypatch.setattr(Index, "add_chunked", real_add)
+    monkeypatch.setattr(LocalIndex, "write", real_add)
     monkeypatch.setattr(Chunker, "chunk_batch", real_chunk)
     ingest([src], tmp_path / "b", embedder=hash_embedder, commit_every=1, chunk_size=16, chunk_overlap=4,
            pipelined=False)
@@ -322,7 +292,6 @@ def test_pipelined_chunking_runs_while_the_previous_group_is_written(tmp_path: P
 def test_a_chunking_error_in_the_background_reaches_the_caller(tmp_path: Path, hash_embedder: Any,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from qwen3_rag.indexers.chunking import Chunker
-    from qwen3_rag.pipelines import ingest as ingest_module
 
     src = write_corpus(tmp_path / "corpus", n=30)
     real_chunk = Chunker.chunk_batch
@@ -335,7 +304,7 @@ def test_a_chunking_error_in_the_background_reaches_the_caller(tmp_path: Path, h
         return real_chunk(self, documents, **kwargs)
 
     monkeypatch.setattr(Chunker, "chunk_batch", chunk)
-    monkeypatch.setattr(ingest_module, "CHUNK_BATCH_DOCUMENTS", 3)
+    monkeypatch.setattr(writing, "GROUP_DOCUMENTS", 3)
     with pytest.raises(RuntimeError, match="tokenizer crashed"):
         ingest([src], tmp_path / "ix", embedder=hash_embedder, commit_every=5, chunk_size=16, chunk_overlap=4,
                pipelined=True)

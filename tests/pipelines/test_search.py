@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from qwen3_rag import Index, ingest_documents
 from qwen3_rag.indexers.bm25 import BM25Index
-from qwen3_rag.indexers.index import Index
 from qwen3_rag.pipelines.fusion import reciprocal_rank_fusion
 from qwen3_rag.pipelines.search import Retriever, hits_to_dicts
 from qwen3_rag.types import Document
@@ -34,7 +34,7 @@ def _docs(texts: list[str] = TEXTS) -> list[Document]:
 @pytest.fixture()
 def index(tmp_path: Path, hash_embedder: Any) -> Any:
     idx = Index.create(tmp_path / "ix", hash_embedder, chunk_size=0)
-    idx.upsert(_docs())
+    ingest_documents(_docs(), idx)
     yield idx
     idx.close()
 
@@ -79,7 +79,7 @@ def test_hybrid_is_rrf_of_the_two_lists(index: Any) -> None:
         bm25 = retriever.search(query, k=6, mode="bm25", overlap="none")
         expected = reciprocal_rank_fusion([[h.chunk_id for h in dense], [h.chunk_id for h in bm25]], k=60,
                                           weights=[1.0, 0.5])
-        hits = retriever.search(query, k=6, hybrid=True, candidates=6, overlap="none")
+        hits = retriever.search(query, k=6, mode="hybrid", candidates=6, overlap="none")
         assert [h.chunk_id for h in hits] == [c for c, _ in expected][:6]
         assert hits[0].scores["fused"] == pytest.approx(expected[0][1]) == pytest.approx(hits[0].score)
         assert "dense" in hits[0].scores
@@ -96,7 +96,7 @@ def test_hybrid_convex_is_the_score_combination(index: Any) -> None:
         expected = {h.chunk_id: 0.3 * h.score + 0.7 * bm25_scores.get(h.chunk_id, 0.0) / top for h in dense}
         for h in bm25:
             expected.setdefault(h.chunk_id, 0.3 * floor + 0.7 * h.score / top)
-        hits = retriever.search(query, k=6, hybrid=True, candidates=6, overlap="none")
+        hits = retriever.search(query, k=6, mode="hybrid", candidates=6, overlap="none")
         assert [h.score for h in hits] == pytest.approx(sorted(expected.values(), reverse=True)[:6])
         assert all(h.scores["fused"] == h.score for h in hits)
 
@@ -121,11 +121,11 @@ def test_filter_applies_in_every_mode(index: Any, mode: str) -> None:
 
 def test_rerank_orders_by_reranker(index: Any, tiny_reranker: Any) -> None:
     retriever = Retriever(index, reranker=tiny_reranker)
-    hits = retriever.search("central bank interest rates", k=3, hybrid=True, rerank=True, candidates=5)
+    hits = retriever.search("central bank interest rates", k=3, mode="hybrid", rerank=True, candidates=5)
     assert len(hits) == 3
     scores = [h.scores["rerank"] for h in hits]
     assert scores == sorted(scores, reverse=True) and [h.score for h in hits] == scores
-    pool = retriever.search("central bank interest rates", k=5, hybrid=True, candidates=5)
+    pool = retriever.search("central bank interest rates", k=5, mode="hybrid", candidates=5)
     expected = tiny_reranker.score("central bank interest rates", [h.text for h in pool])
     assert max(scores) == pytest.approx(max(expected), abs=1e-5)
     batch = retriever.search_batch(QUERIES[:2], k=2, rerank=True, candidates=4)
@@ -136,7 +136,7 @@ def test_rerank_orders_by_reranker(index: Any, tiny_reranker: Any) -> None:
 def test_overlapping_chunks_are_merged(tmp_path: Path, hash_embedder: Any) -> None:
     text = " ".join(f"Sentence {i} talks about apples and pears in the orchard." for i in range(12))
     with Index.create(tmp_path / "ov", hash_embedder, chunk_size=24, chunk_overlap=8) as idx:
-        idx.upsert([Document(id="long", text=text, source="long.txt")])
+        ingest_documents([Document(id="long", text=text, source="long.txt")], idx)
         assert len(idx.chunks_of("long")) > 2
         raw = Retriever(idx, overlap="none").search("apples pears orchard", k=30, mode="bm25")
         assert any(a.start < b.end and b.start < a.end for a in raw for b in raw if a is not b)
@@ -154,32 +154,31 @@ def test_overlapping_chunks_are_merged(tmp_path: Path, hash_embedder: Any) -> No
 def test_bm25_follows_upsert_and_delete(index: Any) -> None:
     retriever = Retriever(index)
     assert retriever.search("zebra", mode="bm25") == []
-    index.upsert([Document(id="d1", text="A zebra crossed the savanna.", source="file1.txt"),
-                  Document(id="z", text="Zebras have stripes; a zebra herd.", source="z.txt")])
+    ingest_documents([Document(id="d1", text="A zebra crossed the savanna.", source="file1.txt"),
+                      Document(id="z", text="Zebras have stripes; a zebra herd.", source="z.txt")], index)
     hits = retriever.search("zebra", k=5, mode="bm25")
     assert {h.doc_id for h in hits} == {"d1", "z"}
-    index.delete(["z"])
+    with index.transaction():
+        index.delete(["z"])
     assert [h.doc_id for h in retriever.search("zebra", k=5, mode="bm25")] == ["d1"]
     assert retriever.search("stock markets fell", k=5, mode="bm25") == [] or all(
         h.doc_id != "d1" for h in retriever.search("stock markets fell", k=5, mode="bm25"))
-    # BM25 equals a fresh build over the store, and the saved file reflects the last commit
+    # BM25 equals a fresh build over the store
     fresh = BM25Index()
     chunks = list(index.iter_chunks())
     fresh.add([c for c, _ in chunks], [t for _, t in chunks])
-    assert retriever.bm25.ids == fresh.ids
-    saved = BM25Index.load(index.sidecar_dir("bm25"))
-    assert saved.generation == index.generation and saved.ids == fresh.ids
+    assert index.keyword_index().ids == fresh.ids
 
 
 def test_read_only_retriever_catches_up(tmp_path: Path, hash_embedder: Any) -> None:
     with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0) as idx:
-        idx.upsert(_docs())
+        ingest_documents(_docs(), idx)
     with Retriever(tmp_path / "ix", embedder=hash_embedder) as reader:
         assert reader.search("qubit", k=1, mode="bm25")[0].doc_id == "d2"
-    # a writer without the BM25 sidecar: the saved BM25 index is now behind the store
+    # a writer that never touched BM25: it is kept in step and published when the writer closes
     with Index.open(tmp_path / "ix", hash_embedder) as idx:
         idx.delete(["d2"])
-        idx.upsert([Document(id="q", text="Qubit qubit qubit.", source="q.txt")])
+        ingest_documents([Document(id="q", text="Qubit qubit qubit.", source="q.txt")], idx)
     with Retriever(tmp_path / "ix", embedder=hash_embedder) as reader:
         assert [h.doc_id for h in reader.search("qubit", k=5, mode="bm25")] == ["q"]
 
@@ -192,11 +191,11 @@ def test_errors(index: Any, tmp_path: Path) -> None:
         retriever.search("x", mode="sparse")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="k must be a positive int"):
         retriever.search("x", k=0)
-    with pytest.raises(ValueError, match="contradicts"):
-        retriever.search("x", hybrid=True, mode="bm25")
+    with pytest.raises(ValueError, match="query 0 is empty"):
+        retriever.search("  ")
     with pytest.raises(TypeError, match="search_batch"):
         retriever.search(["x"])  # type: ignore[arg-type]
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="no index at"):
         Retriever(tmp_path / "missing")
     with pytest.raises(ValueError, match="weights"):
         Retriever(index, weights=(1.0,))

@@ -1,0 +1,533 @@
+"""The local index: one directory with a SQLite store and the search structures derived from it.
+
+Layout (docs/index-format.md)::
+
+    DIR/store.sqlite         the source of truth (SQLite, WAL): documents (text, metadata), chunks (offsets, lines,
+                             page, headings, float32 vector), the manifest, the removal log
+    DIR/vectors.<gen>.faiss  the HNSW / trained IVF index of generation ``gen`` (an exact index is rebuilt from
+                             the store instead), checksummed in the store
+    DIR/bm25.<gen>.npz       the BM25 index, checksummed in the store
+    DIR/manifest.json        a human-readable copy of the manifest, rewritten when files are published
+    DIR/.lock                held (flock) by the one writer
+
+One process writes at a time; any number of ``read_only=True`` readers run beside it and see its last commit (see
+:mod:`qwen3_rag.indexers.derived`). Chunk ids come from a persisted counter and are never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qwen3_rag.indexers.bm25 import BM25Component, BM25Config, BM25Index
+from qwen3_rag.indexers.chunking import ChunkingConfig
+from qwen3_rag.indexers.derived import DerivedState
+from qwen3_rag.indexers.filters import to_sql
+from qwen3_rag.indexers.index import Index, Location, unique_ids
+from qwen3_rag.indexers.manifest import (
+    FORMAT_VERSION,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    IndexDamagedError,
+    WriterLock,
+    atomic_write,
+    check_model,
+    describe_embedder,
+    new_manifest,
+)
+from qwen3_rag.indexers.store import Store, upgrade
+from qwen3_rag.indexers.vector_index import IndexSpec, VectorComponent, VectorIndex
+from qwen3_rag.protocols import Filter, TextEmbedder
+from qwen3_rag.types import Chunk, Document, IndexCounts
+
+logger = logging.getLogger(__name__)
+
+STORE_FILE = "store.sqlite"
+#: A filtered search on an approximate index (HNSW, IVF) is done exactly when at most this many chunks match.
+EXACT_FILTER_LIMIT = 4096
+#: What a create() killed halfway leaves; a folder holding anything else is not made an index.
+_OWN_FILES = re.compile(rf"({re.escape(STORE_FILE)}(-wal|-shm|-journal)?|{re.escape(LOCK_FILE)}|"
+                        rf"{re.escape(MANIFEST_FILE)}|\.(vectors|bm25|manifest)\..+\.tmp)")
+
+
+def _unit_rows(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
+    v = np.asarray(vectors, dtype=np.float32)
+    if v.ndim == 1 and n == 1:
+        v = v[None, :]
+    if v.ndim != 2 or len(v) != n or v.shape[1] != dim:
+        raise ValueError(f"expected one vector per chunk, an array of shape ({n}, {dim}); got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("the vectors hold NaN or infinite values; check the embedding model's output")
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    if v.size and not np.allclose(norms, 1.0, atol=1e-3):
+        if (norms == 0).any():
+            raise ValueError("a vector is all zeros and has no direction; check the embedding model's output")
+        v = v / norms
+    return np.ascontiguousarray(v, dtype=np.float32)
+
+
+class LocalIndex(Index):
+    """An index directory (see the module docstring); create it with :meth:`Index.create`, open it with
+    :meth:`Index.open`.
+
+    Attributes:
+        ef_search: HNSW search breadth (None: ``max(64, 2k, n / 4000)`` for ``n`` vectors).
+        nprobe: IVF lists searched (None: ``max(16, nlist / 16)``).
+    """
+
+    ef_search: int | None = None
+    nprobe: int | None = None
+
+    def __init__(self, path: Path, store: Store, manifest: dict[str, Any], embedder: TextEmbedder | None,
+                 read_only: bool, lock: WriterLock | None, use_gpu: bool | str = "auto") -> None:
+        self.path = path
+        self._store = store
+        self._manifest = manifest
+        self._embedder = embedder
+        self._read_only = read_only
+        self._lock = lock
+        self._use_gpu = use_gpu
+        self.spec = IndexSpec.parse(manifest["index"]["spec"])
+        chunking = manifest["chunking"]
+        self._chunking = ChunkingConfig(int(chunking["chunk_size"]), int(chunking["chunk_overlap"]))
+        self._derived = DerivedState(path, store, read_only)
+        self._depth = 0
+        self._filters: tuple[Any, int, np.ndarray] | None = None  # the last filter resolved, at a generation
+        self._closed = False
+
+    # -- opening ---------------------------------------------------------------------------------------------
+
+    @classmethod
+    def _create(cls, location: Location, embedder: TextEmbedder | None, *, chunk_size: int, chunk_overlap: int,
+                index_type: str, dim: int | None, bm25: bool, use_gpu: bool | str = "auto",
+                **options: Any) -> LocalIndex:
+        _no_options(options)
+        root = Path(location)
+        if cls._exists(root):
+            raise FileExistsError(f"{str(root)!r} already holds an index; open it with Index.open() or choose "
+                                  "another directory")
+        _refuse_foreign(root)
+        if embedder is None and dim is None:
+            raise ValueError("Index.create needs an embedder, or dim= when the vectors come with the documents")
+        model: dict[str, Any] = (describe_embedder(embedder) if embedder is not None
+                                 else {"model": None, "dim": int(dim or 0)})
+        if dim is not None and int(dim) != int(model["dim"]):
+            raise ValueError(f"dim={dim} but the embedder produces {model['dim']} dimensions; set the dimension on "
+                             "the embedder (Embedder(dim=...))")
+        config = ChunkingConfig(chunk_size, chunk_overlap)
+        _warn_long_chunks(embedder, chunk_size)
+        spec = IndexSpec.parse(index_type)
+        spec.check_dim(int(model["dim"]))
+        root.mkdir(parents=True, exist_ok=True)
+        lock = WriterLock(root)
+        try:
+            store = Store(root / STORE_FILE)
+            manifest = new_manifest(model, {"chunk_size": config.chunk_size, "chunk_overlap": config.chunk_overlap,
+                                            "tokenizer": "model" if getattr(embedder, "tokenizer", None) is not None
+                                            else "words"}, {"spec": spec.spec, "bm25": bm25})
+            store.begin()
+            for key, value in (("manifest", manifest), ("generation", 0), ("next_id", 0)):
+                store.set_meta(key, value)
+            store.commit()
+        except BaseException:
+            lock.release()
+            raise
+        index = cls(root, store, manifest, embedder, False, lock, use_gpu)
+        index._write_manifest_file()
+        return index
+
+    @classmethod
+    def _open(cls, location: Location, embedder: TextEmbedder | None, *, read_only: bool,
+              use_gpu: bool | str = "auto", **options: Any) -> LocalIndex:
+        _no_options(options)
+        root = Path(location)
+        if not cls._exists(root):
+            raise FileNotFoundError(_missing(root))
+        lock = None if read_only else WriterLock(root)
+        try:
+            store = Store(root / STORE_FILE, read_only=read_only)
+            manifest = _checked_manifest(store, root, read_only)
+            if embedder is not None:
+                check_model(manifest["model"], describe_embedder(embedder), str(root))
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        if not read_only:
+            for tmp in root.iterdir():  # left by a writer killed mid-write; this process holds the lock now
+                if tmp.name.endswith(".tmp") and _OWN_FILES.fullmatch(tmp.name):
+                    tmp.unlink(missing_ok=True)
+        return cls(root, store, manifest, embedder, read_only, lock, use_gpu)
+
+    @classmethod
+    def _exists(cls, location: Location) -> bool:
+        store = Path(location) / STORE_FILE
+        if not store.is_file():
+            return False
+        try:  # a store without a manifest is a create() that was killed halfway: not an index
+            conn = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            try:
+                return conn.execute("SELECT 1 FROM meta WHERE key = 'manifest'").fetchone() is not None
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return True  # something is there; let open() report what is wrong with it
+
+    @classmethod
+    def _read_manifest(cls, location: Location) -> dict[str, Any]:
+        if not cls._exists(location):
+            raise FileNotFoundError(_missing(Path(location)))
+        store = Store(Path(location) / STORE_FILE, read_only=True)
+        try:
+            return dict(store.get_meta("manifest"))
+        finally:
+            store.close()
+
+    def close(self) -> None:
+        """Commit pending writes, publish the search structures, fold the write-ahead log in, release the lock."""
+        if self._closed:
+            return
+        try:
+            if not self._read_only:
+                self.commit()
+                self._publish()
+        finally:
+            self._closed = True
+            self._store.close(checkpoint=not self._read_only)
+            if self._lock is not None:
+                self._lock.release()
+
+    # -- properties ------------------------------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @property
+    def dim(self) -> int:
+        return int(self._manifest["dim"])
+
+    @property
+    def chunking(self) -> ChunkingConfig:
+        return self._chunking
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        """The embedder as recorded in the manifest (model id, revision, pooling, dim, ...)."""
+        return dict(self._manifest.get("model", {}))
+
+    @property
+    def embedder(self) -> TextEmbedder | None:
+        return self._embedder
+
+    @embedder.setter
+    def embedder(self, embedder: TextEmbedder) -> None:
+        check_model(self._manifest["model"], describe_embedder(embedder), self.location)
+        self._embedder = embedder
+
+    @property
+    def generation(self) -> int:
+        """The number of the last commit of the store (0 for a new index)."""
+        return int(self._store.get_meta("generation", 0))
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest with current counts, generation and the index type searched."""
+        out = dict(self._manifest)
+        counts = self.count()
+        out["counts"] = {"documents": counts.documents, "chunks": counts.chunks, "vectors": counts.vectors}
+        out["generation"] = self.generation
+        trained = self.spec.kind != "ivf" or counts.chunks >= self.spec.train_size
+        out["index"] = dict(out["index"], effective=self.spec.spec if trained else "Flat")
+        return out
+
+    @property
+    def vectors(self) -> VectorIndex:
+        """The vector search structure at the last commit (loaded or built on first use)."""
+        if "vectors" not in self._derived:
+            self._derived.attach(self._component("vectors"))
+        else:
+            self._derived.follow()
+        index: VectorIndex = self._derived.get("vectors").index
+        return index
+
+    def _component(self, name: str) -> VectorComponent | BM25Component:
+        return VectorComponent(self.dim, self.spec, self._use_gpu) if name == "vectors" else BM25Component()
+
+    def keyword_index(self, config: BM25Config | None = None) -> BM25Index:
+        """The BM25 index at the last commit, loaded or built on first use; a writer keeps it in step and
+        publishes it from then on. ``config`` other than the stored settings rebuilds it."""
+        if "bm25" in self._derived and config is not None and config != self._derived.get("bm25").config:
+            self._derived.get("bm25").config = config
+            self._derived.rebuild("bm25")
+        elif "bm25" not in self._derived:
+            self._derived.attach(BM25Component(config))
+        else:
+            self._derived.follow()
+        bm25: BM25Index = self._derived.get("bm25").bm25
+        return bm25
+
+    # -- writing ---------------------------------------------------------------------------------------------
+
+    def _require_writable(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the index at {self.location!r} is closed")
+        if self._read_only:
+            raise PermissionError(f"the index at {self.location!r} was opened read-only")
+
+    @contextmanager
+    def transaction(self, *, publish: bool = True) -> Iterator[LocalIndex]:
+        """Group writes into one commit; an exception rolls them back. ``publish=False`` (a bulk load) leaves the
+        search structures' files to :meth:`close` or a later commit."""
+        self._require_writable()
+        self._depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0:
+                self.rollback()
+            raise
+        self._depth -= 1
+        if self._depth == 0:
+            self.commit(publish=publish)
+
+    def _begin(self) -> int:
+        """Start the write transaction (once); returns the generation it will commit."""
+        self._require_writable()
+        self._store.begin()
+        return self.generation + 1
+
+    def commit(self, *, publish: bool = True) -> None:
+        """Commit pending writes: the store first (the durable point), then the search structures catch up and,
+        with ``publish``, their files are written."""
+        if self._read_only or not self._store.in_transaction:
+            return
+        self._store.set_meta("generation", self.generation + 1)
+        self._store.commit()
+        self._derived.follow()
+        if publish:
+            self._publish()
+
+    def rollback(self) -> None:
+        """Drop uncommitted writes."""
+        self._store.rollback()
+
+    def _publish(self) -> None:
+        names = set(self._derived.recorded())  # every published structure is kept in step, so its file is too
+        if self._manifest["index"].get("bm25", True):
+            names.add("bm25")
+        if self.spec.kind != "flat":  # an approximate index is costly to build: readers load its file
+            names.add("vectors")
+        for name in sorted(names):
+            if name not in self._derived:
+                self._derived.attach(self._component(name))
+        self._derived.publish()
+        self._write_manifest_file()
+
+    def _write_manifest_file(self) -> None:
+        try:
+            atomic_write(self.path / MANIFEST_FILE, json.dumps(self.manifest, indent=2, ensure_ascii=False).encode())
+        except OSError as exc:  # an informational copy; the store holds the truth
+            logger.warning("could not write %s: %s", self.path / MANIFEST_FILE, exc)
+
+    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray) -> list[list[int]]:
+        """Store documents with their chunks and vectors, replacing earlier versions (one delete, one insert per
+        table for all). ``vectors`` holds one row per chunk, in order; rows are L2-normalised.
+
+        Raises:
+            ValueError: a wrong number, width or value of vectors, or a document id that repeats.
+        """
+        n = sum(len(chunks) for _, chunks in items)
+        vecs = _unit_rows(vectors, n, self.dim) if n else np.zeros((0, self.dim), np.float32)
+        unique_ids(doc.id for doc, _ in items)
+        if not items:
+            return []
+        with self.transaction():  # outside a transaction: one commit, and a failure rolls the deletes back too
+            generation = self._begin()
+            self._store.delete_documents([doc.id for doc, _ in items], generation)
+            ids = self._store.allocate_ids(n)
+            self._store.put_documents(items, ids, vecs)
+        per_doc, pos = [], 0
+        for _, chunks in items:
+            per_doc.append(ids[pos:pos + len(chunks)].tolist())
+            pos += len(chunks)
+        return per_doc
+
+    def delete(self, doc_ids: Iterable[str]) -> int:
+        """Delete documents and all their chunks; returns how many documents existed."""
+        wanted = list(dict.fromkeys([doc_ids] if isinstance(doc_ids, str) else doc_ids))
+        existing = list(self._store.document_states(wanted))
+        if existing:
+            with self.transaction():
+                self._store.delete_documents(existing, self._begin())
+        return len(existing)
+
+    # -- reading ---------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[LocalIndex]:
+        with self._store.snapshot():
+            self._derived.follow()
+            yield self
+
+    def count(self) -> IndexCounts:
+        docs, chunks = self._store.count_documents(), self._store.count_chunks()
+        vectors = len(self._derived.get("vectors").index) if "vectors" in self._derived else chunks
+        return IndexCounts(docs, chunks, vectors)
+
+    def document_states(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        return self._store.document_states(doc_ids)
+
+    def iter_documents(self) -> Iterator[tuple[str, str, str]]:
+        return self._store.iter_documents()
+
+    def get_documents(self, doc_ids: Iterable[str]) -> list[Document]:
+        return self._store.get_documents(list(doc_ids))
+
+    def get_chunks(self, chunk_ids: Iterable[int]) -> list[Chunk]:
+        return self._store.get_chunks(chunk_ids)
+
+    def chunks_of(self, doc_id: str) -> list[Chunk]:
+        return self._store.chunks_of(doc_id)
+
+    def iter_chunks(self) -> Iterator[tuple[int, str]]:
+        """``(chunk_id, text)`` of every chunk, by id, streamed."""
+        return self._store.iter_chunks()
+
+    def get_vectors(self, chunk_ids: Iterable[int]) -> np.ndarray:
+        ids = [int(i) for i in chunk_ids]
+        found, vecs = self._store.vectors_of(ids, self.dim)
+        row = {int(i): r for r, i in enumerate(found)}
+        missing = [i for i in ids if i not in row]
+        if missing:
+            raise KeyError(f"no chunk with id {missing[:10]} in the index ({len(missing)} missing)")
+        return vecs[[row[i] for i in ids]] if ids else np.zeros((0, self.dim), np.float32)
+
+    def matching_ids(self, filter: Filter) -> np.ndarray:
+        """The chunk ids whose document matches ``filter`` (resolved once per filter and commit).
+
+        Raises:
+            FilterError: for a malformed filter.
+        """
+        generation = self.generation
+        if self._filters is not None and self._filters[0] is filter and self._filters[1] == generation:
+            return self._filters[2]
+        ids = self._store.chunk_ids_of(self.find_documents(filter))
+        self._filters = (filter, generation, ids)
+        return ids
+
+    def find_documents(self, filter: Filter) -> list[str]:
+        if callable(filter):
+            return self._store.docs_matching(filter)
+        sql, params = to_sql(filter, column="d.fmeta")
+        return self._store.doc_ids_where(sql, params)
+
+    # -- searching -------------------------------------------------------------------------------------------
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10,
+                       filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
+        q = np.asarray(queries, dtype=np.float32)
+        q = q[None, :] if q.ndim == 1 else q
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {q.shape}")
+        with self.reading():
+            vi = self.vectors
+            vi.ef_search, vi.nprobe = self.ef_search, self.nprobe
+            allowed = None if filter is None else self.matching_ids(filter)
+            if allowed is not None and vi.spec.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
+                return self._exact(q, k, allowed)
+            scores, ids = vi.search(q, k, allowed)
+            if allowed is not None and vi.effective_type != "Flat":
+                want = min(k, len(allowed))
+                short = [i for i in range(len(q)) if int((ids[i] >= 0).sum()) < want]
+                if short:  # the approximate search found too few matches: exact search on the matching subset
+                    ids[short], scores[short] = self._exact(q[short], k, allowed)
+            return ids, scores
+
+    def _exact(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids_out = np.full((len(q), k), -1, np.int64)
+        scores_out = np.full((len(q), k), -np.inf, np.float32)
+        ids, vecs = self._store.vectors_of(allowed.tolist(), self.dim)
+        if not len(ids):
+            return ids_out, scores_out
+        sims = q @ vecs.T
+        kk = min(k, len(ids))
+        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        for row in range(len(q)):
+            order = top[row][np.argsort(-sims[row, top[row]], kind="stable")]
+            ids_out[row, :kk] = ids[order]
+            scores_out[row, :kk] = sims[row, order]
+        return ids_out, scores_out
+
+    def keyword_search(self, queries: Sequence[str], k: int = 10,
+                       filter: Filter | None = None) -> list[list[tuple[int, float]]]:
+        with self.reading():
+            bm25 = self.keyword_index()
+            allowed = None if filter is None else self.matching_ids(filter)
+            return bm25.search_batch(list(queries), k, allowed)
+
+
+def _no_options(options: dict[str, Any]) -> None:
+    if options:
+        raise TypeError(f"the local index takes no option {', '.join(map(repr, options))}; its options are use_gpu")
+
+
+def _missing(root: Path) -> str:
+    return (f"no index at {str(root)!r} ({STORE_FILE} is missing); build one with "
+            "ingest(sources, index) or Index.create()")
+
+
+def _refuse_foreign(root: Path) -> None:
+    """Refuse to make an index in a folder that holds other things (they could be overwritten or deleted)."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise FileExistsError(f"{str(root)!r} is a file, not a directory; choose a directory for the index")
+    foreign = sorted(p.name for p in root.iterdir() if not _OWN_FILES.fullmatch(p.name))
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(f"{str(root)!r} is not empty and is not an index (it holds {listed}); choose an empty "
+                              "or new directory for the index")
+
+
+def _checked_manifest(store: Store, root: Path, read_only: bool) -> dict[str, Any]:
+    manifest = store.get_meta("manifest")
+    if not isinstance(manifest, dict):
+        raise IndexDamagedError(f"{str(root)!r}: the store holds no manifest; the index is damaged or was never "
+                                "finished being created. Build it again in a new directory.")
+    version = manifest.get("format_version")
+    if version == 1 and not read_only:
+        logger.warning("upgrading the index at %s from format 1 to %d", root, FORMAT_VERSION)
+        upgrade(store, 1)
+        manifest = store.get_meta("manifest")
+    elif version == 1:
+        raise IndexDamagedError(f"{str(root)!r} has index format 1; open it once for writing (e.g. Index.open(path)) "
+                                f"to upgrade it to format {FORMAT_VERSION}")
+    elif version != FORMAT_VERSION:
+        raise IndexDamagedError(f"{str(root)!r} has index format version {version}; this qwen3-rag reads version "
+                                f"{FORMAT_VERSION}. Upgrade qwen3-rag, or rebuild the index.")
+    return dict(manifest)
+
+
+def _warn_long_chunks(embedder: TextEmbedder | None, chunk_size: int) -> None:
+    max_length = getattr(embedder, "max_length", None)
+    if isinstance(max_length, int) and chunk_size and chunk_size > max_length - 2:
+        logger.warning("chunk_size %d is more than the embedder reads (%d tokens with its special tokens): the end "
+                       "of long chunks is cut off when embedding; use chunk_size %d or less", chunk_size, max_length,
+                       max_length - 2)
+
+
+__all__ = ["EXACT_FILTER_LIMIT", "STORE_FILE", "LocalIndex"]

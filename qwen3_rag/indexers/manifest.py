@@ -1,0 +1,194 @@
+"""What makes a directory an index: its manifest (format, model record, chunking, index type), the check that
+refuses another model, the writer's lock file, and atomic file writes.
+
+Shared by every storage backend: a backend stores :func:`new_manifest`'s record with its data and runs
+:func:`check_model` when it is opened with an embedder.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import logging
+import os
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from qwen3_rag.protocols import TextEmbedder
+
+logger = logging.getLogger(__name__)
+
+#: Version of the on-disk format of a local index (docs/index-format.md); 1 is upgraded on open.
+FORMAT_VERSION = 2
+MANIFEST_FILE = "manifest.json"
+LOCK_FILE = ".lock"
+
+
+class IndexMismatchError(ValueError):
+    """The index was built with another embedding model, dimension or pooling than the one given."""
+
+
+class IndexLockedError(RuntimeError):
+    """Another process is writing to the index."""
+
+
+class IndexDamagedError(RuntimeError):
+    """A file of the index cannot be read as what it should be."""
+
+
+class DiskFullError(OSError):
+    """A write failed for lack of space; nothing half-written was left behind."""
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of what wrote an index (recorded in its manifest, for bug reports)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for key, names in (("qwen3_rag", ("qwen3-rag",)), ("numpy", ("numpy",)), ("torch", ("torch",)),
+                       ("transformers", ("transformers",)), ("faiss", ("faiss-cpu", "faiss-gpu-cu12", "faiss-gpu"))):
+        for name in names:
+            try:
+                versions[key] = version(name)
+                break
+            except PackageNotFoundError:
+                continue
+    return versions
+
+
+def describe_embedder(embedder: TextEmbedder) -> dict[str, Any]:
+    """The model record of ``embedder`` (its ``describe()``), with ``dim`` always set."""
+    info = dict(embedder.describe())
+    info.setdefault("dim", int(embedder.dim))
+    return info
+
+
+def new_manifest(model: Mapping[str, Any], chunking: Mapping[str, Any], index: Mapping[str, Any]) -> dict[str, Any]:
+    """The record a new index stores: format version, creation time, model record, chunking, index type and the
+    library versions."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": dict(model),
+        "dim": int(model["dim"]),
+        "metric": "inner_product",
+        "normalized": True,
+        "instruction": model.get("instruction"),
+        "chunking": dict(chunking),
+        "index": dict(index),
+        "versions": library_versions(),
+    }
+
+
+def _model_summary(info: Mapping[str, Any]) -> str:
+    parts = [repr(info.get("model"))]
+    if info.get("fingerprint"):
+        parts.append(f"fingerprint {str(info['fingerprint'])[:12]}")
+    parts.append(f"dim {info.get('dim')}")
+    if info.get("pooling"):
+        parts.append(f"{info['pooling']} pooling")
+    return ", ".join(parts)
+
+
+def _differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    problems = []
+    if stored.get("fingerprint") and given.get("fingerprint"):
+        if stored["fingerprint"] != given["fingerprint"]:
+            problems.append("model")
+    elif stored.get("model") != given.get("model"):
+        problems.append("model")
+    if int(stored.get("dim", -1)) != int(given.get("dim", -2)):
+        problems.append("dimension")
+    if stored.get("pooling") and given.get("pooling") and stored["pooling"] != given["pooling"]:
+        problems.append("pooling")
+    return problems
+
+
+def check_model(stored: Mapping[str, Any], given: Mapping[str, Any], location: str) -> None:
+    """Refuse an embedder other than the one the index was built with.
+
+    Raises:
+        IndexMismatchError: naming both models and what differs.
+    """
+    problems = _differences(stored, given)
+    if problems:
+        raise IndexMismatchError(
+            f"the index at {location!r} was built with {_model_summary(stored)}, but the embedder given is "
+            f"{_model_summary(given)} ({' and '.join(problems)} differ). Open it with the same model "
+            f"({stored.get('model')!r}, dim {stored.get('dim')}), or build a new index elsewhere."
+        )
+    stored_max, given_max = stored.get("max_length"), given.get("max_length")
+    if stored_max and given_max and stored_max != given_max:
+        logger.warning(
+            "the index at %r was built with max_length %s, the embedder given truncates at %s: documents added "
+            "now are embedded differently from the stored ones; use max_length=%s",
+            location, stored_max, given_max, stored_max,
+        )
+
+
+class WriterLock:
+    """The one-writer lock of an index directory: an exclusive ``flock`` on ``DIR/.lock`` holding the writer's pid.
+
+    Raises:
+        IndexLockedError: another process holds it.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_FILE
+        self._fh = open(self.path, "a+")  # noqa: SIM115 - held open as the lock until release()
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory lock
+            return
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.seek(0)
+            holder = self._fh.read().strip() or "unknown"
+            self._fh.close()
+            raise IndexLockedError(
+                f"another process (pid {holder}) is writing to the index at {str(folder)!r}; wait for it to "
+                "finish, or open the index read-only"
+            ) from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(str(os.getpid()))
+        self._fh.flush()
+
+    def release(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def temp_name(path: Path) -> Path:
+    """The name a file is written under before it replaces ``path`` (hidden, per process)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync it, then replace ``path`` in one step.
+
+    Raises:
+        DiskFullError: out of space (the temp file is removed).
+        OSError: any other failure (the temp file is removed).
+    """
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(exc, path) from exc
+
+
+def disk_error(exc: OSError, path: Path | str) -> OSError:
+    """``exc`` as a :class:`DiskFullError` with a clear message when it is ENOSPC / EDQUOT, else ``exc``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(exc.errno, f"no space left to write {str(path)!r}: free some space and run the same "
+                                        "command again (committed work is kept)")
+    return exc
