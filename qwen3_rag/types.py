@@ -33,7 +33,8 @@ def check_metadata(metadata: Mapping[str, Any], where: str) -> dict[str, Any]:
     Two conversions lose nothing JSON can hold and are made: a tuple becomes a list, and a number of another type
     (``numpy.int64``, ``numpy.float32``) becomes ``int`` or ``float``. Everything else is refused rather than
     turned into a string behind the caller's back: NaN and infinities (no JSON for them; they would break every
-    filter), text with lone surrogates (not Unicode; e.g. undecodable file names), ``bytes`` (decode them),
+    filter), text with lone surrogates (not Unicode; e.g. undecodable file names) or NUL characters (SQLite's JSON
+    functions end the text there), ``bytes`` (decode them),
     ``datetime`` / ``date`` (store ``value.isoformat()``, which also sorts and compares correctly), ``set`` (store
     ``sorted(value)``), and any other object.
 
@@ -102,6 +103,9 @@ _CONVERT = {
 
 
 def _check_text(text: str, where: str, path: str) -> None:
+    if "\x00" in text:
+        raise ValueError(f"{where}: {path} holds a NUL character (\\x00) at position {text.index(chr(0))}, which "
+                         "SQLite's JSON functions cut the text at (filters would see less); remove it")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -14,22 +14,23 @@ from hypothesis import strategies as st
 
 from qwen3_rag.types import INT64_MAX, INT64_MIN, MAX_METADATA_DEPTH, check_metadata
 
+keys = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
 json_scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(INT64_MIN, INT64_MAX),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.text(st.characters(blacklist_categories=("Cs",))),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)),
     max_leaves=12,
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(md=st.dictionaries(st.text(max_size=8), json_values, max_size=5))
+@given(md=st.dictionaries(keys, json_values, max_size=5))
 def test_plain_json_passes_unchanged(md: dict[str, Any]) -> None:
     out = check_metadata(md, "text 0")
     assert out == md and out is not md
@@ -39,7 +40,7 @@ def test_plain_json_passes_unchanged(md: dict[str, Any]) -> None:
 bad_leaves = st.one_of(
     st.sampled_from([math.nan, math.inf, -math.inf, b"x", {1, 2}, datetime.date(2024, 1, 2), object()]),
     st.integers().filter(lambda n: not INT64_MIN <= n <= INT64_MAX),
-    st.just("caf\udce9"),
+    st.sampled_from(["caf\udce9", "a\x00"]),
 )
 
 
@@ -65,6 +66,8 @@ def test_a_bad_value_anywhere_is_refused_naming_where(bad: Any, path: list[Any])
         ({"tags": {"a"}}, r"sorted\(value\)"),
         ({"name": "caf\udce9"}, "lone surrogate"),
         ({"caf\udce9": 1}, "lone surrogate"),
+        ({"s": "a\x00b"}, r"NUL character \(\\x00\) at position 1"),
+        ({"a\x00": 1}, "NUL character"),
     ],
 )
 def test_refusals_say_what_and_how(md: dict[Any, Any], message: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -76,8 +77,8 @@ def parse_filters(items: list[str]) -> dict[str, Any] | None:
             parsed = json.loads(raw)
         except json.JSONDecodeError:
             parsed = raw
-        if isinstance(parsed, (dict, list)) or parsed is None:
-            parsed = raw
+        if parsed is None or (isinstance(parsed, float) and not math.isfinite(parsed)):
+            parsed = raw  # null, NaN, Infinity: the text; an object or list goes to the filter, never as text
         conditions.append({key: parsed})
     return conditions[0] if len(conditions) == 1 else {"$and": conditions}
 

@@ -583,7 +583,7 @@ def _load_pdf(path: Path, doc_id: str) -> Document:
     meta: dict[str, Any] = {"path": str(path), "format": "pdf", "pages": len(texts), PAGE_STARTS_KEY: starts}
     title = reader.metadata.get("/Title") if reader.metadata else None
     if title:
-        meta["title"] = str(title)
+        meta["title"] = str(title).replace("\x00", "")  # metadata text holds no NUL (types.check_metadata)
     return Document(id=doc_id, text=text, source=str(path), metadata=meta)
 
 
