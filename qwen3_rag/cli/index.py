@@ -95,10 +95,13 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qwen3_rag.cli import CLIError
+    from qwen3_rag.cli._text import printable
     from qwen3_rag.indexers.index import IndexLockedError, IndexMismatchError
     from qwen3_rag.indexers.loaders import RecordFields
     from qwen3_rag.pipelines.ingest import DEFAULT_COMMIT_EVERY, ingest
 
+    if args.commit_every is not None and args.commit_every < 1:
+        raise CLIError(f"--commit-every must be at least 1 (chunks per commit), got {args.commit_every}")
     fields = RecordFields(id=args.id_field, text=args.text_field, metadata=args.metadata_field)
     try:
         report = ingest(
@@ -116,14 +119,14 @@ def run(args: argparse.Namespace) -> int:
             exclude=args.exclude,
             prune=args.prune,
             record_fields=fields,
-            commit_every=args.commit_every or DEFAULT_COMMIT_EVERY,
+            commit_every=DEFAULT_COMMIT_EVERY if args.commit_every is None else args.commit_every,
             show_progress=not args.no_progress and sys.stderr.isatty(),
         )
     except (FileNotFoundError, FileExistsError, IndexMismatchError, IndexLockedError) as exc:
         raise CLIError(str(exc)) from exc
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    print(report.summary())
+    print(printable(report.summary(), multiline=True))  # failure lines name files: no terminal controls
     if report.embedded_nothing and not report.failed:
         print("index is up to date")
     return 1 if report.failed else 0

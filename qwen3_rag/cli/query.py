@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from qwen3_rag.cli import CLIError
+from qwen3_rag.cli._text import printable
 from qwen3_rag.retrieval.reranking import DEFAULT_RERANKER_MODEL
 
 
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for n, hit in enumerate(hits, 1):
         scores = ", ".join(f"{name} {value:.4g}" for name, value in hit.scores.items())
-        print(f"[{n}] {hit.score:.4f}  {cite(hit, lines.get(hit.chunk_id))}  ({scores})")
+        print(f"[{n}] {hit.score:.4f}  {printable(cite(hit, lines.get(hit.chunk_id)))}  ({scores})")
         text = " ".join(hit.text.split())
-        print("    " + (text if len(text) <= 400 else text[:400] + " ..."))
+        print("    " + printable(text if len(text) <= 400 else text[:400] + " ..."))
     return 0
