@@ -153,27 +153,23 @@ class LoadReport:
 
     Attributes:
         skipped: ``(source, reason)`` of inputs deliberately not indexed (binary, empty, a symlink out of the tree).
-        failed: ``(source, reason)`` of inputs that could not be read; a bad record of a record file is named
-            ``file:line`` (``file:record n`` in a ``.json`` list).
-        failed_files: The files with at least one failure (a whole file, or some of its records); the documents
-            they produced earlier must not be pruned as gone.
+        failed: ``(source, reason)`` of inputs that could not be read. The source is always the file; a bad record
+            of a record file is one entry whose reason starts with its place, ``line 7: ...`` (``record 7: ...``
+            in a ``.json`` list).
         files: Files tried.
     """
 
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
-    failed_files: set[str] = field(default_factory=set)
     files: int = 0
 
     def skip(self, source: str, reason: str) -> None:
         logger.warning("skipped %s: %s", source, reason)
         self.skipped.append((source, reason))
 
-    def fail(self, source: str, reason: str, file: str | None = None) -> None:
-        """Record a failure of ``source``, which belongs to ``file`` (default: ``source`` is the file)."""
+    def fail(self, source: str, reason: str) -> None:
         logger.warning("failed %s: %s", source, reason)
         self.failed.append((source, reason))
-        self.failed_files.add(source if file is None else file)
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
@@ -321,7 +317,7 @@ def iter_documents(
         include: Globs a file must match (default: every supported extension).
         exclude: Globs that drop a file.
         record_fields: Field mapping for .jsonl / .json / .csv files.
-        report: Collects skipped and failed files (and failed records of record files, as ``file:line``).
+        report: Collects skipped and failed files (and each failed record of a record file, with its line).
         follow_links: Follow symbolic links that leave a folder given in ``sources`` (and links to folders);
             by default they are skipped with a reason (see :func:`iter_files`).
 
@@ -372,8 +368,8 @@ def load_file(
         doc_id: Its document id (default: the file name); record files take their ids from the records.
         record_fields: Field mapping for record files.
         report: Where a bad record of a record file (a broken JSON line, a CSV row with the wrong number of
-            fields, a missing field) is recorded as ``file:line``, the file's other records going on; without
-            one the first bad record raises.
+            fields, a missing field) is recorded with its line, the file's other records going on; without one
+            the first bad record raises.
 
     Raises:
         SkipFile: for a binary, undecodable or empty file.
@@ -674,7 +670,7 @@ def _load_records(
                 raise rec
             doc = record_to_document(rec, fields, source=str(path), number=n)
         except ValueError as exc:
-            bad.add(f"{display_path(path)}:{line if line is not None else f'record {n}'}", exc)
+            bad.add(f"line {line}" if line is not None else f"record {n}", exc)
             continue
         if doc is not None:
             yield doc
@@ -694,10 +690,10 @@ class _BadRecords:
 
     def add(self, where: str, exc: ValueError) -> None:
         if self.report is None:
-            raise ValueError(f"{where}: {exc}") from exc
+            raise ValueError(f"{self.file}, {where}: {exc}") from exc
         self.count += 1
         if self.count <= MAX_RECORD_FAILURES:
-            self.report.fail(where, str(exc), file=self.file)
+            self.report.fail(self.file, f"{where}: {exc}")
 
     def close(self) -> None:
         if self.report is not None and self.count > MAX_RECORD_FAILURES:

@@ -82,7 +82,7 @@ def test_index_failure_lines_print_paths_harmlessly(tmp_path: Path, minilm_path:
     out = capsys.readouterr().out
     assert code == 1  # a record failed, the rest is indexed
     assert "\x1b" not in out
-    assert f"failed: {docs}/bad\\x1b[2J\\x1b[H.jsonl:2: invalid JSON" in out
+    assert f"failed: {docs}/bad\\x1b[2J\\x1b[H.jsonl: line 2: invalid JSON" in out
 
 
 def test_commit_every_zero_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

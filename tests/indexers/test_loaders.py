@@ -201,14 +201,14 @@ def test_jsonl_keeps_every_good_record_and_names_each_bad_line(tmp_path: Path) -
     report = LoadReport()
     ids = [d.id for d in iter_documents([path], report=report)]
     assert ids == ["d0", "d1", "d3", "d4", "d6", "d8", "d9"]
-    failed = dict(report.failed)
-    assert set(failed) == {f"{path}:3", f"{path}:6", f"{path}:8"}
-    assert "invalid JSON" in failed[f"{path}:3"]
-    assert "expected a JSON object, got list" in failed[f"{path}:6"]
-    assert "NaN is not JSON" in failed[f"{path}:8"]
-    assert report.failed_files == {str(path)}
-    # without a report the first bad record raises, naming the line
-    with pytest.raises(ValueError, match=r"corpus\.jsonl:3: invalid JSON"):
+    # one failure per bad line, named by the file (what --prune protects) and the line
+    assert [s for s, _ in report.failed] == [str(path)] * 3
+    reasons = [r for _, r in report.failed]
+    assert reasons[0].startswith("line 3: invalid JSON")
+    assert reasons[1] == "line 6: expected a JSON object, got list"
+    assert reasons[2] == "line 8: NaN is not JSON (no NaN or Infinity in metadata)"
+    # without a report the first bad record raises, naming the file and the line
+    with pytest.raises(ValueError, match=r"corpus\.jsonl, line 3: invalid JSON"):
         list(load_file(path))
 
 
@@ -218,9 +218,10 @@ def test_record_metadata_must_be_plain_json(tmp_path: Path) -> None:
                     ' {"id": 3, "text": "c", "year": 2020}]')
     report = LoadReport()
     assert [d.id for d in iter_documents([path], report=report)] == ["3"]
-    failed = dict(report.failed)
-    assert "record '1'" in failed[f"{path}:record 1"] and "finite" in failed[f"{path}:record 1"]
-    assert "64-bit" in failed[f"{path}:record 2"]
+    [(source1, reason1), (source2, reason2)] = report.failed
+    assert source1 == source2 == str(path)
+    assert reason1.startswith("record 1: record '1': metadata['year'] = nan") and "finite" in reason1
+    assert reason2.startswith("record 2: ") and "64-bit" in reason2
 
 
 def test_csv_rows_with_the_wrong_number_of_fields_fail_alone(tmp_path: Path) -> None:
@@ -241,10 +242,10 @@ def test_csv_rows_with_the_wrong_number_of_fields_fail_alone(tmp_path: Path) -> 
         ("c", "a cell over\ntwo lines", {"lang": "de"}),
         ("e", "last", {"lang": "fr"}),
     ]
-    failed = dict(report.failed)
-    assert set(failed) == {f"{path}:3", f"{path}:6"}
-    assert "4 fields, the header has 3" in failed[f"{path}:3"]
-    assert "2 fields, the header has 3" in failed[f"{path}:6"]
+    assert [(s, r.split(" [")[0]) for s, r in report.failed] == [
+        (str(path), "line 3: 4 fields, the header has 3:"),
+        (str(path), "line 6: 2 fields, the header has 3:"),
+    ]
 
 
 def test_a_csv_cell_over_128k_is_read(tmp_path: Path) -> None:
