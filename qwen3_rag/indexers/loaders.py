@@ -261,7 +261,7 @@ def _walk(root: Path, follow_links: bool, report: LoadReport) -> Iterator[Path]:
     tree = root.resolve()
     walked: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(
-        root, followlinks=follow_links, onerror=lambda e: report.fail(display_path(e.filename), _reason(e))
+        root, followlinks=follow_links, onerror=lambda e: report.fail(display_path(e.filename or root), _reason(e))
     ):
         here = Path(dirpath)
         if follow_links:
