@@ -155,16 +155,15 @@ def main() -> None:
 
 
 def time_index_add(args: argparse.Namespace, records: list[dict[str, Any]], tmp: Path, embedder: object) -> None:
-    """``Index.add`` of the corpus records (title + " " + text per document) into a new index, timed."""
-    from qwen3_rag.indexers import Index
-    from qwen3_rag.types import Document
+    """``ingest_documents`` of the corpus records (title + " " + text per document) into a new index, timed."""
+    from qwen3_rag import Document, Index, ingest_documents
 
     docs = [Document(id=r["_id"], text=(r.get("title", "") + " " + r["text"]).strip()) for r in records]
     with Index.create(tmp / "index", embedder) as index:
         t0 = time.perf_counter()
-        stats = index.add(docs)
+        stats = ingest_documents(docs, index, replace=False)
         wall = time.perf_counter() - t0
-    print(f"Index.add ({args.embedder} embedder, {tokenizer_used(args)} tokenizer) of {stats.added} SciFact "
+    print(f"ingest_documents ({args.embedder} embedder, {tokenizer_used(args)} tokenizer) of {stats.added} SciFact "
           f"documents -> {stats.chunks_added} chunks: {wall:.1f}s")
     if args.out:
         C.write_results(args.out, via="Index.add", documents=stats.added, chunks=stats.chunks_added, seconds=wall)

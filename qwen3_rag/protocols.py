@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ChatModel",
     "Filter",
+    "KnowsItsModel",
     "PairScorer",
     "StorageBackend",
     "TextEmbedder",
@@ -84,6 +85,14 @@ class TokenEmbedder(TextEmbedder, Protocol):
     def embed_tokenized(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Vectors of id sequences made by :meth:`tokenize`: the same as embedding the texts."""
         ...
+
+
+@runtime_checkable
+class KnowsItsModel(Protocol):
+    """An embedder that can tell whether a fingerprint recorded earlier (perhaps by an older scheme) names its
+    model; an index's model check asks it before refusing."""
+
+    def same_model(self, fingerprint: str) -> bool: ...
 
 
 @runtime_checkable

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+#: The integers metadata can hold: SQLite's JSON functions (metadata filters) read larger ones as inexact floats.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: Deepest nesting of lists and dicts in metadata.
+MAX_METADATA_DEPTH = 32
 
 
 def content_hash(text: str, metadata: Mapping[str, Any] | None = None) -> str:
@@ -35,6 +42,94 @@ def line_spans(text: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, i
         at_start, at_end = start, last
         out.append((start_line, end_line))
     return out
+
+
+def check_metadata(metadata: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Check that metadata is JSON that stores and filters exactly, and return it as plain JSON values.
+
+    The rule: keys are ``str``; values are ``str``, ``bool``, ``None``, integers from -2**63 to 2**63 - 1, finite
+    floats, and lists and dicts of these (dict keys ``str`` too, at most :data:`MAX_METADATA_DEPTH` levels deep).
+    Two conversions lose nothing JSON can hold and are made: a tuple becomes a list, and a number of another type
+    (``numpy.int64``, ``numpy.float32``) becomes ``int`` or ``float``. Everything else is refused rather than
+    turned into a string behind the caller's back: NaN and infinities (no JSON for them; they would break every
+    filter), text with lone surrogates (not Unicode; e.g. undecodable file names) or NUL characters (SQLite's JSON
+    functions end the text there), ``bytes`` (decode them),
+    ``datetime`` / ``date`` (store ``value.isoformat()``, which also sorts and compares correctly), ``set`` (store
+    ``sorted(value)``), and any other object.
+
+    Args:
+        metadata: The metadata of one item.
+        where: Names the item in errors, e.g. ``"document 'a.txt'"`` or ``"text 3"``.
+
+    Returns:
+        A new dict holding only plain JSON values.
+
+    Raises:
+        ValueError: naming ``where``, the key path and the value, and saying how to convert it.
+    """
+    if not isinstance(metadata, Mapping):
+        raise ValueError(f"{where}: metadata must be a dict, got {type(metadata).__name__} ({metadata!r:.80})")
+    return _json_dict(metadata, where, "metadata", 0)
+
+
+def _json_dict(value: Mapping[Any, Any], where: str, path: str, depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ValueError(
+                f"{where}: {path} has the key {key!r} ({type(key).__name__}); metadata keys must be str, "
+                f"e.g. {str(key)!r}"
+            )
+        _check_text(key, where, f"the key {key!r} of {path}")
+        out[key] = _json_value(item, where, f"{path}[{key!r}]", depth)
+    return out
+
+
+def _json_value(value: Any, where: str, path: str, depth: int) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        _check_text(value, where, path)
+        return value
+    if isinstance(value, numbers.Integral):
+        if not INT64_MIN <= int(value) <= INT64_MAX:
+            raise ValueError(f"{where}: {path} = {int(value)} is outside the 64-bit integers metadata can hold "
+                             "(-2**63 to 2**63 - 1); store it as a string")
+        return int(value)
+    if isinstance(value, numbers.Real):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {path} = {float(value)!r}; metadata numbers must be finite (JSON has no "
+                             "NaN or Infinity): drop the key or use None")
+        return float(value)
+    if isinstance(value, (list, tuple, Mapping)):
+        if depth >= MAX_METADATA_DEPTH:
+            raise ValueError(f"{where}: {path} is nested more than {MAX_METADATA_DEPTH} levels deep")
+        if isinstance(value, Mapping):
+            return _json_dict(value, where, path, depth + 1)
+        return [_json_value(v, where, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    raise ValueError(f"{where}: {path} is {type(value).__name__} ({value!r:.60}), which is not JSON; "
+                     f"{_CONVERT.get(type(value).__name__, 'convert it to a str, number, bool, list or dict')}")
+
+
+_CONVERT = {
+    "bytes": "decode it to a str (value.decode())",
+    "bytearray": "decode it to a str (value.decode())",
+    "datetime": "store value.isoformat(), a str that sorts and compares in time order",
+    "date": "store value.isoformat(), a str that sorts and compares in time order",
+    "set": "store sorted(value), a list",
+    "frozenset": "store sorted(value), a list",
+}
+
+
+def _check_text(text: str, where: str, path: str) -> None:
+    if "\x00" in text:
+        raise ValueError(f"{where}: {path} holds a NUL character (\\x00) at position {text.index(chr(0))}, which "
+                         "SQLite's JSON functions cut the text at (filters would see less); remove it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{where}: {path} holds {text[exc.start]!r} at position {exc.start}, a lone surrogate "
+                         "that is not Unicode text (e.g. bytes of an undecodable file name); fix the text") from None
 
 
 @dataclass(frozen=True)

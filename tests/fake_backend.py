@@ -18,7 +18,7 @@ from qwen3_rag.indexers.bm25 import BM25Index
 from qwen3_rag.indexers.chunking import ChunkingConfig
 from qwen3_rag.indexers.filters import matches
 from qwen3_rag.indexers.index import BACKENDS, Index
-from qwen3_rag.indexers.manifest import check_model, describe_embedder, new_manifest
+from qwen3_rag.indexers.manifest import check_embedder, describe_embedder, new_manifest
 from qwen3_rag.protocols import Filter, TextEmbedder
 from qwen3_rag.types import Chunk, Document, IndexCounts
 
@@ -65,7 +65,7 @@ class JsonIndex(Index):
             raise FileNotFoundError(f"no index at {path}")
         state = json.loads(path.read_text())
         if embedder is not None:
-            check_model(state["manifest"]["model"], describe_embedder(embedder), str(path))
+            check_embedder(state["manifest"]["model"], embedder, str(path))
         return cls(path, state, embedder, read_only)
 
     @classmethod

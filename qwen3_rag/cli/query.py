@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
 from qwen3_rag.cli import CLIError
+from qwen3_rag.cli._text import printable
 from qwen3_rag.retrieval.reranking import DEFAULT_RERANKER_MODEL
 
 
@@ -77,8 +79,8 @@ def parse_filters(items: list[str]) -> dict[str, Any] | None:
             parsed = json.loads(raw)
         except json.JSONDecodeError:
             parsed = raw
-        if isinstance(parsed, (dict, list)) or parsed is None:
-            parsed = raw
+        if parsed is None or (isinstance(parsed, float) and not math.isfinite(parsed)):
+            parsed = raw  # null, NaN, Infinity: the text; an object or list goes to the filter, never as text
         conditions.append({key: parsed})
     return conditions[0] if len(conditions) == 1 else {"$and": conditions}
 
@@ -91,9 +93,9 @@ def _print_hits(hits: list[Any]) -> None:
         return
     for n, hit in enumerate(hits, 1):
         scores = ", ".join(f"{name} {value:.4g}" for name, value in hit.scores.items())
-        print(f"[{n}] {hit.score:.4f}  {cite(hit)}  ({scores})")
+        print(f"[{n}] {hit.score:.4f}  {printable(cite(hit))}  ({scores})")  # document text cannot drive the terminal
         text = " ".join(hit.text.split())
-        print("    " + (text if len(text) <= 400 else text[:400] + " ..."))
+        print("    " + printable(text if len(text) <= 400 else text[:400] + " ..."))
 
 
 def run(args: argparse.Namespace) -> int:

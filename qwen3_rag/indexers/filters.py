@@ -15,21 +15,41 @@ a whole filter, so ``{"$not": {"lang": "en"}}`` also matches documents without `
 literal keys of the document metadata (a dot is part of the name, not a path). Besides its metadata, every
 document can be filtered on ``doc_id`` and ``source`` unless its metadata has fields of those names.
 
+Values are what metadata holds (:func:`qwen3_rag.types.check_metadata`): text without NUL characters, integers
+within 64 bits, finite floats, booleans. A filter nests ``$and`` / ``$or`` / ``$not`` at most :data:`MAX_DEPTH`
+deep and holds at most :data:`MAX_CONDITIONS` field conditions (a ``$in`` list of any length is one); field names
+may hold any character but NUL (quotes, brackets and dots included).
+
 A malformed filter raises :class:`FilterError` saying what is wrong. Instead of a dict, a callable
 ``metadata -> bool`` can be given anywhere a filter is accepted; it is evaluated in Python.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 Filter = Mapping[str, Any] | Callable[[Mapping[str, Any]], bool]
 
+#: Deepest nesting of ``$and`` / ``$or`` / ``$not`` (a filter is read recursively, and SQLite's parser has a
+#: fixed stack).
+MAX_DEPTH = 10
+#: Most field conditions in one filter (each becomes a few SQL terms and parameters); a long list of values is
+#: one ``$in`` condition, whatever its length.
+MAX_CONDITIONS = 1000
+
 _COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte")
 _SETS = ("in", "nin")
 _LOGICAL = ("and", "or", "not")
 _SQL_OP = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_SQL_TYPES = {"bool": "('true','false')", "number": "('integer','real')", "text": "('text')"}
+#: Field names a JSON path can address as stored: no quote, backslash or control character (json.dumps escapes
+#: those, and SQLite compares path labels with the escaped text) and no non-ASCII (escaped by some writers).
+_PATH_SAFE = re.compile(r"[ !#-\[\]-~]*")
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 class FilterError(ValueError):
@@ -51,8 +71,23 @@ def _top_op(key: str) -> str | None:
 def _check_scalar(value: Any, where: str) -> None:
     if value is None or not isinstance(value, (str, int, float, bool)):
         raise FilterError(
-            f"{where}: expected a string, number or boolean, got {value!r} ({type(value).__name__})"
+            f"{where}: expected a string, number or boolean, got {value!r:.80} ({type(value).__name__})"
         )
+    if isinstance(value, str):
+        _check_text(value, f"{where}: the value {value!r:.80}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise FilterError(f"{where}: {value!r} is not a finite number; metadata numbers are finite")
+    elif isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+        raise FilterError(f"{where}: {value} is outside the 64-bit integers metadata can hold (-2**63 to 2**63 - 1)")
+
+
+def _check_text(text: str, what: str) -> None:
+    if "\x00" in text:
+        raise FilterError(f"{what} holds a NUL character, which metadata cannot hold")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FilterError(f"{what} holds a lone surrogate, which is not Unicode text") from None
 
 
 def _type_of(value: Any) -> str:
@@ -63,9 +98,46 @@ def _type_of(value: Any) -> str:
     return "text"
 
 
+def _field_ops(field: str, cond: Any) -> list[tuple[str, Any]]:
+    """The ``(operator, argument)`` pairs of one field's condition, checked; raises FilterError."""
+    if field in _LOGICAL and (isinstance(cond, (list, tuple)) or (
+            isinstance(cond, Mapping) and not all(isinstance(k, str) and _op(k) for k in cond))):
+        raise FilterError(
+            f"{field!r} is a field name here (metadata[{field!r}]), and its condition is a filter; "
+            f"for the logical operator write '${field}'"
+        )
+    if not isinstance(cond, Mapping):
+        _check_scalar(cond, f"field {field!r}")
+        return [("eq", cond)]
+    if not cond:
+        raise FilterError(f"field {field!r}: empty condition {{}}; use e.g. {{'$eq': value}}")
+    if not any(isinstance(k, str) and (k.startswith("$") or _op(k)) for k in cond):
+        raise FilterError(
+            f"field {field!r}: the value {dict(cond)!r:.80} is an object, which a filter cannot compare; give a "
+            "string, number or boolean, or operators such as {'$gte': 2020}"
+        )
+    ops = []
+    for key, arg in cond.items():
+        op = _op(key) if isinstance(key, str) else None
+        if op is None or op in _LOGICAL:
+            raise FilterError(
+                f"field {field!r}: unknown operator {key!r}; "
+                f"use one of {', '.join('$' + o for o in _COMPARISONS + _SETS)}"
+            )
+        if op in _SETS:
+            if not isinstance(arg, (list, tuple, set, frozenset)) or not arg:
+                raise FilterError(f"field {field!r}: ${op} needs a non-empty list, got {arg!r:.80}")
+            for v in arg:
+                _check_scalar(v, f"field {field!r} ${op}")
+        else:
+            _check_scalar(arg, f"field {field!r} ${op}")
+        ops.append((op, arg))
+    return ops
+
+
 def validate(flt: Mapping[str, Any]) -> None:
     """Check a filter dict and raise :class:`FilterError` naming the first problem."""
-    _compile(flt, [])
+    _SQL("fmeta").filter(flt, 0)
 
 
 # -- SQL ---------------------------------------------------------------------------------------------------
@@ -80,101 +152,105 @@ def to_sql(flt: Mapping[str, Any], column: str = "fmeta") -> tuple[str, list[Any
     Raises:
         FilterError: if the filter is malformed.
     """
-    params: list[Any] = []
-    sql = _compile(flt, params, column)
-    return sql, params
+    compiler = _SQL(column)
+    sql = compiler.filter(flt, 0)
+    return sql, compiler.params
 
 
-def _compile(flt: Any, params: list[Any], column: str = "fmeta") -> str:
-    if not isinstance(flt, Mapping):
-        raise FilterError(f"a filter must be a dict, got {flt!r} ({type(flt).__name__})")
-    parts = []
-    for key, value in flt.items():
-        if not isinstance(key, str):
-            raise FilterError(f"filter keys must be strings, got {key!r}")
-        op = _top_op(key)
-        if op in _LOGICAL:
-            parts.append(_compile_logical(op, value, params, column))
-        elif op is not None:
-            raise FilterError(
-                f"operator {key!r} needs a field: write {{'field': {{{key!r}: ...}}}} "
-                f"instead of {{{key!r}: ...}}"
-            )
-        else:
-            parts.append(_compile_field(key, value, params, column))
-    if not parts:
-        return "1"
-    return "(" + " AND ".join(parts) + ")"
+def _join(parts: list[str], joiner: str) -> str:
+    """``parts`` joined as a balanced tree: SQLite limits expression depth, and a flat chain is as deep as long."""
+    if len(parts) == 1:
+        return parts[0]
+    mid = len(parts) // 2
+    return f"({_join(parts[:mid], joiner)} {joiner} {_join(parts[mid:], joiner)})"
 
 
-def _compile_logical(op: str, value: Any, params: list[Any], column: str) -> str:
-    if op == "not":
-        return f"(NOT {_compile(value, params, column)})"
-    if not isinstance(value, (list, tuple)) or not value:
-        raise FilterError(f"${op} needs a non-empty list of filters, got {value!r}")
-    joiner = " AND " if op == "and" else " OR "
-    return "(" + joiner.join(_compile(v, params, column) for v in value) + ")"
+class _SQL:
+    """Compiles one filter; collects its parameters."""
 
+    def __init__(self, column: str) -> None:
+        self.column = column
+        self.params: list[Any] = []
+        self.conditions = 0
 
-def _json_path(field: str) -> str:
-    return '$."' + field.replace('"', '\\"') + '"'
-
-
-def _compile_field(field: str, cond: Any, params: list[Any], column: str) -> str:
-    if field in _LOGICAL and (isinstance(cond, (list, tuple)) or (
-            isinstance(cond, Mapping) and not all(isinstance(k, str) and _op(k) for k in cond))):
-        raise FilterError(
-            f"{field!r} is a field name here (metadata[{field!r}]), and its condition is a filter; "
-            f"for the logical operator write '${field}'"
-        )
-    if isinstance(cond, Mapping):
-        if not cond:
-            raise FilterError(f"field {field!r}: empty condition {{}}; use e.g. {{'$eq': value}}")
-        ops: list[tuple[Any, Any]] = list(cond.items())
-    else:
-        ops = [("$eq", cond)]
-    parts = []
-    for key, value in ops:
-        op = _op(key) if isinstance(key, str) else None
-        if op is None or op in _LOGICAL:
-            raise FilterError(
-                f"field {field!r}: unknown operator {key!r}; "
-                f"use one of {', '.join('$' + o for o in _COMPARISONS + _SETS)}"
-            )
-        path = _json_path(field)
-        if op in _SETS:
-            if not isinstance(value, (list, tuple, set, frozenset)) or not value:
-                raise FilterError(f"field {field!r}: ${op} needs a non-empty list, got {value!r}")
-            if op == "nin":
-                parts.append(_present(column, path, params))
-            alts = []
-            for v in value:
-                _check_scalar(v, f"field {field!r} ${op}")
-                alts.append(_typed_cmp(column, path, "=", v, params))
-            any_sql = "(" + " OR ".join(alts) + ")"
-            parts.append(any_sql if op == "in" else f"(NOT {any_sql})")
-        else:
-            _check_scalar(value, f"field {field!r} ${op}")
-            if op == "ne":
-                parts.append(_present(column, path, params))
-                parts.append(f"(NOT {_typed_cmp(column, path, '=', value, params)})")
+    def filter(self, flt: Any, depth: int) -> str:
+        if not isinstance(flt, Mapping):
+            raise FilterError(f"a filter must be a dict, got {flt!r:.80} ({type(flt).__name__})")
+        if depth > MAX_DEPTH:
+            raise FilterError(f"the filter nests $and / $or / $not more than {MAX_DEPTH} deep")
+        parts = []
+        for key, value in flt.items():
+            if not isinstance(key, str):
+                raise FilterError(f"filter keys must be strings, got {key!r}")
+            op = _top_op(key)
+            if op == "not":
+                parts.append(f"NOT {self.filter(value, depth + 1)}")
+            elif op in ("and", "or"):
+                if not isinstance(value, (list, tuple)) or not value:
+                    raise FilterError(f"${op} needs a non-empty list of filters, got {value!r:.80}")
+                parts.append(_join([self.filter(v, depth + 1) for v in value], op.upper()))
+            elif op is not None:
+                raise FilterError(
+                    f"operator {key!r} needs a field: write {{'field': {{{key!r}: ...}}}} "
+                    f"instead of {{{key!r}: ...}}"
+                )
             else:
-                parts.append(_typed_cmp(column, path, _SQL_OP[op], value, params))
-    return "(" + " AND ".join(parts) + ")"
+                parts.append(self.field(key, value))
+        return f"({_join(parts, 'AND')})" if parts else "1"
 
+    def field(self, field: str, cond: Any) -> str:
+        _check_text(field, f"the field name {field!r}")
+        ops = _field_ops(field, cond)
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            raise FilterError(f"the filter has more than {MAX_CONDITIONS} field conditions; "
+                              "match a list of values with one {'$in': [...]}")
+        parts = []
+        for op, arg in ops:
+            if op in _SETS:
+                if op == "nin":
+                    parts.append(self._present(field))
+                any_sql = self._any_of(field, list(arg))
+                parts.append(any_sql if op == "in" else f"NOT {any_sql}")
+            elif op == "ne":
+                parts.append(self._present(field))
+                parts.append(f"NOT {self._compare(field, '=', arg)}")
+            else:
+                parts.append(self._compare(field, _SQL_OP[op], arg))
+        return _join(parts, "AND")
 
-def _present(column: str, path: str, params: list[Any]) -> str:
-    params.append(path)
-    return f"COALESCE(json_type({column}, ?) NOT IN ('null'), 0)"
+    def _lookup(self, field: str, what: str) -> str:
+        """SQL for the JSON type (``what="type"``) or the value (``"value"``) of ``field``; NULL when missing."""
+        if _PATH_SAFE.fullmatch(field):
+            self.params.append('$."' + field + '"')
+            return f"json_{'type' if what == 'type' else 'extract'}({self.column}, ?)"
+        self.params.append(field)  # json_each decodes the stored key: any name matches exactly
+        return f"(SELECT {what} FROM json_each({self.column}) WHERE key = ?)"
 
+    def _present(self, field: str) -> str:
+        return f"COALESCE({self._lookup(field, 'type')} NOT IN ('null'), 0)"
 
-def _typed_cmp(column: str, path: str, sql_op: str, value: Any, params: list[Any]) -> str:
-    # json_type guards keep comparisons within one type; a missing field has json_type NULL and never matches.
-    # COALESCE turns SQL's NULL into false so that NOT and OR follow two-valued logic like the Python form.
-    kind = _type_of(value)
-    types = {"bool": "('true','false')", "number": "('integer','real')", "text": "('text')"}[kind]
-    params.extend([path, path, int(value) if kind == "bool" else value])
-    return f"COALESCE(json_type({column}, ?) IN {types} AND json_extract({column}, ?) {sql_op} ?, 0)"
+    def _compare(self, field: str, sql_op: str, value: Any) -> str:
+        # The type guard keeps comparisons within one type; a missing field has type NULL and never matches.
+        # COALESCE turns SQL's NULL into false so that NOT and OR follow two-valued logic like the Python form.
+        kind = _type_of(value)
+        type_sql = self._lookup(field, "type")
+        value_sql = self._lookup(field, "value")
+        self.params.append(int(value) if kind == "bool" else value)
+        return f"COALESCE({type_sql} IN {_SQL_TYPES[kind]} AND {value_sql} {sql_op} ?, 0)"
+
+    def _any_of(self, field: str, values: list[Any]) -> str:
+        """Whether the field equals one of ``values``: one JSON array parameter per type, however long the list."""
+        parts = []
+        for kind in ("bool", "number", "text"):
+            group = [v for v in values if _type_of(v) == kind]
+            if group:
+                type_sql = self._lookup(field, "type")
+                value_sql = self._lookup(field, "value")
+                self.params.append(json.dumps(group, ensure_ascii=False))
+                parts.append(f"COALESCE({type_sql} IN {_SQL_TYPES[kind]} "
+                             f"AND {value_sql} IN (SELECT value FROM json_each(?)), 0)")
+        return f"({' OR '.join(parts)})"
 
 
 # -- Python
@@ -189,22 +265,19 @@ def matches(flt: Filter, metadata: Mapping[str, Any]) -> bool:
     return _match(flt, metadata)
 
 
-def _match(flt: Any, md: Mapping[str, Any]) -> bool:
-    if not isinstance(flt, Mapping):
-        raise FilterError(f"a filter must be a dict, got {flt!r} ({type(flt).__name__})")
+def _match(flt: Mapping[str, Any], md: Mapping[str, Any]) -> bool:
+    """A validated filter on one metadata dict."""
     for key, value in flt.items():
         op = _top_op(key)
         if op == "not":
             if _match(value, md):
                 return False
-        elif op in ("and", "or"):
-            if not isinstance(value, (list, tuple)) or not value:
-                raise FilterError(f"${op} needs a non-empty list of filters, got {value!r}")
-            results = [_match(v, md) for v in value]
-            if not (all(results) if op == "and" else any(results)):
+        elif op == "and":
+            if not all(_match(v, md) for v in value):
                 return False
-        elif op is not None:
-            raise FilterError(f"operator {key!r} needs a field")
+        elif op == "or":
+            if not any(_match(v, md) for v in value):
+                return False
         elif not _match_field(key, value, md):
             return False
     return True
@@ -226,23 +299,14 @@ def _cmp(a: Any, op: str, b: Any) -> bool:
 
 def _match_field(field: str, cond: Any, md: Mapping[str, Any]) -> bool:
     value = md.get(field)
-    ops = cond.items() if isinstance(cond, Mapping) else [("$eq", cond)]
-    ok = True
-    for key, arg in ops:
-        op = _op(key)
-        if op is None or op in _LOGICAL:
-            raise FilterError(f"field {field!r}: unknown operator {key!r}")
+    for op, arg in _field_ops(field, cond):
         if op in _SETS:
-            if not isinstance(arg, (list, tuple, set, frozenset)) or not arg:
-                raise FilterError(f"field {field!r}: ${op} needs a non-empty list, got {arg!r}")
-            for v in arg:
-                _check_scalar(v, f"field {field!r} ${op}")
             hit = any(_cmp(value, "eq", v) for v in arg)
-            ok = ok and (hit if op == "in" else (value is not None and not hit))
+            ok = hit if op == "in" else (value is not None and not hit)
+        elif op == "ne":
+            ok = value is not None and not _cmp(value, "eq", arg)
         else:
-            _check_scalar(arg, f"field {field!r} ${op}")
-            if op == "ne":
-                ok = ok and value is not None and not _cmp(value, "eq", arg)
-            else:
-                ok = ok and _cmp(value, op, arg)
-    return ok
+            ok = _cmp(value, op, arg)
+        if not ok:
+            return False
+    return True

@@ -5,8 +5,9 @@ in ``metadata["page_starts"]``), source code by extension, and record files (.js
 every record is a document. A BEIR ``corpus.jsonl`` needs no options: ``_id`` is the id and the text is
 ``title + " " + text``.
 
-Loading never aborts on a bad file: binary files are skipped with a warning, files that fail are recorded in a
-:class:`LoadReport` with their reason, and the caller reports them at the end.
+Loading never aborts on a bad input: binary or undecodable files are skipped with a warning, files (and single
+records of a record file) that fail are recorded in a :class:`LoadReport` with their reason, and the caller reports
+them at the end.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen3_rag.indexers.chunking import PAGE_STARTS_KEY
-from qwen3_rag.types import Document
+from qwen3_rag.types import Document, check_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,14 @@ _SKIP_DIRS = {
     ".hypothesis",
 }
 _ID_FIELDS = ("_id", "id", "doc_id", "docid")
+#: Non-UTF-8 content is read as cp1252 (latin-1 for the 5 bytes cp1252 leaves undefined) only when at most this
+#: share of its bytes is above 0x7F: legacy Western text has a few accented letters, while random or compressed
+#: bytes have about half, and text in another legacy encoding (cp1251, Shift-JIS, GBK) would become mojibake.
+LEGACY_HIGH_BYTES = 0.3
+#: Largest CSV cell read (the csv module's default, 128 KiB, would reject a file holding one long text).
+CSV_FIELD_LIMIT = 64 << 20
+#: Bad records of one file reported one by one; the rest are counted in one last line.
+MAX_RECORD_FAILURES = 100
 _TEXT_FIELDS = ("text", "content", "body", "contents", "page_content")
 
 
@@ -140,7 +149,15 @@ class RecordFields:
 
 @dataclass
 class LoadReport:
-    """What happened to each input that did not become a document."""
+    """What happened to each input that did not become a document.
+
+    Attributes:
+        skipped: ``(source, reason)`` of inputs deliberately not indexed (binary, empty, a symlink out of the tree).
+        failed: ``(source, reason)`` of inputs that could not be read. The source is always the file; a bad record
+            of a record file is one entry whose reason starts with its place, ``line 7: ...`` (``record 7: ...``
+            in a ``.json`` list).
+        files: Files tried.
+    """
 
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -153,6 +170,27 @@ class LoadReport:
     def fail(self, source: str, reason: str) -> None:
         logger.warning("failed %s: %s", source, reason)
         self.failed.append((source, reason))
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as text that can always be printed and stored: bytes of a name that are not UTF-8 become ``\\xNN``.
+
+    On POSIX a file name is bytes, and Python holds the bytes that are not UTF-8 as lone surrogates, which no
+    UTF-8 writer (a terminal, SQLite, JSON) accepts.
+    """
+    text = os.fspath(path)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte (Windows names)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # -- walking
@@ -174,6 +212,8 @@ def iter_files(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     report: LoadReport | None = None,
+    *,
+    follow_links: bool = False,
 ) -> Iterator[tuple[Path, str]]:
     """Yield ``(path, doc_id_base)`` for every file under ``sources``, in a stable (sorted) order.
 
@@ -183,6 +223,12 @@ def iter_files(
     The id base of a file is its path relative to the parent of the source, in POSIX form
     (``docs/guide/intro.md`` for ``docs``), so ids do not depend on the working directory.
 
+    Symbolic links: a source named explicitly is always followed. Inside a folder, by default, a link to a file
+    in the same tree is read, a link to a folder in the tree is not walked (its files are indexed under their own
+    path), and a link whose target is outside the tree (or missing outside it) is skipped with a reason in
+    ``report``. ``follow_links=True`` (like ``rsync -L`` or ``rg --follow``) follows every link, files and
+    folders, wherever they point; each folder is walked once per source, so link loops end.
+
     Raises:
         FileNotFoundError: if a source does not exist.
     """
@@ -190,29 +236,69 @@ def iter_files(
     for src in sources:
         root = Path(src)
         if not root.exists():
-            raise FileNotFoundError(f"source {str(src)!r} does not exist")
+            raise FileNotFoundError(f"source {display_path(src)!r} does not exist")
         if root.is_file():
             if exclude and _matches(root.name, exclude):
                 continue
             yield root, root.name
             continue
         base = root.resolve().name or "root"
-        for dirpath, dirnames, filenames in os.walk(
-            root, onerror=lambda e: report.fail(str(e.filename), _reason(e))
-        ):
-            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
-            for fname in sorted(filenames):
-                path = Path(dirpath) / fname
-                rel = path.relative_to(root).as_posix()
-                if include:
-                    if not (_matches(rel, include) or _matches(f"{base}/{rel}", include)):
-                        continue
-                elif path.suffix.lower() not in SUPPORTED_EXTENSIONS:
-                    logger.debug("not indexed (extension): %s", path)
+        for path in _walk(root, follow_links, report):
+            rel = path.relative_to(root).as_posix()
+            if include:
+                if not (_matches(rel, include) or _matches(f"{base}/{rel}", include)):
                     continue
-                if exclude and (_matches(rel, exclude) or _matches(f"{base}/{rel}", exclude)):
-                    continue
-                yield path, f"{base}/{rel}"
+            elif path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+                logger.debug("not indexed (extension): %s", display_path(path))
+                continue
+            if exclude and (_matches(rel, exclude) or _matches(f"{base}/{rel}", exclude)):
+                continue
+            yield path, f"{base}/{rel}"
+
+
+def _walk(root: Path, follow_links: bool, report: LoadReport) -> Iterator[Path]:
+    """Every file under ``root`` (sorted), by the symlink rules of :func:`iter_files`."""
+    tree = root.resolve()
+    walked: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(
+        root, followlinks=follow_links, onerror=lambda e: report.fail(display_path(e.filename or root), _reason(e))
+    ):
+        here = Path(dirpath)
+        if follow_links:
+            st = here.stat()
+            if (st.st_dev, st.st_ino) in walked:
+                report.skip(display_path(here), "folder already walked (a symlink loop, or a second link to it)")
+                dirnames[:] = []
+                continue
+            walked.add((st.st_dev, st.st_ino))
+        dirnames[:] = [
+            d for d in sorted(dirnames)
+            if d not in _SKIP_DIRS and _keep_link(here / d, tree, follow_links, report, folder=True)
+        ]
+        yield from (here / f for f in sorted(filenames) if _keep_link(here / f, tree, follow_links, report))
+
+
+def _keep_link(path: Path, tree: Path, follow_links: bool, report: LoadReport, folder: bool = False) -> bool:
+    """Whether the walk takes ``path``: anything that is not a symlink, and links by the rules of
+    :func:`iter_files`."""
+    if follow_links or not path.is_symlink():
+        return True
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop on Python < 3.13
+        report.skip(display_path(path), "symlink loop")
+        return False
+    if not target.is_relative_to(tree):
+        report.skip(
+            display_path(path),
+            f"symlink to {display_path(target)!r}, outside {display_path(tree)!r}; "
+            "follow_links=True (--follow-links) follows it",
+        )
+        return False
+    if folder:
+        logger.debug("not walked (a symlink to a folder of the same tree): %s", display_path(path))
+        return False
+    return True
 
 
 def iter_documents(
@@ -222,6 +308,7 @@ def iter_documents(
     exclude: Sequence[str] = (),
     record_fields: RecordFields | None = None,
     report: LoadReport | None = None,
+    follow_links: bool = False,
 ) -> Iterator[Document]:
     """Stream the documents of files and folders; problems go to ``report``, never raise.
 
@@ -230,21 +317,31 @@ def iter_documents(
         include: Globs a file must match (default: every supported extension).
         exclude: Globs that drop a file.
         record_fields: Field mapping for .jsonl / .json / .csv files.
-        report: Collects skipped and failed files.
+        report: Collects skipped and failed files (and each failed record of a record file, with its line).
+        follow_links: Follow symbolic links that leave a folder given in ``sources`` (and links to folders);
+            by default they are skipped with a reason (see :func:`iter_files`).
 
     Yields:
-        Documents, one file (or one record) at a time.
+        Documents, one file (or one record) at a time. A file whose name (or path) is not valid UTF-8 is a failed
+        source, named with its undecodable bytes as ``\\xNN``: ids and sources are stored as UTF-8 text.
+
+    Raises:
+        FileNotFoundError: if a source does not exist.
     """
     report = report if report is not None else LoadReport()
     fields = record_fields or RecordFields()
-    for path, doc_id in iter_files(sources, include, exclude, report):
+    for path, doc_id in iter_files(sources, include, exclude, report, follow_links=follow_links):
         report.files += 1
+        source = display_path(path)
+        if not (_is_utf8(doc_id) and _is_utf8(str(path))):
+            report.fail(source, "the file name is not valid UTF-8; rename it (e.g. `convmv -f latin1 -t utf8`)")
+            continue
         try:
-            yield from load_file(path, doc_id=doc_id, record_fields=fields)
+            yield from load_file(path, doc_id=doc_id, record_fields=fields, report=report)
         except SkipFile as exc:
-            report.skip(str(path), str(exc))
+            report.skip(source, str(exc))
         except Exception as exc:  # a bad file must not stop the run
-            report.fail(str(path), _reason(exc))
+            report.fail(source, _reason(exc))
 
 
 def _reason(exc: BaseException) -> str:
@@ -258,25 +355,38 @@ def _reason(exc: BaseException) -> str:
 
 
 def load_file(
-    path: str | os.PathLike[str], *, doc_id: str | None = None, record_fields: RecordFields | None = None
+    path: str | os.PathLike[str],
+    *,
+    doc_id: str | None = None,
+    record_fields: RecordFields | None = None,
+    report: LoadReport | None = None,
 ) -> Iterator[Document]:
     """Read one file into documents (several for a record file).
 
+    Args:
+        path: The file.
+        doc_id: Its document id (default: the file name); record files take their ids from the records.
+        record_fields: Field mapping for record files.
+        report: Where a bad record of a record file (a broken JSON line, a CSV row with the wrong number of
+            fields, a missing field) is recorded with its line, the file's other records going on; without one
+            the first bad record raises.
+
     Raises:
-        SkipFile: for a binary or empty file.
-        OSError, ValueError: when the file cannot be read or parsed.
+        SkipFile: for a binary, undecodable or empty file.
+        OSError, ValueError: when the file cannot be read or parsed (or, without ``report``, a record is bad).
     """
     path = Path(path)
     ext = path.suffix.lower()
     doc_id = doc_id or path.name
     source = str(path)
+    fields = record_fields or RecordFields()
     if ext in RECORD_EXTENSIONS and ext != ".json":
-        yield from _load_records(path, record_fields or RecordFields())
+        yield from _load_records(path, fields, _iter_records(path), report)
         return
     if ext == ".json":
         records = _json_records(path)
         if records is not None:  # a list of objects; any other JSON file is indexed as text
-            yield from _load_records(path, record_fields or RecordFields(), records)
+            yield from _load_records(path, fields, ((None, r) for r in records), report)
             return
     if ext == ".pdf":
         yield _load_pdf(path, doc_id)
@@ -304,10 +414,20 @@ def load_file(
 
 
 def decode_bytes(raw: bytes) -> tuple[str, str]:
-    """Decode file bytes: BOMs first, then UTF-8, then cp1252, then latin-1 (which cannot fail).
+    """Decode file bytes into text, or refuse content that is not text.
+
+    In order: a BOM (UTF-8, UTF-16, UTF-32) decides; NUL bytes or many control characters mean binary; valid UTF-8
+    is text in any language; UTF-8 with a few broken bytes (at most one per ten good multi-byte characters) is
+    read with U+FFFD in their place (encoding ``"utf-8-lossy"``); other bytes are legacy Western text, read as
+    cp1252 (``"latin-1"`` where cp1252 leaves a byte undefined), but only when at most :data:`LEGACY_HIGH_BYTES`
+    of them are above 0x7F. Anything else (random or compressed bytes, text in another legacy encoding such as
+    cp1251 or Shift-JIS) is skipped: convert such text to UTF-8 to index it.
+
+    Returns:
+        ``(text, encoding)``.
 
     Raises:
-        SkipFile: for binary content (NUL bytes or many control characters).
+        SkipFile: for binary or undecodable content, with the reason.
     """
     if raw.startswith(b"\xef\xbb\xbf"):
         return raw[3:].decode("utf-8", errors="replace"), "utf-8-sig"
@@ -329,6 +449,18 @@ def decode_bytes(raw: bytes) -> tuple[str, str]:
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
+    lossy = raw.decode("utf-8", errors="replace")
+    replaced = lossy.count("\ufffd") - raw.count("\ufffd".encode())
+    multibyte = len(lossy) - len(lossy.encode("ascii", errors="ignore")) - replaced
+    if replaced * 10 <= multibyte:
+        logger.info("UTF-8 with %d undecodable bytes, replaced by U+FFFD", replaced)
+        return lossy, "utf-8-lossy"
+    high = len(raw.translate(None, bytes(range(128))))  # the bytes above 0x7F
+    if high > LEGACY_HIGH_BYTES * len(raw):
+        raise SkipFile(
+            f"not text: not UTF-8, and {high / len(raw):.0%} of the bytes are above 0x7F (binary data, or text in a "
+            "legacy encoding other than cp1252/latin-1); convert text to UTF-8 to index it"
+        )
     try:
         text = raw.decode("cp1252")
         logger.info("not UTF-8, read as cp1252")
@@ -447,7 +579,7 @@ def _load_pdf(path: Path, doc_id: str) -> Document:
     meta: dict[str, Any] = {"path": str(path), "format": "pdf", "pages": len(texts), PAGE_STARTS_KEY: starts}
     title = reader.metadata.get("/Title") if reader.metadata else None
     if title:
-        meta["title"] = str(title)
+        meta["title"] = str(title).replace("\x00", "")  # metadata text holds no NUL (types.check_metadata)
     return Document(id=doc_id, text=text, source=str(path), metadata=meta)
 
 
@@ -455,24 +587,60 @@ def _load_pdf(path: Path, doc_id: str) -> Document:
 # ------------------------------------------------------------------------------------------------------
 
 
-def _iter_records(path: Path) -> Iterator[Mapping[str, Any]]:
-    ext = path.suffix.lower()
-    if ext in (".jsonl", ".ndjson"):
+#: A record, or why the record at that place is bad.
+_Numbered = tuple[int | None, Mapping[str, Any] | ValueError]
+
+
+def _iter_records(path: Path) -> Iterator[_Numbered]:
+    """``(line, record)`` for each record of a .jsonl / .ndjson / .csv file; a bad one comes as a ValueError."""
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
         with open(path, encoding="utf-8", errors="replace") as fh:
             for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"line {lineno}: invalid JSON ({exc.msg})") from exc
-                if not isinstance(rec, Mapping):
-                    raise ValueError(f"line {lineno}: expected a JSON object, got {type(rec).__name__}")
-                yield rec
+                if line.strip():
+                    yield lineno, _json_line(line)
     else:
-        raw = path.read_bytes()
-        text, _ = decode_bytes(raw)
-        yield from csv.DictReader(io.StringIO(text))
+        text, _ = decode_bytes(path.read_bytes())
+        yield from _csv_records(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (no NaN or Infinity in metadata)")
+
+
+def _json_line(line: str) -> Mapping[str, Any] | ValueError:
+    try:
+        rec = json.loads(line, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        return ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})")
+    except ValueError as exc:
+        return exc
+    except RecursionError:
+        return ValueError("invalid JSON (nested too deeply)")
+    if not isinstance(rec, Mapping):
+        return ValueError(f"expected a JSON object, got {type(rec).__name__}")
+    return rec
+
+
+def _csv_records(text: str) -> Iterator[_Numbered]:
+    """The rows of a CSV text as dicts keyed by its header, each with the line it starts on."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)  # process-wide; only ever raised
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
+    start = 1
+    try:
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not row:
+                continue
+            if header is None:
+                header = row
+            elif len(row) != len(header):
+                yield line, ValueError(f"{len(row)} fields, the header has {len(header)}: {row!r:.120}")
+            else:
+                yield line, dict(zip(header, row, strict=True))
+    except csv.Error as exc:
+        yield start, ValueError(f"unreadable CSV ({exc}); the rest of the file is not read")
 
 
 def _json_records(path: Path) -> list[Mapping[str, Any]] | None:
@@ -492,15 +660,44 @@ def _json_records(path: Path) -> list[Mapping[str, Any]] | None:
 
 
 def _load_records(
-    path: Path, fields: RecordFields, records: Iterable[Mapping[str, Any]] | None = None
+    path: Path, fields: RecordFields, records: Iterable[_Numbered], report: LoadReport | None
 ) -> Iterator[Document]:
+    bad = _BadRecords(path, report)
     n = 0
-    for n, rec in enumerate(records if records is not None else _iter_records(path), 1):
-        doc = record_to_document(rec, fields, source=str(path), number=n)
+    for n, (line, rec) in enumerate(records, 1):
+        try:
+            if isinstance(rec, ValueError):
+                raise rec
+            doc = record_to_document(rec, fields, source=str(path), number=n)
+        except ValueError as exc:
+            bad.add(f"line {line}" if line is not None else f"record {n}", exc)
+            continue
         if doc is not None:
             yield doc
+    bad.close()
     if n == 0:
         raise SkipFile("no records")
+
+
+class _BadRecords:
+    """The bad records of one file: each reported (up to :data:`MAX_RECORD_FAILURES`), or raised without a
+    report."""
+
+    def __init__(self, path: Path, report: LoadReport | None) -> None:
+        self.file = display_path(path)
+        self.report = report
+        self.count = 0
+
+    def add(self, where: str, exc: ValueError) -> None:
+        if self.report is None:
+            raise ValueError(f"{self.file}, {where}: {exc}") from exc
+        self.count += 1
+        if self.count <= MAX_RECORD_FAILURES:
+            self.report.fail(self.file, f"{where}: {exc}")
+
+    def close(self) -> None:
+        if self.report is not None and self.count > MAX_RECORD_FAILURES:
+            self.report.fail(self.file, f"{self.count - MAX_RECORD_FAILURES} more bad records (not listed)")
 
 
 def record_to_document(
@@ -509,7 +706,8 @@ def record_to_document(
     """Build a document from one record (None when its text is empty).
 
     Raises:
-        ValueError: if a field named in ``fields`` is missing.
+        ValueError: if a field named in ``fields`` is missing, or the metadata is not plain JSON
+            (:func:`~qwen3_rag.types.check_metadata`).
     """
     fields = fields or RecordFields()
     if fields.id is not None:
@@ -545,4 +743,5 @@ def record_to_document(
     else:
         meta = {k: v for k, v in record.items() if k != id_field and k not in text_fields}
     meta = {k: v for k, v in meta.items() if v not in (None, "", {}, [])}
+    meta = check_metadata(meta, f"record {doc_id!r}")
     return Document(id=doc_id, text=text, source=f"{source}#{doc_id}" if source else "", metadata=meta)

@@ -39,7 +39,7 @@ from qwen3_rag.indexers.manifest import (
     IndexDamagedError,
     WriterLock,
     atomic_write,
-    check_model,
+    check_embedder,
     describe_embedder,
     new_manifest,
 )
@@ -156,7 +156,7 @@ class LocalIndex(Index):
             store = Store(root / STORE_FILE, read_only=read_only)
             manifest = _checked_manifest(store, root, read_only)
             if embedder is not None:
-                check_model(manifest["model"], describe_embedder(embedder), str(root))
+                check_embedder(manifest["model"], embedder, str(root))
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -234,7 +234,7 @@ class LocalIndex(Index):
 
     @embedder.setter
     def embedder(self, embedder: TextEmbedder) -> None:
-        check_model(self._manifest["model"], describe_embedder(embedder), self.location)
+        check_embedder(self._manifest["model"], embedder, self.location)
         self._embedder = embedder
 
     @property

@@ -12,11 +12,11 @@ import errno
 import logging
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from qwen3_rag.protocols import TextEmbedder
+from qwen3_rag.protocols import KnowsItsModel, TextEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -85,17 +85,18 @@ def new_manifest(model: Mapping[str, Any], chunking: Mapping[str, Any], index: M
 def _model_summary(info: Mapping[str, Any]) -> str:
     parts = [repr(info.get("model"))]
     if info.get("fingerprint"):
-        parts.append(f"fingerprint {str(info['fingerprint'])[:12]}")
+        parts.append(f"fingerprint {str(info['fingerprint'])[:24]}")
     parts.append(f"dim {info.get('dim')}")
     if info.get("pooling"):
         parts.append(f"{info['pooling']} pooling")
     return ", ".join(parts)
 
 
-def _differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+def _differences(stored: Mapping[str, Any], given: Mapping[str, Any],
+                 same_model: Callable[[str], bool] | None) -> list[str]:
     problems = []
     if stored.get("fingerprint") and given.get("fingerprint"):
-        if stored["fingerprint"] != given["fingerprint"]:
+        if stored["fingerprint"] != given["fingerprint"] and not (same_model and same_model(stored["fingerprint"])):
             problems.append("model")
     elif stored.get("model") != given.get("model"):
         problems.append("model")
@@ -106,13 +107,27 @@ def _differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[st
     return problems
 
 
-def check_model(stored: Mapping[str, Any], given: Mapping[str, Any], location: str) -> None:
-    """Refuse an embedder other than the one the index was built with.
+def check_embedder(stored: Mapping[str, Any], embedder: TextEmbedder, location: str) -> None:
+    """:func:`check_model` for an embedder object (one that knows its model also accepts a fingerprint an older
+    version recorded for it)."""
+    same = embedder.same_model if isinstance(embedder, KnowsItsModel) else None
+    check_model(stored, describe_embedder(embedder), location, same)
+
+
+def check_model(stored: Mapping[str, Any], given: Mapping[str, Any], location: str,
+                same_model: Callable[[str], bool] | None = None) -> None:
+    """Refuse a model other than the one the index was built with.
+
+    Args:
+        stored: The index's model record.
+        given: The record of the model offered.
+        location: Where the index is, for the message.
+        same_model: Asked, when the fingerprints differ, whether the stored one names the given model anyway.
 
     Raises:
         IndexMismatchError: naming both models and what differs.
     """
-    problems = _differences(stored, given)
+    problems = _differences(stored, given, same_model)
     if problems:
         raise IndexMismatchError(
             f"the index at {location!r} was built with {_model_summary(stored)}, but the embedder given is "

@@ -26,6 +26,10 @@ _SPEC = re.compile(
     r"^(?:(?P<flat>Flat)|HNSW(?P<m>\d+)(?:,Flat)?|IVF(?P<nlist>\d+),(?:(?P<ivfflat>Flat)|PQ(?P<pq>\d+)))$",
     re.IGNORECASE,
 )
+#: Most IVF lists: 2**20 is what FAISS suggests for a billion vectors; training needs 39 vectors a list.
+MAX_NLIST = 1 << 20
+#: Most PQ sub-quantizers: one per dimension of the largest Qwen3-Embedding (8B, 4096 dimensions).
+MAX_PQ_M = 4096
 #: Compact an HNSW index when this fraction of its vectors is deleted.
 COMPACT_FRACTION = 0.25
 #: Up to this many tombstones, an unfiltered HNSW search fetches k + tombstones hits and drops the dead ones
@@ -55,8 +59,11 @@ class IndexSpec:
     def parse(cls, spec: str) -> IndexSpec:
         """Parse ``Flat``, ``HNSW<M>``, ``IVF<n>,Flat`` or ``IVF<n>,PQ<m>``.
 
+        Bounds: ``M`` from 2 to 256, ``n`` from 1 to :data:`MAX_NLIST` (2**20), ``m`` from 1 to
+        :data:`MAX_PQ_M` (and it must divide the dimension, :meth:`check_dim`).
+
         Raises:
-            ValueError: for any other spec.
+            ValueError: for any other spec, or a size out of bounds.
         """
         m = _SPEC.match(spec.replace(" ", ""))
         if not m:
@@ -73,10 +80,15 @@ class IndexSpec:
                 raise ValueError(f"HNSW M must be between 2 and 256, got {M}")
             return cls(f"HNSW{M}", "hnsw", hnsw_m=M)
         nlist = int(m.group("nlist"))
-        if nlist < 1:
-            raise ValueError(f"IVF needs at least one list, got IVF{nlist}")
+        if not 1 <= nlist <= MAX_NLIST:
+            raise ValueError(
+                f"IVF needs 1 to {MAX_NLIST:,} lists (2**20, enough for a billion vectors), got IVF{nlist}; "
+                "a common choice is about 4 * sqrt(number of vectors), e.g. IVF4096 for a million"
+            )
         if m.group("pq"):
             pq = int(m.group("pq"))
+            if not 1 <= pq <= MAX_PQ_M:
+                raise ValueError(f"PQ needs 1 to {MAX_PQ_M} sub-quantizers, dividing the dimension, got PQ{pq}")
             return cls(f"IVF{nlist},PQ{pq}", "ivf", nlist=nlist, pq_m=pq)
         return cls(f"IVF{nlist},Flat", "ivf", nlist=nlist)
 

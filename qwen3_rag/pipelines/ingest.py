@@ -72,8 +72,9 @@ def ingest(sources: Iterable[str | os.PathLike[str]], index: str | os.PathLike[s
            chunk_overlap: int | None = None, index_type: str | None = None, dim: int | None = None,
            device: str = "auto", batch_size: int | None = None, max_tokens_per_batch: int | None = None,
            compile: bool = False, include: Sequence[str] = (), exclude: Sequence[str] = (), prune: bool = False,
-           record_fields: RecordFields | None = None, commit_every: int = DEFAULT_COMMIT_EVERY,
-           show_progress: bool = False, bm25: bool = True, pipelined: bool | None = None) -> IngestReport:
+           record_fields: RecordFields | None = None, follow_links: bool = False,
+           commit_every: int = DEFAULT_COMMIT_EVERY, show_progress: bool = False, bm25: bool = True,
+           pipelined: bool | None = None) -> IngestReport:
     """Index files and folders into an index (created on first use), incrementally.
 
     Args:
@@ -92,6 +93,8 @@ def ingest(sources: Iterable[str | os.PathLike[str]], index: str | os.PathLike[s
         include: Globs a file must match. exclude: Globs that drop a file.
         prune: Delete indexed documents that this run's sources no longer produce.
         record_fields: Id / text / metadata fields of .jsonl / .json / .csv records.
+        follow_links: Follow symbolic links that lead out of the source folders (default: skip them, with a
+            reason); see :func:`~qwen3_rag.indexers.loaders.iter_documents`.
         commit_every: Chunks per commit.
         show_progress: Show a tqdm bar (documents, chunks, tokens/s).
         bm25: For a new index: keep its BM25 index (for hybrid search) up to date with every write (default on;
@@ -118,8 +121,8 @@ def ingest(sources: Iterable[str | os.PathLike[str]], index: str | os.PathLike[s
                                   chunk_overlap=chunk_overlap, index_type=index_type, bm25=bm25, dim=dim, device=device,
                                   batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, compile=compile)
     try:
-        report = _run(idx, paths, include, exclude, prune, record_fields, commit_every, show_progress,
-                      _pipelined(idx, pipelined))
+        walk = {"include": include, "exclude": exclude, "record_fields": record_fields, "follow_links": follow_links}
+        report = _run(idx, paths, walk, prune, commit_every, show_progress, _pipelined(idx, pipelined))
     finally:
         closing = time.perf_counter()
         if owned:
@@ -137,9 +140,8 @@ def _pipelined(index: StorageBackend, pipelined: bool | None) -> bool:
     return device is not None and getattr(device, "type", str(device)) not in ("cpu", "auto")
 
 
-def _run(idx: StorageBackend, sources: list[Path], include: Sequence[str], exclude: Sequence[str], prune: bool,
-         record_fields: RecordFields | None, commit_every: int, show_progress: bool,
-         pipelined: bool) -> IngestReport:
+def _run(idx: StorageBackend, sources: list[Path], walk: dict[str, Any], prune: bool, commit_every: int,
+         show_progress: bool, pipelined: bool) -> IngestReport:
     if idx.embedder is None:
         raise ValueError("ingest needs an index opened with an embedder")
     loads = LoadReport()
@@ -149,8 +151,7 @@ def _run(idx: StorageBackend, sources: list[Path], include: Sequence[str], exclu
     report = writer.report
     try:
         with writer:
-            documents = iter(iter_documents(sources, include=include, exclude=exclude, record_fields=record_fields,
-                                            report=loads))
+            documents = iter(iter_documents(sources, report=loads, **walk))
             while True:
                 started = time.perf_counter()
                 doc = next(documents, None)

@@ -43,6 +43,7 @@ from qwen3_rag.pipelines.fusion import (
     reciprocal_rank_fusion,
 )
 from qwen3_rag.protocols import Filter, PairScorer, StorageBackend, TextEmbedder
+from qwen3_rag.retrieval._runner import check_queries
 from qwen3_rag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -57,17 +58,6 @@ _OVERLAPS = ("merge", "dedup", "none")
 _LARGE_K = 10_000
 
 Reranking = bool | str | os.PathLike[str] | PairScorer | None
-
-
-def check_queries(queries: Sequence[str]) -> list[str]:
-    """The queries as a list; ValueError naming the first one that is not a str or holds no text."""
-    out = list(queries)
-    for i, query in enumerate(out):
-        if not isinstance(query, str):
-            raise TypeError(f"query {i} is a {type(query).__name__}, expected a str")
-        if not query.strip():
-            raise ValueError(f"query {i} is empty; a search needs some text")
-    return out
 
 
 class Retriever:
@@ -358,7 +348,7 @@ def _embedder_for(index: StorageBackend, model: str | None, embedder: TextEmbedd
                   device: str) -> TextEmbedder:
     """The embedder for queries: the one given (checked against the index's record), the index's own, or one built
     from the record."""
-    from qwen3_rag.indexers.manifest import check_model, describe_embedder
+    from qwen3_rag.indexers.manifest import check_embedder
 
     if embedder is None and index.embedder is not None:
         return index.embedder
@@ -366,7 +356,7 @@ def _embedder_for(index: StorageBackend, model: str | None, embedder: TextEmbedd
         from qwen3_rag.retrieval.models import load_embedder
 
         embedder = load_embedder(model, record=index.model_info, device=device)
-    check_model(index.model_info, describe_embedder(embedder), index.location)
+    check_embedder(index.model_info, embedder, index.location)
     return embedder
 
 

@@ -12,6 +12,7 @@ model (BENCHMARKS.md, "4. Ingestion").
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -25,7 +26,7 @@ import numpy as np
 
 from qwen3_rag.indexers.chunking import GROUP_CHARS, GROUP_DOCUMENTS, ChunkBatch, Chunker
 from qwen3_rag.protocols import StorageBackend, TextEmbedder, TokenEmbedder
-from qwen3_rag.types import Chunk, Document, WriteStats, line_spans
+from qwen3_rag.types import Chunk, Document, WriteStats, check_metadata, line_spans
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,26 @@ def as_document(item: Document | str | dict[str, Any]) -> Document:
         return Document(id=str(item.get("id") or content_hash(item["text"], meta)[:32]), text=item["text"],
                         source=str(item.get("source", "")), metadata=meta)
     raise TypeError(f"expected a Document, a str or a dict with a 'text' string, got {type(item).__name__}")
+
+
+def checked(document: Document) -> Document:
+    """The document with its metadata as plain JSON (:func:`~qwen3_rag.types.check_metadata`), after checking that
+    its id and text are valid Unicode.
+
+    Raises:
+        ValueError: naming the document and what is wrong.
+    """
+    for what, text in (("id", document.id), ("text", document.text), ("source", document.source)):
+        if not isinstance(text, str):
+            raise TypeError(f"document {document.id!r}: its {what} is a {type(text).__name__}, expected a str")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"document {document.id!r}: its {what} holds {text[exc.start]!r} at {exc.start}, "
+                                 "which is not Unicode text (a lone surrogate); decode the source correctly") from None
+    metadata = check_metadata(document.metadata, f"document {document.id!r}")
+    return document if metadata == document.metadata else dataclasses.replace(document, metadata=metadata)
 
 
 def whole_document(doc: Document) -> tuple[Document, list[Chunk]]:
@@ -245,7 +266,13 @@ class DocumentWriter:
 
     def add(self, document: Document, vector: np.ndarray | None = None) -> None:
         """Queue one document; with ``vector`` it is stored as one chunk with that vector (no embedding), always
-        replacing a stored version."""
+        replacing a stored version.
+
+        Raises:
+            ValueError: the document's text is not valid Unicode, or its metadata breaks the rule of
+                :func:`~qwen3_rag.types.check_metadata` (nothing of it is queued).
+        """
+        document = checked(document)
         if document.id in self._seen:
             reason = f"duplicate document id {document.id!r} (the first one was kept)"
             if self._on_duplicate is None:

@@ -6,8 +6,11 @@ import functools
 import hashlib
 import json
 import logging
+import mmap
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +55,30 @@ def resolve_model_path(model: str | os.PathLike[str]) -> tuple[str, bool]:
     return text, False
 
 
+#: Weight files that are Python pickles: loading one can run code, so they are never loaded.
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_weight_files(path: str) -> None:
+    """Refuse a local model directory whose weights are not in safetensors files.
+
+    Raises:
+        ValueError: naming the pickled weight file and how to convert it, or saying that no weights were found.
+    """
+    root = Path(path)
+    names = sorted(os.listdir(root))
+    if any(name.endswith(".safetensors") for name in names):
+        return
+    pickled = [name for name in names if name.endswith(PICKLE_WEIGHTS) and (root / name).is_file()]
+    if pickled:
+        raise ValueError(
+            f"the weights of {str(root)!r} are in {str(root / pickled[0])!r}, a pickled PyTorch file, which "
+            "qwen3-rag does not load (unpickling can run code). Convert the model to safetensors once, where you "
+            "trust the file: AutoModel.from_pretrained(dir).save_pretrained(dir) writes model.safetensors"
+        )
+    raise ValueError(f"model directory {str(root)!r} holds no weights (*.safetensors); files: {names}")
+
+
 def load_config(model: str, *, revision: str | None = None) -> Any:
     """Load a transformers config, turning 'not found' into a ValueError that names what was tried."""
     from transformers import AutoConfig
@@ -71,24 +98,73 @@ def load_config(model: str, *, revision: str | None = None) -> Any:
         ) from exc
 
 
-def fingerprint(path_or_id: str, revision: str | None = None) -> str:
-    """A short identity of a model: the hub id and revision, or a hash of a local directory's config and weights.
+#: The fingerprint of a local model: SHA-256 over every byte of its config, tokenizer and weight files.
+FINGERPRINT_SCHEME = "sha256-all"
+#: The scheme before it, which read only the first and last MiB of each weight file.
+LEGACY_FINGERPRINT_SCHEME = "sha256"
+_TEXT_FILES = (".json", ".txt", ".model")
+_WEIGHT_FILES = (".safetensors", ".bin", ".gguf")
+#: Weight files are hashed in blocks of this size, on several threads (hashlib releases the GIL).
+_HASH_BLOCK = 64 << 20
+_fingerprints: dict[tuple[Any, ...], str] = {}
+_fingerprints_lock = threading.Lock()
 
-    For a local directory the weights are fingerprinted by file names and sizes plus the first and last MiB of each
-    weight file, which changes whenever the weights do without reading gigabytes.
+
+def fingerprint(path_or_id: str, revision: str | None = None) -> str:
+    """A short identity of a model: the hub id and revision, or a hash of everything in a local directory that
+    defines the model's output.
+
+    A local directory gives ``"sha256-all:<hex>"``, a SHA-256 over the names and every byte of its config and
+    tokenizer files (``.json .txt .model``) and weight files (``.safetensors .bin .gguf``; each hashed in 64 MiB
+    blocks on several threads, the block digests hashed in order). It is computed once per process for a
+    directory whose files keep their names, sizes, inodes, modification and change times (BENCHMARKS.md,
+    "Model fingerprint", has the cost).
     """
     path = Path(path_or_id)
     if not path.is_dir():
         return f"{path_or_id}@{revision or 'main'}"
+    files = _model_files(path)
+    # st_ctime changes with any write or metadata change and cannot be set back, unlike st_mtime
+    stamps = tuple((f.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) for f, st in files)
+    key = (str(path.resolve()), stamps)
+    with _fingerprints_lock:
+        cached = _fingerprints.get(key)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    for file, _st in files:
+        h.update(file.name.encode("utf-8", "surrogateescape") + b"\x00")
+        h.update(_file_digest(file))
+    value = f"{FINGERPRINT_SCHEME}:{h.hexdigest()[:32]}"
+    with _fingerprints_lock:
+        _fingerprints[key] = value
+    return value
+
+
+def fingerprint_matches(stored: str, path_or_id: str, revision: str | None = None) -> bool:
+    """Whether a fingerprint recorded earlier names this model, whichever scheme recorded it.
+
+    An index made before :data:`FINGERPRINT_SCHEME` records the legacy ``"sha256:<hex>"`` form; it is compared
+    with the legacy formula (first and last MiB of each weight file), so such an index keeps opening with its
+    own model, with the legacy scheme's weaker check.
+    """
+    if stored.startswith(LEGACY_FINGERPRINT_SCHEME + ":") and Path(path_or_id).is_dir():
+        return stored == legacy_fingerprint(path_or_id)
+    return stored == fingerprint(path_or_id, revision)
+
+
+def legacy_fingerprint(path: str) -> str:
+    """The fingerprint earlier versions recorded for a local directory: small config files, and the names, sizes
+    and first and last MiB of the weight files."""
     h = hashlib.sha256()
     for name in sorted(os.listdir(path)):
-        file = path / name
+        file = Path(path) / name
         if not file.is_file():
             continue
-        if name.endswith((".json", ".txt", ".model")) and file.stat().st_size < 4 << 20:
+        if name.endswith(_TEXT_FILES) and file.stat().st_size < 4 << 20:
             h.update(name.encode())
             h.update(file.read_bytes())
-        elif name.endswith((".safetensors", ".bin", ".gguf")):
+        elif name.endswith(_WEIGHT_FILES):
             size = file.stat().st_size
             h.update(f"{name}:{size}".encode())
             with file.open("rb") as f:
@@ -96,11 +172,49 @@ def fingerprint(path_or_id: str, revision: str | None = None) -> str:
                 if size > 2 << 20:
                     f.seek(-(1 << 20), os.SEEK_END)
                     h.update(f.read(1 << 20))
-    return "sha256:" + h.hexdigest()[:32]
+    return f"{LEGACY_FINGERPRINT_SCHEME}:{h.hexdigest()[:32]}"
+
+
+def _model_files(path: Path) -> list[tuple[Path, os.stat_result]]:
+    """The files of a model directory that define its output, sorted by name, with their stat."""
+    out = []
+    for name in sorted(os.listdir(path)):
+        file = path / name
+        if name.endswith(_TEXT_FILES + _WEIGHT_FILES) and file.is_file():
+            out.append((file, file.stat()))
+    return out
+
+
+def _file_digest(file: Path) -> bytes:
+    """SHA-256 of the SHA-256 digests of the file's consecutive 64 MiB blocks (one block: of its digest)."""
+    size = file.stat().st_size
+    if size == 0:
+        return hashlib.sha256().digest()
+    with file.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        view = memoryview(mm)
+        try:
+            starts = range(0, size, _HASH_BLOCK)
+            workers = min(len(starts), os.cpu_count() or 1, 8)
+
+            def block(start: int) -> bytes:
+                return hashlib.sha256(view[start:start + _HASH_BLOCK]).digest()
+
+            if workers > 1:
+                with ThreadPoolExecutor(workers) as pool:
+                    digests = list(pool.map(block, starts))
+            else:
+                digests = [block(start) for start in starts]
+        finally:
+            view.release()
+    return hashlib.sha256(b"".join(digests)).digest()
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA, then MPS, then CPU (logged at INFO); an explicit device must exist."""
+    """``"auto"`` picks CUDA, then MPS, then CPU (logged at INFO); an explicit device must exist.
+
+    Raises:
+        ValueError: for a string that names no device (``"tpu9"``) or a device this machine lacks.
+    """
     if isinstance(device, torch.device):
         return device
     if device == "auto":
@@ -112,9 +226,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
             chosen = torch.device("cpu")
         logger.info("device='auto' chose %s", chosen)
         return chosen
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device={device!r} is not a device; use 'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU number) or 'mps'"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available; use device='cpu' or 'auto'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"numbered from 0")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r} was asked for but MPS is not available; use device='cpu' or 'auto'")
     return dev

@@ -21,7 +21,13 @@ DEFAULT_TOKEN_BUDGET = {"cuda": 65536, "cpu": 2048, "mps": 16384}
 
 
 def check_texts(texts: Any, name: str = "texts") -> list[str]:
-    """Return ``texts`` as a list of str, or raise a TypeError that says which item is wrong."""
+    """Return ``texts`` as a list of str.
+
+    Raises:
+        TypeError: ``texts`` is a single str or not iterable, or an item is not a str (naming its index).
+        ValueError: an item is not valid Unicode text (a lone surrogate, e.g. from undecodable bytes), naming its
+            index.
+    """
     if isinstance(texts, str):
         raise TypeError(f"{name} must be a list of strings, got a single str; wrap it in a list: [{texts[:40]!r}]")
     if not isinstance(texts, Iterable):
@@ -33,6 +39,44 @@ def check_texts(texts: Any, name: str = "texts") -> list[str]:
                 f"{name}[{i}] is {type(text).__name__} ({text!r:.60}), expected str; convert it with str() "
                 "or drop it before calling"
             )
+        check_unicode(text, f"{name}[{i}]")
+    return out
+
+
+def check_unicode(text: str, name: str) -> None:
+    """Raise a ValueError when ``text`` cannot be encoded as UTF-8 (it holds a lone surrogate)."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{name} holds {text[exc.start]!r} at position {exc.start}, a lone surrogate, which is not text "
+            "(often bytes that were not UTF-8, decoded with errors='surrogateescape'); decode the bytes with "
+            "their real encoding, or drop the character"
+        ) from None
+
+
+def check_queries(queries: str | Sequence[str]) -> list[str]:
+    """Check search queries: strings of valid Unicode, each with some text that is not whitespace.
+
+    Args:
+        queries: One query or a list of them.
+
+    Returns:
+        The queries as a list.
+
+    Raises:
+        TypeError: an item is not a str.
+        ValueError: a query is empty or only whitespace (``"query 3 is empty"``), or is not valid Unicode.
+    """
+    single = isinstance(queries, str)
+    out = check_texts([queries] if single else queries, "queries")
+    for i, query in enumerate(out):
+        if not query.strip():
+            which = "the query" if single else f"query {i}"
+            raise ValueError(f"{which} is empty{' (only whitespace)' if query else ''}: a search needs some "
+                             f"words, got {query!r:.40}")
     return out
 
 
@@ -110,6 +154,8 @@ class TransformerRunner:
         self.revision = revision
         self._path, self._is_local = _loading.resolve_model_path(self.model_id)
         self.config = _loading.load_config(self.model_id, revision=revision)
+        if self._is_local:
+            _loading.check_weight_files(self._path)
         self.device = _loading.resolve_device(device)
         self._dtype_request = dtype
         _loading.check_dtype(dtype)
@@ -159,7 +205,8 @@ class TransformerRunner:
         major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
         dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
         self.attn_implementation = _loading.attention_implementation(self.device, self.dtype, self._attn_request)
-        return {dtype_key: self.dtype, "attn_implementation": self.attn_implementation, "revision": self.revision}
+        return {dtype_key: self.dtype, "attn_implementation": self.attn_implementation, "revision": self.revision,
+                "use_safetensors": True}  # never a pickle
 
     def _load_model(self) -> Any:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError

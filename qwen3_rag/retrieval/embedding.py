@@ -47,7 +47,8 @@ class Embedder(RunnerFacade):
         device: ``"auto"`` (CUDA, then MPS, then CPU), or an explicit device that must exist.
         dtype: ``"auto"`` (bf16 on CUDA; on CPU bf16 only for a bf16 checkpoint where native bf16 measured faster),
             or ``"float32"`` / ``"bfloat16"`` / ``"float16"``.
-        dim: Output dimension (Matryoshka), from 32 to the hidden size; ``None`` for the full size.
+        dim: Output dimension (Matryoshka), from 32 to the hidden size; ``None`` for the full size. Models other
+            than Qwen3-Embedding were usually not trained for it: truncating them logs a warning.
         max_length: Tokens per input including the final ``<|endoftext|>``; ``None`` gives 8192 for Qwen3 and the
             sentence-transformers ``max_seq_length`` (else the model's position limit) for other models.
         instruction: Default query instruction (text or a name from :data:`qwen3_rag.TASKS`).
@@ -120,6 +121,11 @@ class Embedder(RunnerFacade):
                     f"{self.hidden_size} (its hidden size), or None for the full {self.hidden_size}"
                 )
         self.dim = dim or self.hidden_size
+        if self.dim < self.hidden_size and not self.is_qwen3:
+            logger.warning(
+                "dim=%d truncates the %d-dimensional vectors of %r (model_type %r), which was not trained for "
+                "Matryoshka truncation (Qwen3-Embedding was): expect worse retrieval than its full size; "
+                "pass dim=None unless you measured it", self.dim, self.hidden_size, self.model_id, self.model_type)
         self._runner.pooling = self.pooling
         self._runner.out_dim = self.dim
         position_limit = getattr(config, "max_position_embeddings", None)
@@ -155,6 +161,12 @@ class Embedder(RunnerFacade):
             "max_length": self.max_length,
             "query_template": QUERY_TEMPLATE if self.is_qwen3 else (self.query_prompt or ""),
         }
+
+    def same_model(self, fingerprint: str) -> bool:
+        """Whether ``fingerprint``, recorded by :meth:`describe` (in an index manifest, by this or an earlier
+        version), names this embedder's model; older indexes record a fingerprint of an older scheme, which is
+        recomputed by its own formula."""
+        return _loading.fingerprint_matches(fingerprint, self._runner._path, self._runner.revision)
 
     def __repr__(self) -> str:
         return (f"Embedder(model={self.model_id!r}, dim={self.dim}, pooling={self.pooling!r}, "

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from qwen3_rag.retrieval._runner import RunnerFacade, TransformerRunner, check_texts, positions_from_mask
+from qwen3_rag.retrieval._runner import (
+    RunnerFacade,
+    TransformerRunner,
+    check_texts,
+    check_unicode,
+    positions_from_mask,
+)
 from qwen3_rag.retrieval.prompts import (
     RERANKER_NO,
     RERANKER_PREFIX,
@@ -50,6 +58,10 @@ class Reranker(RunnerFacade):
             once and reuse their keys and values for every candidate; the scores are unchanged. Used with the
             ``sdpa`` and ``eager`` attention kernels, without ``compile``.
 
+    Raises:
+        ValueError: the model is not a causal language model with its language-model head (an embedding or
+            encoder checkpoint), or (when the weights load) its tokenizer has no single "yes" / "no" tokens.
+
     Example:
         >>> rr = Reranker("Qwen/Qwen3-Reranker-0.6B")                              # doctest: +SKIP
         >>> rr.rerank("capital of China?", ["Beijing is the capital.", "Gravity."])  # doctest: +SKIP
@@ -85,6 +97,7 @@ class Reranker(RunnerFacade):
             compile=compile,
         )
         self.model_id = self._runner.model_id
+        check_causal_lm(self._runner.config, self.model_id, self._runner._path if self._runner._is_local else None)
         if not isinstance(max_length, int) or max_length < 64:
             raise ValueError(f"max_length must be an int >= 64 (prefix and suffix alone take 48 tokens), "
                              f"got {max_length!r}")
@@ -103,9 +116,11 @@ class Reranker(RunnerFacade):
 
         Raises:
             TypeError: ``query`` is not a str, or ``documents`` is not a list of str.
+            ValueError: a text is not valid Unicode (a lone surrogate), naming which.
         """
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
+        check_unicode(query, "query")
         docs = check_texts(documents, "documents")
         task = resolve_instruction(instruction, self.instruction)
         return self._score([format_reranker_body(query, d, task) for d in docs], [0] * len(docs))
@@ -118,6 +133,8 @@ class Reranker(RunnerFacade):
         for i, pair in enumerate(pairs):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
                 raise TypeError(f"pairs[{i}] must be a (query, document) tuple of two str, got {pair!r:.80}")
+            check_unicode(pair[0], f"pairs[{i}][0]")
+            check_unicode(pair[1], f"pairs[{i}][1]")
             bodies.append(format_reranker_body(pair[0], pair[1], task))
             groups.append(query_group.setdefault(pair[0], len(query_group)))
         return self._score(bodies, groups)
@@ -175,6 +192,48 @@ class Reranker(RunnerFacade):
         if alone:
             out[alone] = runner.run([sequences[i] for i in alone])
         return [float(x) for x in out[:, 0]]
+
+
+def check_causal_lm(config: Any, model_id: str, local_path: str | None) -> None:
+    """Refuse a model that cannot be a Qwen3-Reranker: one whose config names no causal-LM architecture (an
+    encoder such as BERT, or a bare ``Qwen3Model``), or a local checkpoint whose weights hold no language-model
+    head (an embedding model saved without one, whose config may still say ``*ForCausalLM``).
+
+    Raises:
+        ValueError: naming what the model is.
+    """
+    archs = [str(a) for a in getattr(config, "architectures", None) or []]
+    kind = f"{', '.join(archs) or 'no architecture'} (model_type {getattr(config, 'model_type', '?')!r})"
+    if not any(a.endswith("ForCausalLM") for a in archs):
+        raise ValueError(
+            f"{model_id!r} is {kind}, not a causal language model; a Reranker scores with a Qwen3-Reranker "
+            "(a causal LM that answers yes or no), e.g. 'Qwen/Qwen3-Reranker-0.6B'. Embedding models go to Embedder"
+        )
+    if local_path is None:
+        return
+    import transformers
+
+    prefix = getattr(getattr(transformers, archs[0], None), "base_model_prefix", "model")
+    names = _tensor_names(Path(local_path))
+    if names and not any(name.startswith((f"{prefix}.", "lm_head.")) for name in names):
+        raise ValueError(
+            f"{model_id!r} says {kind}, but its weights are a bare transformer without a language-model head "
+            f"(tensors named like {min(names)!r}, not {prefix}.* / lm_head.*), as an embedding checkpoint is; "
+            "a Reranker needs a Qwen3-Reranker checkpoint, e.g. 'Qwen/Qwen3-Reranker-0.6B'"
+        )
+
+
+def _tensor_names(root: Path) -> set[str]:
+    """The tensor names in a directory's safetensors files, read from their headers."""
+    names: set[str] = set()
+    for file in sorted(root.glob("*.safetensors")):
+        with file.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size <= 100 << 20:
+                raise ValueError(f"{str(file)!r} is not a safetensors file (header size {size})")
+            header = json.loads(f.read(size))
+        names.update(k for k in header if k != "__metadata__")
+    return names
 
 
 #: Below this many shared tokens, computing the prefix separately saves less than it costs.

@@ -1,10 +1,11 @@
-"""VectorIndex: the search-time knobs of the approximate index types."""
+"""VectorIndex: the search-time knobs of the approximate index types, and the bounds of index specs."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from qwen3_rag.indexers.vector_index import VectorIndex
+from qwen3_rag.indexers.vector_index import MAX_NLIST, IndexSpec, VectorIndex
 
 
 def test_search_knobs_trade_speed_for_recall() -> None:
@@ -80,3 +81,24 @@ def test_tombstones_are_never_returned_on_either_hnsw_path(monkeypatch) -> None:
             assert (ids >= 0).all()
         hnsw.reset()
         hnsw.add(np.arange(2000, dtype=np.int64), vecs)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("IVF99999999999999999999,Flat", r"IVF needs 1 to 1,048,576 lists"),
+        ("IVF1048577,Flat", r"IVF needs 1 to 1,048,576 lists"),
+        ("IVF0,Flat", r"IVF needs 1 to"),
+        ("IVF256,PQ0", r"PQ needs 1 to 4096 sub-quantizers"),
+        ("IVF256,PQ99999999999999999999", r"PQ needs 1 to 4096"),
+        ("HNSW99999999999999999999", r"HNSW M must be between 2 and 256"),
+    ],
+)
+def test_absurd_index_sizes_are_refused(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        IndexSpec.parse(spec)
+
+
+def test_the_largest_sizes_parse() -> None:
+    assert IndexSpec.parse("IVF1048576,PQ4096").nlist == MAX_NLIST
+    assert IndexSpec.parse("ivf1,flat").spec == "IVF1,Flat"

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from qwen3_reference import reference_embed
 
 from qwen3_rag import TASKS, Embedder, format_query
+from qwen3_rag.retrieval._runner import check_queries
 
 TEXTS = [
     "The capital of China is Beijing.",
@@ -112,6 +115,39 @@ def test_bad_input_types(tiny_embedder):
         tiny_embedder.embed_queries(["ok", 3])
     with pytest.raises(TypeError, match=r"texts\[0\] is NoneType"):
         tiny_embedder.embed_documents([None])
+
+
+@pytest.mark.parametrize("bad", ["caf\udce9", "\ud800", "ok \udcff tail"])
+def test_a_lone_surrogate_is_a_value_error_naming_the_item(tiny_embedder, bad):
+    for call in (tiny_embedder.embed_queries, tiny_embedder.embed_documents, tiny_embedder.count_tokens):
+        with pytest.raises(ValueError, match=r"texts\[1\] holds .* a lone surrogate"):
+            call(["fine", bad])
+
+
+def test_check_queries_refuses_empty_queries():
+    assert check_queries(["a", "北京"]) == ["a", "北京"]
+    assert check_queries("one") == ["one"]
+    with pytest.raises(ValueError, match=r"query 2 is empty \(only whitespace\)"):
+        check_queries(["a", "b", " \t\n"])
+    with pytest.raises(ValueError, match=r"query 0 is empty: a search needs some words"):
+        check_queries([""])
+    with pytest.raises(ValueError, match="the query is empty"):
+        check_queries("   ")
+    with pytest.raises(ValueError, match=r"queries\[0\] holds"):
+        check_queries("\udce9")
+    with pytest.raises(TypeError, match=r"queries\[1\] is NoneType"):
+        check_queries(["a", None])
+
+
+def test_dim_on_a_model_without_matryoshka_training_warns(minilm_path, tiny_qwen3_embedding_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="qwen3_rag.retrieval.embedding"):
+        Embedder(minilm_path, device="cpu", dim=128)
+    assert "not trained for Matryoshka truncation" in caplog.text and "384" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="qwen3_rag.retrieval.embedding"):
+        Embedder(tiny_qwen3_embedding_dir, device="cpu", dim=32)  # Qwen3-Embedding is
+        Embedder(minilm_path, device="cpu", dim=384)  # the full size truncates nothing
+    assert caplog.text == ""
 
 
 def test_missing_model_is_a_value_error_naming_the_path(tmp_path):

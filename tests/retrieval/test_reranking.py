@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 from qwen3_reference import reference_rerank
@@ -81,6 +84,26 @@ def test_bad_input(tiny_reranker):
         tiny_reranker.score(None, ["ok"])
     with pytest.raises(ValueError, match="top_n"):
         tiny_reranker.rerank(QUERY, ["ok"], top_n=-1)
+    with pytest.raises(ValueError, match="query holds '\\\\udce9' at position 3, a lone surrogate"):
+        tiny_reranker.score("caf\udce9", ["ok"])
+    with pytest.raises(ValueError, match=r"documents\[1\] holds"):
+        tiny_reranker.rerank(QUERY, ["ok", "\ud800"])
+    with pytest.raises(ValueError, match=r"pairs\[0\]\[1\] holds"):
+        tiny_reranker.score_pairs([(QUERY, "x\udcff")])
+
+
+def test_a_model_that_is_not_a_reranker_is_refused(minilm_path, tiny_qwen3_embedding_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"is BertModel \(model_type 'bert'\), not a causal language model"):
+        Reranker(minilm_path, device="cpu")
+    with pytest.raises(ValueError, match=r"is Qwen3Model \(model_type 'qwen3'\), not a causal language model"):
+        Reranker(tiny_qwen3_embedding_dir, device="cpu")
+    # an embedding checkpoint whose config says Qwen3ForCausalLM (as Qwen3-Embedding's does) but has no LM head
+    disguised = tmp_path / "embedding-as-lm"
+    shutil.copytree(tiny_qwen3_embedding_dir, disguised)
+    config = json.loads((disguised / "config.json").read_text())
+    (disguised / "config.json").write_text(json.dumps({**config, "architectures": ["Qwen3ForCausalLM"]}))
+    with pytest.raises(ValueError, match=r"weights are a bare transformer without a language-model head"):
+        Reranker(str(disguised), device="cpu")
 
 
 def test_shared_prefix_path_equals_the_reference(tiny_qwen3_reranker_dir, monkeypatch):
