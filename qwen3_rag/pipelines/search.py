@@ -1,4 +1,4 @@
-"""Search an index directory: dense, BM25, hybrid (reciprocal rank fusion) and reranked.
+"""Search an index directory: dense, BM25, hybrid (dense and BM25 fused) and reranked.
 
 Example:
     >>> from qwen3_rag.pipelines.search import Retriever
@@ -10,8 +10,10 @@ Example:
 Pipeline of one search:
 
 1. first stage: the dense top list (the query embedded with the index's embedder and ``instruction``), the
-   BM25 top list, or both fused (``fusion="convex"``: ``alpha * cosine + (1 - alpha) * bm25 / max bm25``, the
-   default; ``fusion="rrf"``: reciprocal rank fusion, k = 60, optional weights), each list cut to
+   BM25 top list, or both fused (``fusion="convex"``, the default: ``alpha * cosine + (1 - alpha) *
+   confidence * bm25 / max bm25``, the confidence saying how far the best BM25 hit stands out from the tenth,
+   see :func:`~qwen3_rag.pipelines.fusion.convex_fusion`; ``fusion="rrf"``: reciprocal rank fusion, k = 60,
+   optional weights), each list cut to
    ``max(k, candidates)`` when fusing or reranking, else ``k`` (plus ``k`` spare hits when overlapping chunks
    are merged);
 2. overlapping chunks of one document are merged (or de-duplicated) so a reader never sees a passage twice;
@@ -39,6 +41,7 @@ from qwen3_rag.pipelines.fusion import (
     FusionMethod,
     OverlapMode,
     convex_fusion,
+    describe_fusion,
     merge_overlapping,
     reciprocal_rank_fusion,
 )
@@ -67,9 +70,11 @@ class Retriever:
         reranker: Default reranker for ``rerank=True``: a :class:`~qwen3_rag.Reranker` or a model id /
             directory (loaded on first use).
         bm25: BM25 settings for a BM25 index that has to be built (an existing one keeps its own).
-        fusion: How hybrid search combines the lists: ``"convex"`` (scores, the default: measured better than
-            RRF on every tuning set, and the only one that keeps hybrid at least as good as BM25 when the
-            embedding model does not know the language) or ``"rrf"`` (reciprocal rank fusion).
+        fusion: How hybrid search combines the lists: ``"convex"`` (scores, the default: the cosine plus the
+            BM25 score weighted by how clearly its best hit stands out, so that hybrid stays close to the
+            better of dense and BM25 when one of them is noise, e.g. an embedding model that does not know
+            the language, or questions against code) or ``"rrf"`` (reciprocal rank fusion). BENCHMARKS.md,
+            "Hybrid fusion", compares them.
         alpha: Dense weight of the convex fusion.
         weights: RRF weights of the (dense, BM25) lists.
         rrf_k: The RRF constant.
@@ -183,6 +188,11 @@ class Retriever:
     def __repr__(self) -> str:
         return (f"Retriever(index={str(self.index.path)!r}, fusion={self.fusion!r}, alpha={self.alpha}, "
                 f"weights={self.weights}, overlap={self.overlap!r})")
+
+    @property
+    def fusion_description(self) -> str:
+        """The fusion of hybrid search in words, e.g. ``"convex, BM25 confidence-weighted, alpha 0.35"``."""
+        return describe_fusion(self.fusion, self.alpha, self.rrf_k, self.weights)
 
     @property
     def embedder(self) -> Any:
