@@ -10,6 +10,7 @@ from typing import Any
 from qwen3_rag.cli import CLIError
 from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from qwen3_rag.pipelines.evaluation import EVAL_MODES  # standard library only
+from qwen3_rag.pipelines.fusion import CONVEX_ALPHA  # standard library only
 
 
 def add_parser(subparsers: Any) -> None:
@@ -44,9 +45,11 @@ def add_parser(subparsers: Any) -> None:
                    help="reranker for the rerank mode (default Qwen/Qwen3-Reranker-0.6B)")
     p.add_argument("--candidates", type=int, default=100, help="documents reranked per query (default 100)")
     p.add_argument("--fusion", choices=["convex", "rrf"], default="convex",
-                   help="hybrid fusion: convex score combination (default) or reciprocal rank fusion")
+                   help="hybrid fusion: convex (default: alpha x cosine + (1 - alpha) x BM25 over the query's "
+                        "best BM25 score, weighted by how far that best hit stands out from the tenth) or rrf "
+                        "(reciprocal rank fusion)")
     p.add_argument("--alpha", type=float, default=None,
-                   help="dense weight of the convex fusion, 0..1 (default 0.45)")
+                   help=f"dense weight of the convex fusion, 0..1 (default {CONVEX_ALPHA:g})")
     p.add_argument("--weights", default="1,1", metavar="DENSE,BM25",
                    help="RRF weights (--fusion rrf; default 1,1)")
     p.add_argument("--instruction", default=None, help="query instruction for the embedder")
@@ -57,7 +60,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="texts per embedding batch (cap)")
     p.add_argument("--device", default="auto", help="device for the models (auto, cpu, cuda, ...)")
     p.add_argument("--json", default=None, metavar="OUT", help="write {mode: {metric: value}} to this file")
-    p.add_argument("--plot", default=None, metavar="OUT.png", help="plot recall@k (k = 1..100) for each mode")
+    p.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="plot recall@k (k = 1..100) for each mode, the fusion in the legend")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run=run)
 
@@ -82,8 +86,17 @@ def _parse_weights(text: str) -> tuple[float, float]:
     return parts[0], parts[1]
 
 
-def plot_recall(curves: dict[str, list[float]], out: str | Path, title: str) -> None:
-    """Save a recall@k plot (one line per mode) to ``out``; needs matplotlib (the ``plot`` extra)."""
+def mode_label(mode: str, fusion: str | None = None) -> str:
+    """A mode's legend label: the fused modes name their fusion, e.g. ``hybrid (convex, ..., alpha 0.35)``."""
+    if fusion and mode == "hybrid":
+        return f"hybrid ({fusion})"
+    if fusion and mode == "rerank":
+        return f"rerank (of hybrid: {fusion})"
+    return mode
+
+
+def recall_figure(curves: dict[str, list[float]], title: str, fusion: str | None = None) -> Any:
+    """A matplotlib figure of recall@k, one line per mode (legend: :func:`mode_label`); needs matplotlib."""
     from qwen3_rag._optional import require
 
     require("matplotlib", "plot", "--plot")
@@ -94,23 +107,30 @@ def plot_recall(curves: dict[str, list[float]], out: str | Path, title: str) -> 
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for mode, curve in curves.items():
-        ax.plot(range(1, len(curve) + 1), curve, label=mode)
+        ax.plot(range(1, len(curve) + 1), curve, label=mode_label(mode, fusion))
     ax.set_xscale("log")
     ax.set_xlabel("k")
     ax.set_ylabel("recall@k")
     ax.set_ylim(0, 1)
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
+    return fig
+
+
+def plot_recall(curves: dict[str, list[float]], out: str | Path, title: str, fusion: str | None = None) -> None:
+    """Save a recall@k plot (one line per mode, the fusion in the hybrid label) to ``out``; needs matplotlib
+    (the ``plot`` extra)."""
+    fig = recall_figure(curves, title, fusion)
+    import matplotlib.pyplot as plt
+
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
 
-def run(args: argparse.Namespace) -> int:
-    import logging
-    import tempfile
-
+def _check_args(args: argparse.Namespace) -> tuple[list[str], tuple[float, float]]:
+    """The modes and RRF weights; a CLIError for any flag out of range."""
     modes = _parse_modes(args.modes)
     weights = _parse_weights(args.weights)
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
@@ -126,8 +146,11 @@ def run(args: argparse.Namespace) -> int:
 
         if not is_available("matplotlib"):
             raise CLIError("--plot needs matplotlib: pip install 'qwen3-rag[plot]'")
+    return modes, weights
 
-    from qwen3_rag.pipelines.evaluation import evaluate_index, index_corpus, load_beir
+
+def _load_dataset(args: argparse.Namespace) -> Any:
+    from qwen3_rag.pipelines.evaluation import load_beir
 
     try:
         dataset = load_beir(args.dataset, split=args.split)
@@ -135,70 +158,100 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if not dataset.queries:
         raise CLIError(f"{args.dataset}: no judged queries in qrels/{args.split}.tsv match queries.jsonl")
+    return dataset
+
+
+def _embedder(args: argparse.Namespace, index_dir: str) -> tuple[str, Any]:
+    """The embedding model's name and the Embedder: --model, else the model of an existing index."""
+    from qwen3_rag.indexers.index import Index
+    from qwen3_rag.retrieval.embedding import DEFAULT_EMBEDDING_MODEL, Embedder
+
+    model = args.model
+    if model is None and Index.exists(index_dir):
+        model = Index.read_manifest(index_dir)["model"].get("model")
+    model = model or DEFAULT_EMBEDDING_MODEL
+    kwargs: dict[str, Any] = {"device": args.device, "show_progress": False}
+    for key in ("max_length", "dim", "batch_size"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    try:
+        return model, Embedder(model, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot load the embedding model {model!r}: {exc}") from None
+
+
+def _reranker(args: argparse.Namespace, modes: list[str]) -> Any:
+    if "rerank" not in modes:
+        return None
+    from qwen3_rag.retrieval.reranking import DEFAULT_RERANKER_MODEL, Reranker
+
+    name = args.rerank_model or DEFAULT_RERANKER_MODEL
+    try:
+        return Reranker(name, device=args.device, batch_size=args.batch_size)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot load the reranker {name!r}: {exc}") from None
+
+
+def _evaluate(args: argparse.Namespace, dataset: Any, index_dir: str, modes: list[str],
+              weights: tuple[float, float]) -> tuple[str, Any]:
+    """Index the corpus into ``index_dir`` (new or changed documents only) and run every mode."""
+    import logging
 
     from qwen3_rag.indexers.bm25 import BM25Sidecar
     from qwen3_rag.indexers.index import Index, IndexMismatchError
+    from qwen3_rag.pipelines.evaluation import evaluate_index, index_corpus
     from qwen3_rag.pipelines.search import Retriever
-    from qwen3_rag.retrieval.embedding import DEFAULT_EMBEDDING_MODEL, Embedder
 
     show_progress = not args.no_progress
-    tmp = None
-    index_dir = args.index
-    if index_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="qwen3-rag-eval-")
-        index_dir = str(Path(tmp.name) / "index")
+    model, embedder = _embedder(args, index_dir)
+    reranker = _reranker(args, modes)
     try:
-        model = args.model
-        if model is None and Index.exists(index_dir):
-            model = Index.read_manifest(index_dir)["model"].get("model")
-        model = model or DEFAULT_EMBEDDING_MODEL
-        kwargs: dict[str, Any] = {"device": args.device, "show_progress": False}
-        for key in ("max_length", "dim", "batch_size"):
-            if getattr(args, key) is not None:
-                kwargs[key] = getattr(args, key)
-        try:
-            embedder = Embedder(model, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise CLIError(f"cannot load the embedding model {model!r}: {exc}") from None
-        try:
-            index = Index.open_or_create(index_dir, embedder, chunk_size=args.chunk_size,
-                                         chunk_overlap=args.chunk_overlap)
-        except (IndexMismatchError, ValueError, FileExistsError) as exc:
-            raise CLIError(str(exc)) from None
-        reranker = None
-        if "rerank" in modes:
-            from qwen3_rag.retrieval.reranking import DEFAULT_RERANKER_MODEL, Reranker
+        index = Index.open_or_create(index_dir, embedder, chunk_size=args.chunk_size,
+                                     chunk_overlap=args.chunk_overlap)
+    except (IndexMismatchError, ValueError, FileExistsError) as exc:
+        raise CLIError(str(exc)) from None
+    with index:
+        if any(m != "dense" for m in modes):
+            BM25Sidecar.attach(index)  # built during ingestion, kept in step by the commit hook
+        written = index_corpus(dataset, index, show_progress=show_progress)
+        logging.getLogger(__name__).info("indexed %d new or changed documents into %s", written, index_dir)
+        fusion_kwargs: dict[str, Any] = {"fusion": args.fusion, "weights": weights}
+        if args.alpha is not None:
+            fusion_kwargs["alpha"] = args.alpha
+        retriever = Retriever(index, embedder=embedder, reranker=reranker, **fusion_kwargs)
+        report = evaluate_index(dataset, retriever, modes, k=args.k, reranker=reranker,
+                                candidates=args.candidates, instruction=args.instruction,
+                                ignore_identical_ids=args.ignore_identical_ids, show_progress=show_progress)
+    return model, report
 
-            name = args.rerank_model or DEFAULT_RERANKER_MODEL
-            try:
-                reranker = Reranker(name, device=args.device, batch_size=args.batch_size)
-            except (OSError, ValueError) as exc:
-                index.close()
-                raise CLIError(f"cannot load the reranker {name!r}: {exc}") from None
-        with index:
-            if any(m != "dense" for m in modes):
-                BM25Sidecar.attach(index)  # built during ingestion, kept in step by the commit hook
-            written = index_corpus(dataset, index, show_progress=show_progress)
-            logging.getLogger(__name__).info("indexed %d new or changed documents into %s", written,
-                                             index_dir)
-            fusion_kwargs: dict[str, Any] = {"fusion": args.fusion, "weights": weights}
-            if args.alpha is not None:
-                fusion_kwargs["alpha"] = args.alpha
-            retriever = Retriever(index, embedder=embedder, reranker=reranker, **fusion_kwargs)
-            report = evaluate_index(dataset, retriever, modes, k=args.k, reranker=reranker,
-                                    candidates=args.candidates, instruction=args.instruction,
-                                    ignore_identical_ids=args.ignore_identical_ids,
-                                    show_progress=show_progress)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+
+def _write_report(args: argparse.Namespace, dataset: Any, model: str, report: Any) -> None:
+    """The table on stdout, a warning on stderr for each fused mode that does worse than a single one, and
+    the --json / --plot files."""
+    import sys
 
     print(f"{dataset.path} ({len(dataset.corpus)} documents, {report.num_queries} queries, model {model})")
+    if report.settings.get("fusion"):
+        print(f"hybrid fusion: {report.settings['fusion']}")
     print(report.table())
+    for warning in report.warnings():
+        print(f"qwen3-rag: warning: {warning}", file=sys.stderr)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report.metrics, indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     if args.plot:
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        plot_recall(report.recall_curves, args.plot, f"{Path(args.dataset).name}: recall@k")
+        plot_recall(report.recall_curves, args.plot, f"{Path(args.dataset).name}: recall@k",
+                    fusion=report.settings.get("fusion"))
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    modes, weights = _check_args(args)
+    dataset = _load_dataset(args)
+    with tempfile.TemporaryDirectory(prefix="qwen3-rag-eval-") as tmp:
+        index_dir = args.index or str(Path(tmp) / "index")
+        model, report = _evaluate(args, dataset, index_dir, modes, weights)
+    _write_report(args, dataset, model, report)
     return 0
