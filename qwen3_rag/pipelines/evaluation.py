@@ -46,6 +46,8 @@ __all__ = [
     "EVAL_MODES",
     "EvalReport",
     "METRIC_NAMES",
+    "REGRESSION_TOLERANCE",
+    "SINGLE_MODES",
     "evaluate_index",
     "evaluate_run",
     "index_corpus",
@@ -263,8 +265,14 @@ def recall_curve(qrels: Qrels, run: Run, max_k: int = 100,
 # -- end-to-end evaluation of an index
 # ---------------------------------------------------------------------------
 
-#: The evaluation modes: first-stage dense, BM25, their RRF fusion, and the reranked hybrid list.
+#: The evaluation modes: first-stage dense, BM25, their fusion, and the reranked hybrid list.
 EVAL_MODES: tuple[str, ...] = ("dense", "bm25", "hybrid", "rerank")
+
+#: The modes that stand alone; the others (hybrid, rerank) are compared with the better of them.
+SINGLE_MODES: tuple[str, ...] = ("dense", "bm25")
+
+#: A fused or reranked mode more than this much below the best single mode in nDCG@k is flagged.
+REGRESSION_TOLERANCE = 0.01
 
 
 @dataclass
@@ -272,11 +280,11 @@ class EvalReport:
     """What :func:`evaluate_index` measured.
 
     Attributes:
-        metrics: Mode -> {"ndcg@k", "recall@100", "mrr@k", "map@100"} (the JSON the CLI writes).
+        metrics: Mode -> {"ndcg@k", "recall@100", "mrr@k", "map@100"}.
         recall_curves: Mode -> mean recall@1 .. recall@max_k, for plots.
         seconds: Mode -> wall time of retrieval for all queries.
         num_queries: Judged queries evaluated.
-        settings: What was run (dataset, index, model, k, ...).
+        settings: What was run (dataset, index, model, k, the fusion of the hybrid mode, ...).
     """
 
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -285,16 +293,72 @@ class EvalReport:
     num_queries: int = 0
     settings: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def ndcg_name(self) -> str:
+        """The nDCG metric of the report (``"ndcg@10"`` for k = 10)."""
+        return f"ndcg@{self.settings.get('k', 10)}"
+
+    def best_single(self) -> str | None:
+        """The better of the single modes (dense, BM25) that were run, by nDCG@k; None if neither was."""
+        singles = [m for m in SINGLE_MODES if m in self.metrics]
+        return max(singles, key=lambda m: self.metrics[m][self.ndcg_name], default=None)
+
+    def changes(self) -> dict[str, float]:
+        """Mode -> its nDCG@k minus that of :meth:`best_single` (empty when no single mode was run).
+
+        Example:
+            >>> report = EvalReport(metrics={"dense": {"ndcg@10": 0.75}, "bm25": {"ndcg@10": 0.12},
+            ...                              "hybrid": {"ndcg@10": 0.70}}, settings={"k": 10})
+            >>> {mode: round(change, 2) for mode, change in report.changes().items()}
+            {'dense': 0.0, 'bm25': -0.63, 'hybrid': -0.05}
+        """
+        best = self.best_single()
+        if best is None:
+            return {}
+        reference = self.metrics[best][self.ndcg_name]
+        return {mode: values[self.ndcg_name] - reference for mode, values in self.metrics.items()}
+
+    def regressions(self, tolerance: float = REGRESSION_TOLERANCE) -> dict[str, float]:
+        """The fused or reranked modes more than ``tolerance`` below :meth:`best_single` in nDCG@k, with
+        their change: on this data, the single mode serves better."""
+        return {mode: change for mode, change in self.changes().items()
+                if mode not in SINGLE_MODES and change < -tolerance}
+
+    def warnings(self, tolerance: float = REGRESSION_TOLERANCE) -> list[str]:
+        """One sentence per :meth:`regressions` entry, saying what to use instead."""
+        best = self.best_single()
+        fusion = self.settings.get("fusion")
+        instead = {"dense": "dense search (no --hybrid)", "bm25": "BM25 search (--bm25)"}
+        return [f"{mode} is {-change:.3f} below {best} in {self.ndcg_name} on this data set"
+                + (f" (fusion: {fusion})" if fusion else "") + f"; {instead.get(str(best), best)} serves it better"
+                for mode, change in self.regressions(tolerance).items()]
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        """``{mode: {metric: value, ..., "ndcg@k_change": change}}``, what ``qwen3-rag eval --json`` writes."""
+        changes = self.changes()
+        out = {}
+        for mode, values in self.metrics.items():
+            out[mode] = dict(values)
+            if mode in changes:
+                out[mode][f"{self.ndcg_name}_change"] = round(changes[mode], 6)
+        return out
+
     def table(self) -> str:
-        """A plain-text table of the metrics, one row per mode."""
+        """A plain-text table of the metrics, one row per mode, with each mode's nDCG@k change against the
+        best single mode (``vs best``)."""
         if not self.metrics:
             return "(no results)"
         names = list(next(iter(self.metrics.values())))
-        header = f"{'mode':<8} " + " ".join(f"{n:>10}" for n in names) + f" {'seconds':>8}"
+        changes = self.changes()
+        header = (f"{'mode':<8} " + " ".join(f"{n:>10}" for n in names)
+                  + (f" {'vs best':>8}" if changes else "") + f" {'seconds':>8}")
         rows = [header, "-" * len(header)]
         for mode, values in self.metrics.items():
-            rows.append(f"{mode:<8} " + " ".join(f"{values[n]:>10.4f}" for n in names)
+            change = f" {changes[mode]:>+8.3f}" if changes else ""
+            rows.append(f"{mode:<8} " + " ".join(f"{values[n]:>10.4f}" for n in names) + change
                         + f" {self.seconds.get(mode, 0.0):>8.1f}")
+        if changes:
+            rows.append(f"vs best: {self.ndcg_name} change against {self.best_single()}, the best single mode")
         return "\n".join(rows)
 
 
@@ -367,9 +431,11 @@ def evaluate_index(
     chunk_depth = depth * 3 if chunked else depth
     report = EvalReport(num_queries=len(query_ids))
     report.settings = {"dataset": str(ds.path), "model": retriever.index.model_info.get("model"),
-                       "fusion": retriever.describe_fusion(), "split": ds.split, "k": k, "depth": depth,
+                       "split": ds.split, "k": k, "depth": depth,
                        "candidates": candidates, "ignore_identical_ids": ignore_identical_ids,
                        "instruction": instruction}
+    if any(m in ("hybrid", "rerank") for m in modes):
+        report.settings["fusion"] = retriever.fusion_description
     # every mode searches with the same query vectors: embed each query once
     cache_size = retriever.query_cache_size
     retriever.query_cache_size = max(cache_size, len(query_ids))

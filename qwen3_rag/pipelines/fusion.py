@@ -1,11 +1,14 @@
 """Rank fusion and the merging of overlapping chunks in one result list.
 
-:func:`reciprocal_rank_fusion` combines ranked lists (dense and BM25) by reciprocal rank fusion
-(Cormack, Clarke and Büttcher, 2009): ``score(d) = sum_i w_i / (k + rank_i(d))`` with 1-based ranks and
-k = 60.
+:func:`convex_fusion` (the default of hybrid search) combines the scores of a dense list (cosines) and a BM25
+list: ``alpha * cosine + (1 - alpha) * confidence * bm25 / max bm25``, where :func:`keyword_confidence`,
+``(1 - bm25@10 / max bm25) ** 2``, says how far the best BM25 hit stands out from the tenth; see its docstring
+for why.
 
-:func:`convex_fusion` (the default of hybrid search) combines the scores instead:
-``alpha * cosine + (1 - alpha) * bm25 / max bm25``; see its docstring for why.
+:func:`reciprocal_rank_fusion` combines ranked lists by (weighted) reciprocal rank fusion (Cormack, Clarke and
+Büttcher, 2009): ``score(d) = sum_i w_i / (k + rank_i(d))`` with 1-based ranks and k = 60.
+
+:func:`describe_fusion` names the fusion in words (plot legends, logs).
 
 :func:`merge_overlapping` makes sure a reader does not see the same passage twice: hits of the same document
 whose character spans overlap are merged into one hit (``"merge"``: the union of the spans, text rebuilt
@@ -20,7 +23,8 @@ from typing import Literal, TypeVar
 
 from qwen3_rag.types import Hit
 
-__all__ = ["CONVEX_ALPHA", "FusionMethod", "OverlapMode", "RRF_K", "convex_fusion", "merge_overlapping",
+__all__ = ["CONFIDENCE_POWER", "CONFIDENCE_RANK", "CONVEX_ALPHA", "FusionMethod", "OverlapMode", "RRF_K",
+           "convex_fusion", "describe_fusion", "keyword_confidence", "merge_overlapping",
            "reciprocal_rank_fusion"]
 
 K = TypeVar("K", bound=Hashable)
@@ -28,9 +32,15 @@ K = TypeVar("K", bound=Hashable)
 #: The RRF constant from the original paper, also the default of Elasticsearch, Vespa and LangChain.
 RRF_K = 60
 
-#: Dense weight of :func:`convex_fusion`, tuned with all-MiniLM-L6-v2 on SciFact and XQuAD en/zh/de/es
-#: (benchmarks/fusion_weights.py; BENCHMARKS.md, "Fusion weights", has the table).
-CONVEX_ALPHA = 0.45
+#: Dense weight of :func:`convex_fusion`, tuned with all-MiniLM-L6-v2 on SciFact, XQuAD en/zh/de/es and CoSQA
+#: only (benchmarks/fusion_weights.py; BENCHMARKS.md, "Hybrid fusion", has the table).
+CONVEX_ALPHA = 0.35
+
+#: The BM25 hit that :func:`keyword_confidence` compares the best one with (1-based rank).
+CONFIDENCE_RANK = 10
+
+#: The power of the standout in :func:`keyword_confidence`.
+CONFIDENCE_POWER = 2.0
 
 OverlapMode = Literal["merge", "dedup", "none"]
 FusionMethod = Literal["convex", "rrf"]
@@ -76,29 +86,86 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[K]], k: int = RRF_K,
     return sorted(fused.items(), key=lambda item: (-item[1], first_seen[item[0]]))
 
 
+def keyword_confidence(keyword: Sequence[tuple[K, float]], rank: int = CONFIDENCE_RANK, *,
+                       truncated: bool = False, power: float = CONFIDENCE_POWER) -> float:
+    """How much a BM25 list can be trusted: ``(1 - score@rank / best score) ** power``, in [0, 1].
+
+    A BM25 list whose best hit stands far above the tenth found a passage that shares the query's rare words;
+    a flat list (the best hit barely above the tenth) only matched common words, the usual case when the
+    queries and the documents use different words (natural-language questions against code). The confidence
+    needs nothing but the scores of the list, so it works on any BM25 engine.
+
+    Args:
+        keyword: ``(key, bm25 score)`` best first.
+        rank: The hit the best one is compared with (1-based).
+        truncated: True when ``keyword`` was cut at a depth (more documents match). A list shorter than
+            ``rank`` then takes its last score for the one at ``rank`` (the most it can be); a complete list
+            takes 0 (no other document shares a word with the query).
+        power: Sharpens (> 1) or softens (< 1) the confidence; 0 turns it off (always 1).
+
+    Returns:
+        0.0 for an empty list or one whose best score is not positive.
+
+    Example:
+        >>> keyword_confidence([("a", 8.0)] + [(i, 2.0) for i in range(9)])
+        0.5625
+    """
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    if not keyword or keyword[0][1] <= 0:
+        return 0.0
+    return _confidence(keyword[0][1], _score_at([s for _, s in keyword], rank, truncated), power)
+
+
+def _score_at(scores: Sequence[float], rank: int, truncated: bool) -> float:
+    """The score at a 1-based rank of scores sorted best first; past the end, the last score of a cut list (an
+    upper bound of the missing ones) or 0."""
+    if len(scores) >= rank:
+        return scores[rank - 1]
+    return scores[-1] if truncated and scores else 0.0
+
+
+def _confidence(best: float, reference: float, power: float) -> float:
+    return float(min(max(1.0 - reference / best, 0.0), 1.0) ** power) if best > 0 else 0.0
+
+
 def convex_fusion(dense: Sequence[tuple[K, float]], keyword: Sequence[tuple[K, float]],
-                  alpha: float = CONVEX_ALPHA, *, keyword_truncated: bool = False) -> list[tuple[K, float]]:
+                  alpha: float = CONVEX_ALPHA, *, keyword_truncated: bool = False,
+                  keyword_weight: float | None = None) -> list[tuple[K, float]]:
     """Fuse a dense list (cosine scores) and a BM25 list by a convex combination of their scores.
 
-    ``score(d) = alpha * cosine(d) + (1 - alpha) * bm25(d) / max bm25``. Cosines are used as they are: they
-    are comparable across queries, so a dense list whose scores are nearly flat (a model that does not know
-    the language) moves the BM25 order little, while BM25 scores, which have no fixed scale, are divided by
-    the query's best. A document missing from a list that was cut at some depth scored at most the list's
-    lowest score, and gets that score (the dense list is always taken as cut); one missing from a BM25 list
-    that holds every matching document gets 0. Unlike reciprocal rank fusion, this keeps hybrid search as good
-    as BM25 alone on XQuAD zh with an English-only embedding model (see BENCHMARKS.md, "Fusion weights").
+    ``score(d) = alpha * cosine(d) + (1 - alpha) * w * bm25(d) / max bm25`` with ``w`` the BM25 list's
+    :func:`keyword_confidence`. Cosines are used as they are: they have a fixed range and are comparable
+    across queries, so a dense list whose scores are nearly flat (a model that does not know the language)
+    moves the BM25 order little. BM25 scores have no fixed scale: they are divided by the query's best, and
+    weighted by how far that best stands out, so a BM25 list of weak matches on common words (nothing stands
+    out) cannot push a strong dense hit down, while a clear lexical match keeps its full weight.
+
+    Each document's confidence is measured against the other documents (the tenth best of the others: for one
+    of the ten best that is the eleventh), so raising one document's BM25 score (or its cosine) never lowers
+    its fused score nor lets another document gain on it. A document missing from a list that was cut at some depth
+    scored at most the list's lowest score, and gets that score (the dense list is always taken as cut); one
+    missing from a BM25 list that holds every matching document gets 0. An empty BM25 list (no query word is
+    in the index) leaves the dense order; an empty dense list leaves the BM25 order.
 
     Args:
         dense: ``(key, cosine)`` best first.
         keyword: ``(key, bm25 score)`` best first.
         alpha: Weight of the dense score, in [0, 1].
         keyword_truncated: True when ``keyword`` was cut at a depth (more documents match the query).
+        keyword_weight: A fixed ``w`` for every document instead of the confidence (1.0 gives the plain
+            query-max normalisation).
 
     Returns:
         ``(key, fused score)`` best first; ties keep the order of first appearance (dense list first).
 
     Raises:
         ValueError: ``alpha`` is outside [0, 1].
+
+    Example:
+        >>> noise = [("code", 1.1)] + [(i, 1.0) for i in range(10)]  # nothing stands out
+        >>> convex_fusion([("answer", 0.7), ("code", 0.5)], noise, alpha=0.35)[0][0]
+        'answer'
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -107,15 +174,39 @@ def convex_fusion(dense: Sequence[tuple[K, float]], keyword: Sequence[tuple[K, f
     floor = min(dense_scores.values()) if dense_scores else 0.0
     top = max(keyword_scores.values()) if keyword_scores else 0.0
     keyword_floor = min(keyword_scores.values()) if keyword_scores and keyword_truncated else 0.0
+    # w of the CONFIDENCE_RANK best documents (each compared with the next one) and of the rest
+    by_score = sorted(keyword_scores.items(), key=lambda item: -item[1])
+    head = {key for key, _ in by_score[:CONFIDENCE_RANK]}
+    if keyword_weight is not None:
+        head_weight = tail_weight = keyword_weight
+    else:
+        scores = [s for _, s in by_score]
+        head_weight = _confidence(top, _score_at(scores, CONFIDENCE_RANK + 1, keyword_truncated),
+                                  CONFIDENCE_POWER)
+        tail_weight = _confidence(top, _score_at(scores, CONFIDENCE_RANK, keyword_truncated), CONFIDENCE_POWER)
+    scale = (1.0 - alpha) / top if top > 0 else 0.0
     order: dict[K, int] = {}
     for key, _ in list(dense) + list(keyword):
         order.setdefault(key, len(order))
-    fused = {
-        key: alpha * dense_scores.get(key, floor)
-        + (1.0 - alpha) * (keyword_scores.get(key, keyword_floor) / top if top > 0 else 0.0)
-        for key in order
-    }
+    fused = {key: alpha * dense_scores.get(key, floor)
+             + scale * (head_weight if key in head else tail_weight) * keyword_scores.get(key, keyword_floor)
+             for key in order}
     return sorted(fused.items(), key=lambda item: (-item[1], order[item[0]]))
+
+
+def describe_fusion(method: FusionMethod, alpha: float = CONVEX_ALPHA, rrf_k: int = RRF_K,
+                    weights: Sequence[float] = (1.0, 1.0)) -> str:
+    """The fusion in a few words, e.g. ``"convex, BM25 confidence-weighted, alpha 0.35"``.
+
+    Example:
+        >>> describe_fusion("rrf", weights=(1.0, 0.5))
+        'rrf, k 60, weights 1/0.5'
+    """
+    if method == "convex":
+        return f"convex, BM25 confidence-weighted, alpha {alpha:g}"
+    if method == "rrf":
+        return f"rrf, k {rrf_k}, weights {weights[0]:g}/{weights[1]:g}"
+    raise ValueError(f"fusion must be 'convex' or 'rrf', got {method!r}")
 
 
 def _union_text(a: Hit, b: Hit) -> tuple[str, int, int]:

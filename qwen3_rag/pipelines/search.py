@@ -11,7 +11,8 @@ Example:
 Pipeline of one search:
 
 1. first stage: the dense top list (the query embedded with the index's embedder and ``instruction``), the BM25
-   top list, or both fused (``fusion="convex"``, the default: a weighted sum of the two scores, see
+   top list, or both fused (``fusion="convex"``, the default: ``alpha * cosine + (1 - alpha) * confidence * bm25 /
+   max bm25``, the confidence saying how far the best BM25 hit stands out from the tenth, see
    :func:`~qwen3_rag.pipelines.fusion.convex_fusion`; ``fusion="rrf"``: reciprocal rank fusion), each list cut to
    ``max(k, candidates)`` when fusing or reranking, else ``k`` (plus ``k`` spare hits when overlapping chunks are
    merged), all read from one commit of the index;
@@ -39,6 +40,7 @@ from qwen3_rag.pipelines.fusion import (
     FusionMethod,
     OverlapMode,
     convex_fusion,
+    describe_fusion,
     merge_overlapping,
     reciprocal_rank_fusion,
 )
@@ -70,8 +72,11 @@ class Retriever:
         embedder: An embedder to use (takes precedence over ``model``).
         reranker: Default reranker for ``rerank=True``: a reranker object or a model id / directory (loaded on
             first use).
-        fusion: How hybrid search combines the lists: ``"convex"`` (scores, the default) or ``"rrf"`` (reciprocal
-            rank fusion); BENCHMARKS.md, "5. Retrieval quality", compares them.
+        fusion: How hybrid search combines the lists: ``"convex"`` (scores, the default: the cosine plus the
+            BM25 score weighted by how clearly its best hit stands out, so that hybrid stays close to the
+            better of dense and BM25 when one of them is noise, e.g. an embedding model that does not know
+            the language, or questions against code) or ``"rrf"`` (reciprocal rank fusion). BENCHMARKS.md,
+            "Hybrid fusion", compares them.
         alpha: Dense weight of the convex fusion.
         weights: RRF weights of the (dense, BM25) lists.
         rrf_k: The RRF constant.
@@ -126,12 +131,6 @@ class Retriever:
         """The embedder queries are embedded with (the index's model)."""
         return self._embedder
 
-    def describe_fusion(self) -> str:
-        """How hybrid search fuses, in words (for tables and plot legends)."""
-        if self.fusion == "rrf":
-            return f"rrf, k {self.rrf_k}, weights {self.weights[0]:g}/{self.weights[1]:g}"
-        return f"convex, alpha {self.alpha:g}"
-
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def close(self) -> None:
         """Close the index if this retriever opened it."""
@@ -145,7 +144,12 @@ class Retriever:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Retriever(index={self.index.location!r}, fusion={self.describe_fusion()!r}, overlap={self.overlap!r})"
+        return f"Retriever(index={self.index.location!r}, fusion={self.fusion_description!r}, overlap={self.overlap!r})"
+
+    @property
+    def fusion_description(self) -> str:
+        """The fusion of hybrid search in words, e.g. ``"convex, BM25 confidence-weighted, alpha 0.35"``."""
+        return describe_fusion(self.fusion, self.alpha, self.rrf_k, self.weights)
 
     # -- reranking -----------------------------------------------------------------------------------------------
     def _resolve_reranker(self, rerank: Reranking) -> PairScorer | None:

@@ -140,9 +140,10 @@ def test_eval_end_to_end(tmp_path: Path, minilm_path: str) -> None:
     metrics = json.loads(result.read_text())
     assert list(metrics) == ["dense", "bm25", "hybrid"]
     for values in metrics.values():
-        assert set(values) == {"ndcg@10", "recall@100", "mrr@10", "map@100"}
+        assert set(values) == {"ndcg@10", "recall@100", "mrr@10", "map@100", "ndcg@10_change"}
         assert values["recall@100"] == 1.0 and values["mrr@10"] == 1.0
-    assert "ndcg@10" in out.stdout and "hybrid" in out.stdout
+    assert "ndcg@10" in out.stdout and "hybrid" in out.stdout and "vs best" in out.stdout
+    assert "hybrid fusion: convex, BM25 confidence-weighted, alpha" in out.stdout
     # the index keeps its BM25 file beside it, published when the run closed it
     assert len(list((tmp_path / "ix").glob("bm25.*.npz"))) == 1
 
@@ -161,6 +162,24 @@ def test_eval_reuses_index(tmp_path: Path, minilm_path: str, capsys: pytest.Capt
                                        "--json", str(tmp_path / "b.json"))
     assert code == 0, err
     assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
+
+
+def test_plot_legend_names_the_fusion() -> None:
+    from qwen3_rag.cli.eval import mode_label, recall_figure
+
+    fusion = "convex, BM25 confidence-weighted, alpha 0.35"
+    curves = {"dense": [0.2, 0.5, 0.9], "bm25": [0.1, 0.4, 0.8], "hybrid": [0.3, 0.6, 1.0],
+              "rerank": [0.4, 0.7, 1.0]}
+    fig = recall_figure(curves, "tiny: recall@k", fusion)
+    try:
+        legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+        assert legend == ["dense", "bm25", f"hybrid ({fusion})", f"rerank (of hybrid: {fusion})"]
+        assert [list(line.get_ydata()) for line in fig.axes[0].get_lines()] == list(curves.values())
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    assert mode_label("hybrid") == "hybrid" and mode_label("dense", fusion) == "dense"
 
 
 def test_eval_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

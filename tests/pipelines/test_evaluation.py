@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from qwen3_rag.pipelines.evaluation import (
+    EvalReport,
     evaluate_run,
     load_beir,
     per_query_metrics,
@@ -171,7 +172,9 @@ def test_evaluate_index_end_to_end(tmp_path: Path, hash_embedder: Any, tiny_rera
     assert list(report.metrics) == ["dense", "bm25", "hybrid", "rerank"]
     assert set(report.metrics["dense"]) == {"ndcg@10", "recall@100", "mrr@10", "map@100"}
     assert report.num_queries == 8 and len(report.recall_curves["bm25"]) == 100
-    assert "hybrid" in report.table()
+    assert "hybrid" in report.table() and "vs best" in report.table()
+    assert report.settings["fusion"] == retriever.fusion_description
+    assert set(report.changes()) == set(report.metrics)
 
     # BM25 through the index equals a standalone BM25 run scored by evaluate_run
     ids = list(ds.corpus)
@@ -202,3 +205,49 @@ def test_evaluate_index_rejects_bad_modes(tmp_path: Path) -> None:
         evaluate_index(tmp_path / "set", retriever=SimpleNamespace(reranker=None), modes=["sparse"])
     with pytest.raises(ValueError, match="needs a reranker"):
         evaluate_index(tmp_path / "set", retriever=SimpleNamespace(reranker=None), modes=["rerank"])
+
+
+
+def _report(dense: float, bm25: float | None, hybrid: float, rerank: float | None = None) -> EvalReport:
+    scores = {"dense": dense, "bm25": bm25, "hybrid": hybrid, "rerank": rerank}
+    metrics = {mode: {"ndcg@5": v, "recall@100": 0.9} for mode, v in scores.items() if v is not None}
+    return EvalReport(metrics=metrics, settings={"k": 5, "fusion": "convex, test"})
+
+
+def test_report_changes_against_the_best_single_mode() -> None:
+    report = _report(dense=0.746, bm25=0.116, hybrid=0.536, rerank=0.740)
+    assert report.ndcg_name == "ndcg@5"
+    assert report.best_single() == "dense"
+    changes = report.changes()
+    assert changes["dense"] == 0.0
+    assert changes["bm25"] == pytest.approx(-0.630)
+    assert changes["hybrid"] == pytest.approx(-0.210)
+    # hybrid is flagged, rerank (-0.006) is within the tolerance, and single modes never are
+    assert list(report.regressions()) == ["hybrid"]
+    assert list(report.regressions(tolerance=0.005)) == ["hybrid", "rerank"]
+    [warning] = report.warnings()
+    assert "hybrid is 0.210 below dense in ndcg@5" in warning and "convex, test" in warning
+    assert "no --hybrid" in warning
+    data = report.to_dict()
+    assert data["hybrid"]["ndcg@5_change"] == pytest.approx(-0.210)
+    assert data["dense"]["recall@100"] == 0.9
+    table = report.table()
+    assert "-0.210" in table and "+0.000" in table and "against dense" in table
+
+    # BM25 the better single mode, hybrid above it: no warning
+    report = _report(dense=0.242, bm25=0.965, hybrid=0.970)
+    assert report.best_single() == "bm25"
+    assert report.changes()["hybrid"] == pytest.approx(0.005)
+    assert report.regressions() == {} and report.warnings() == []
+    assert "+0.005" in report.table()
+
+
+def test_report_without_a_single_mode() -> None:
+    report = EvalReport(metrics={"hybrid": {"ndcg@10": 0.5}}, settings={"k": 10})
+    assert report.best_single() is None and report.changes() == {} and report.warnings() == []
+    assert report.to_dict() == {"hybrid": {"ndcg@10": 0.5}}
+    assert "vs best" not in report.table()
+    # only one single mode run: it is the reference
+    report = EvalReport(metrics={"bm25": {"ndcg@10": 0.6}, "hybrid": {"ndcg@10": 0.5}}, settings={"k": 10})
+    assert report.warnings() == ["hybrid is 0.100 below bm25 in ndcg@10 on this data set; BM25 search (--bm25) "
+                                 "serves it better"]

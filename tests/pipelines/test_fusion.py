@@ -1,10 +1,19 @@
-"""Reciprocal rank fusion and the merging of overlapping chunks."""
+"""Convex and reciprocal rank fusion, and the merging of overlapping chunks."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from qwen3_rag.pipelines.fusion import convex_fusion, merge_overlapping, reciprocal_rank_fusion
+from qwen3_rag.pipelines.fusion import (
+    CONFIDENCE_RANK,
+    convex_fusion,
+    describe_fusion,
+    keyword_confidence,
+    merge_overlapping,
+    reciprocal_rank_fusion,
+)
 from qwen3_rag.types import Hit
 
 DOC = "The quick brown fox jumps over the lazy dog. " * 4
@@ -49,11 +58,106 @@ def test_convex_fusion_hand_computed() -> None:
     assert convex_fusion([], [("x", 2.0)], alpha=0.4) == [("x", pytest.approx(0.6))]
     assert convex_fusion([("x", 0.3)], [], alpha=0.4) == [("x", pytest.approx(0.12))]
     # a BM25 list cut at a depth: a missing document scored at most the list's lowest score
+    # (and the list's confidence is measured against that bound: (1 - 5 / 10) ** 2)
     cut = dict(convex_fusion([("a", 0.8), ("b", 0.6)], [("b", 10.0), ("c", 5.0)], alpha=0.5,
                              keyword_truncated=True))
-    assert cut["a"] == pytest.approx(0.5 * 0.8 + 0.5 * 0.5)
+    assert cut["a"] == pytest.approx(0.5 * 0.8 + 0.5 * 0.25 * 0.5)
     with pytest.raises(ValueError, match="alpha"):
         convex_fusion([], [], alpha=-0.1)
+
+
+def _flat(n: int, score: float = 1.0, prefix: str = "k") -> list[tuple[str, float]]:
+    return [(f"{prefix}{i}", score) for i in range(n)]
+
+
+def test_keyword_confidence() -> None:
+    assert keyword_confidence([("a", 8.0)] + _flat(9, 2.0)) == pytest.approx((1 - 2 / 8) ** 2)
+    assert keyword_confidence(_flat(10)) == 0.0  # nothing stands out
+    assert keyword_confidence([]) == 0.0
+    assert keyword_confidence([("a", 0.0)]) == 0.0
+    # a complete list shorter than the rank: no other document shares a word with the query
+    assert keyword_confidence([("a", 3.0), ("b", 1.0)]) == 1.0
+    # a cut list shorter than the rank: its last score bounds the missing ones
+    assert keyword_confidence([("a", 4.0), ("b", 1.0)], truncated=True) == pytest.approx(0.75 ** 2)
+    assert keyword_confidence([("a", 4.0), ("b", 1.0)], rank=2, power=1.0) == pytest.approx(0.75)
+    assert keyword_confidence(_flat(10), power=0.0) == 1.0
+    with pytest.raises(ValueError, match="rank"):
+        keyword_confidence(_flat(3), rank=0)
+
+
+def test_convex_noise_cannot_outrank_a_strong_dense_hit() -> None:
+    dense = [("answer", 0.7)] + [(f"d{i}", 0.2) for i in range(20)]
+    # BM25 of common words only: the best hit barely above the rest, and missing the answer
+    noise = [("k0", 1.02)] + _flat(30, prefix="n")
+    for alpha in (0.1, 0.35, 0.6):
+        fused = convex_fusion(dense, noise, alpha, keyword_truncated=True)
+        assert fused[0][0] == "answer"
+    # a BM25 hit that stands out does take the lead (the same dense list)
+    clear = [("k0", 9.0)] + _flat(30, prefix="n")
+    assert convex_fusion(dense, clear, 0.35, keyword_truncated=True)[0][0] == "k0"
+
+
+def test_convex_is_bounded() -> None:
+    rng = random.Random(3)
+    for _ in range(50):
+        dense = [(f"d{i}", rng.uniform(-1, 1)) for i in range(rng.randint(0, 15))]
+        keyword = [(f"d{i}", rng.uniform(0, 30)) for i in rng.sample(range(30), rng.randint(0, 25))]
+        keyword.sort(key=lambda item: -item[1])
+        alpha = rng.random()
+        cosines = dict(dense)
+        floor = min(cosines.values(), default=0.0)
+        for key, score in convex_fusion(dense, keyword, alpha):
+            own = alpha * cosines.get(key, floor)
+            assert own - 1e-12 <= score <= own + (1 - alpha) + 1e-12
+
+
+def _rank(fused: list[tuple[str, float]], key: str) -> int:
+    return [k for k, _ in fused].index(key)
+
+
+def test_convex_is_monotone_in_each_score() -> None:
+    """Raising one document's cosine or BM25 score never lowers its fused score, nor lets another document gain
+    on it (whatever its rank, including the one the confidence compares with), so it never moves down."""
+    rng = random.Random(7)
+    for _ in range(200):
+        n = rng.randint(2, 2 * CONFIDENCE_RANK + 4)
+        dense = sorted(((f"d{i}", rng.uniform(0, 1)) for i in range(n)), key=lambda item: -item[1])
+        keyword = sorted(((f"d{i}", rng.uniform(0.1, 20)) for i in range(n)), key=lambda item: -item[1])
+        alpha = rng.uniform(0.05, 0.95)
+        target = f"d{rng.randrange(n)}"
+        before = convex_fusion(dense, keyword, alpha)
+        raised_bm25 = sorted(((k, s * rng.uniform(1.0, 3.0) if k == target else s) for k, s in keyword),
+                             key=lambda item: -item[1])
+        raised_dense = sorted(((k, min(1.0, s + rng.uniform(0, 0.5)) if k == target else s) for k, s in dense),
+                              key=lambda item: -item[1])
+        for after in (convex_fusion(dense, raised_bm25, alpha), convex_fusion(raised_dense, keyword, alpha)):
+            old, new = dict(before), dict(after)
+            assert new[target] >= old[target] - 1e-12
+            assert all(new[target] - new[k] >= old[target] - old[k] - 1e-12 for k in old)
+            assert _rank(after, target) <= _rank(before, target)
+
+
+def test_convex_ties_and_empty_lists() -> None:
+    # equal fused scores keep the order of first appearance, dense list first
+    fused = convex_fusion([("a", 0.5), ("b", 0.5)], [("c", 1.0), ("d", 1.0)], alpha=1.0)
+    assert [k for k, _ in fused] == ["a", "b", "c", "d"]
+    dense = [("a", 0.9), ("b", 0.5), ("c", 0.1)]
+    # no query word in the index: the dense order, scores scaled by alpha
+    assert convex_fusion(dense, [], alpha=0.35) == [(k, pytest.approx(0.35 * s)) for k, s in dense]
+    # no dense list (e.g. nothing embedded yet): the BM25 order
+    keyword = [("x", 6.0), ("y", 3.0), ("z", 1.0)]
+    assert [k for k, _ in convex_fusion([], keyword, alpha=0.35)] == ["x", "y", "z"]
+    assert convex_fusion([], [], alpha=0.35) == []
+    # keyword_weight=1 is the plain query-max normalisation
+    plain = dict(convex_fusion(dense, _flat(10), alpha=0.5, keyword_weight=1.0))
+    assert plain["k0"] == pytest.approx(0.5 * 0.1 + 0.5)
+
+
+def test_describe_fusion() -> None:
+    assert describe_fusion("convex", alpha=0.35) == "convex, BM25 confidence-weighted, alpha 0.35"
+    assert describe_fusion("rrf", rrf_k=60, weights=(1.0, 0.5)) == "rrf, k 60, weights 1/0.5"
+    with pytest.raises(ValueError, match="fusion must be"):
+        describe_fusion("max")  # type: ignore[arg-type]
 
 
 def test_merge_builds_exact_union() -> None:
