@@ -29,7 +29,7 @@ K = TypeVar("K", bound=Hashable)
 RRF_K = 60
 
 #: Dense weight of :func:`convex_fusion`, tuned with all-MiniLM-L6-v2 on SciFact and XQuAD en/zh/de/es
-#: (benchmarks/fusion_weights.py; BENCHMARKS.md, "Fusion weights", has the table).
+#: (benchmarks/fusion_weights.py; see BENCHMARKS.md, 5. Retrieval quality, "Fusion weights").
 CONVEX_ALPHA = 0.45
 
 OverlapMode = Literal["merge", "dedup", "none"]
@@ -86,7 +86,7 @@ def convex_fusion(dense: Sequence[tuple[K, float]], keyword: Sequence[tuple[K, f
     the query's best. A document missing from a list that was cut at some depth scored at most the list's
     lowest score, and gets that score (the dense list is always taken as cut); one missing from a BM25 list
     that holds every matching document gets 0. Unlike reciprocal rank fusion, this keeps hybrid search as good
-    as BM25 alone on XQuAD zh with an English-only embedding model (see BENCHMARKS.md, "Fusion weights").
+    as BM25 alone on XQuAD zh with an English-only embedding model (see BENCHMARKS.md, 5. Retrieval quality).
 
     Args:
         dense: ``(key, cosine)`` best first.

@@ -184,8 +184,8 @@ def ingest(
         pipelined: Embed each batch in a background thread, and chunk the next documents in another, while the
             calling thread reads documents and writes the previous batch; writes still happen in order on the
             calling thread. None (default): on when the embedder runs on an accelerator, where chunking is as slow
-            as the model and this hides it (1.8x faster ingestion with a simulated GPU, BENCHMARKS.md); off on a
-            CPU, whose cores the model already fills (measured 5% slower there).
+            as the model and this hides it; off on a CPU, whose cores the model already fills (see BENCHMARKS.md,
+            4. Ingestion).
 
     Returns:
         An :class:`IngestReport`.

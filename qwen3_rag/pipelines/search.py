@@ -67,9 +67,10 @@ class Retriever:
         reranker: Default reranker for ``rerank=True``: a :class:`~qwen3_rag.Reranker` or a model id /
             directory (loaded on first use).
         bm25: BM25 settings for a BM25 index that has to be built (an existing one keeps its own).
-        fusion: How hybrid search combines the lists: ``"convex"`` (scores, the default: measured better than
-            RRF on every tuning set, and the only one that keeps hybrid at least as good as BM25 when the
-            embedding model does not know the language) or ``"rrf"`` (reciprocal rank fusion).
+        fusion: How hybrid search combines the lists: ``"convex"`` (scores, the default: better than RRF on
+            every tuning set, and the only one that keeps hybrid at least as good as BM25 when the embedding
+            model does not know the language; see BENCHMARKS.md, 5. Retrieval quality) or ``"rrf"``
+            (reciprocal rank fusion).
         alpha: Dense weight of the convex fusion.
         weights: RRF weights of the (dense, BM25) lists.
         rrf_k: The RRF constant.
