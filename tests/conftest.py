@@ -179,24 +179,53 @@ def real_tokenizer(real_tokenizer_dir: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(real_tokenizer_dir))
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+
+#: A ```python block of the README or docs/ runs in the tests unless its fence says ```python no-run.
+_PYTHON_BLOCK = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.S | re.M)
+
+#: The hosted chat model of the examples, swapped for LangChain's fake chat model, which answers this.
+FAKE_ANSWER = "Logs are rotated nightly [1]."
+_FAKE_CHAT_MODEL = (
+    "from langchain_core.language_models.fake_chat_models import FakeListChatModel\n"
+    f"ChatOpenAI = lambda **kwargs: FakeListChatModel(responses=[{FAKE_ANSWER!r}])\n"
+)
 
 
-def readme_python_blocks(text: str | None = None) -> list[str]:
-    """The ```python blocks of ``text`` (the whole README by default), in order."""
-    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8") if text is None else text, re.S)
+def python_blocks(page: Path | str = README, *, runnable: bool = True) -> list[str]:
+    """The ```python blocks of a Markdown page (a path, or the text itself), in order: the ones the tests run,
+    or with ``runnable=False`` the ones fenced ```python no-run."""
+    text = page.read_text(encoding="utf-8") if isinstance(page, Path) else page
+    return [code for info, code in _PYTHON_BLOCK.findall(text) if ("no-run" in info.split()) != runnable]
 
 
 def run_offline(code: str, cwd: Path, minilm_path: str, reranker_dir: str,
                 timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    """Run README code in a fresh interpreter with the hub model ids swapped for offline models (MiniLM for the
-    embedder, a tiny Qwen3 checkpoint for the reranker) and the hub switched off."""
+    """Run example code in a fresh interpreter with the hub model ids swapped for offline models (MiniLM for the
+    embedder, a tiny Qwen3 checkpoint for the reranker), ``ChatOpenAI`` for a fake chat model that answers
+    :data:`FAKE_ANSWER`, and the hub switched off. The code runs from a file in ``cwd``, so a traceback shows
+    the failing line."""
     code = code.replace("Qwen/Qwen3-Embedding-0.6B", minilm_path.replace("\\", "/"))
     code = code.replace("Qwen/Qwen3-Reranker-0.6B", reranker_dir.replace("\\", "/"))
+    code = code.replace("from langchain_openai import ChatOpenAI", _FAKE_CHAT_MODEL)
+    script = cwd / "_example.py"
+    script.write_text(code, encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "TMPDIR": str(cwd)}
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, script.name], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def run_page(page: Path, cwd: Path, minilm_path: str, reranker_dir: str, *, prelude: str = "",
+             epilogue: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the runnable ```python blocks of ``page`` one after the other as one script (see :func:`run_offline`),
+    after ``prelude`` (files the examples expect) and before ``epilogue`` (assertions on their names)."""
+    blocks = python_blocks(page)
+    assert blocks, f"{page.name} has no runnable python block"
+    marked = [f"# --- {page.name}, block {n} ---\n{code}" for n, code in enumerate(blocks, 1)]
+    return run_offline("\n".join([prelude, *marked, epilogue]), cwd, minilm_path, reranker_dir)
 
 
 class HashEmbedder:

@@ -2,13 +2,13 @@
 
 Scoring is bm25s (Lucene's BM25 by default). bm25s builds a static index, so this class keeps every chunk's
 token ids and rebuilds the bm25s index lazily on the first search after a change, from the stored token ids
-(tokenisation is not repeated; SciFact's 5,183 documents, 0.8M tokens, rebuild in 1.3 s on 2 busy cores).
+(tokenisation is not repeated).
 
 Tokenisation (:meth:`BM25Index.tokenize`): NFKC, lower case, words of two or more word characters (bm25s's
 default ``\\w\\w+``), English stop words removed, Snowball stemming (PyStemmer) -- with these settings SciFact
-scores exactly what ``bm25s.tokenize(stopwords="en", stemmer=Stemmer("english"))`` scores (nDCG@10 0.6863).
-Runs of CJK characters (Chinese, Japanese kana, Korean Hangul), which have no spaces between words, become
-character unigrams plus bigrams: on XQuAD zh that lifts nDCG@10 from 0.120 (bm25s's default) to 0.965.
+scores exactly what ``bm25s.tokenize(stopwords="en", stemmer=Stemmer("english"))`` scores. Runs of CJK characters
+(Chinese, Japanese kana, Korean Hangul), which have no spaces between words, become character unigrams plus
+bigrams, where bm25s's default keeps a whole clause as one token (see BENCHMARKS.md, 5. Retrieval quality).
 
 On disk: one ``.npz`` file (``np.savez``, no pickle; a local index publishes it as ``bm25.<generation>.npz``
 through :class:`BM25Component`) with the arrays ``manifest`` (UTF-8 JSON: format version, BM25 and tokeniser

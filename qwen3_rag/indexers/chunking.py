@@ -25,13 +25,11 @@ from qwen3_rag.types import Chunk, Document, line_spans
 
 logger = logging.getLogger(__name__)
 
-#: Default chunk size in tokens. Measured with benchmarks/chunk_size.py (all-MiniLM-L6-v2, full SciFact and
-#: XQuAD-en, a document scored by its best chunk): 96-128 tokens with a 25% overlap beat whole documents by
-#: +4.6 nDCG@10 points on SciFact and +0.8-1.7 on XQuAD, while 250-token chunks (which only undo MiniLM's
-#: 256-token truncation) gain +0.7. The gain comes from granularity, not truncation, so it is kept for
-#: Qwen3 (8192 tokens) too; see README.md, "Chunk size".
+#: Default chunk size in tokens, chosen with benchmarks/chunk_size.py: 96-128 tokens with a 25% overlap retrieve
+#: best, and the gain comes from granularity, not from undoing a model's truncation, so it holds for Qwen3
+#: (8192 tokens) too (see BENCHMARKS.md, 5. Retrieval quality, "Chunk size").
 DEFAULT_CHUNK_SIZE = 128
-#: Default overlap between consecutive chunks, in tokens (25%; 0 overlap loses 1.8 points on SciFact).
+#: Default overlap between consecutive chunks, in tokens (25%, which beats no overlap; same section).
 DEFAULT_CHUNK_OVERLAP = 32
 
 #: Callers of :meth:`Chunker.chunk_batch` (ingestion, ``Index.add``) chunk documents in groups of this many, or of

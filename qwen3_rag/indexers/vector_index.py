@@ -128,7 +128,7 @@ class VectorIndex:
 
     Attributes:
         ef_search: HNSW candidate list size at search time; None = ``max(64, 2 * k, n / 4000)`` for ``n``
-            vectors. Larger is slower and finds more of the true neighbours (BENCHMARKS.md: the trade-off at 1M).
+            vectors. Larger is slower and finds more of the true neighbours (see BENCHMARKS.md, 3. Vector search).
         nprobe: IVF lists searched; None = ``max(16, nlist / 16)`` (4x that with a filter).
     """
 
@@ -341,8 +341,8 @@ class VectorIndex:
 
     def _params(self, sel: faiss.IDSelector | None, k: int) -> faiss.SearchParameters | None:
         if self.spec.kind == "hnsw":
-            # the default widens with the index: at 1M vectors 64 found 0.885 of the true top 10, 256 found 0.970
-            # (BENCHMARKS.md), while at 100k 64 already finds 0.999
+            # the default widens with the index: a fixed 64 finds most of the true top 10 at 100k vectors but
+            # far fewer at 1M (see BENCHMARKS.md, 3. Vector search)
             ef = max(int(self.ef_search), k) if self.ef_search else max(64, 2 * k, self.ntotal // 4000)
             return (
                 faiss.SearchParametersHNSW(sel=sel, efSearch=ef)  # type: ignore[attr-defined]  # faiss's stubs are incomplete

@@ -15,8 +15,8 @@ from qwen3_rag.retrieval import _loading
 
 logger = logging.getLogger(__name__)
 
-#: Default padded-token budget of one forward pass, per device type. On CPUs small batches win: with the 0.6B
-#: shape, 2,048 tokens ran 1.8x faster than 8,192 (BENCHMARKS.md), the working set staying in cache.
+#: Default padded-token budget of one forward pass, per device type. On CPUs small batches win, the working set
+#: staying in cache; on GPUs large ones do (see BENCHMARKS.md, 1. Embedding).
 DEFAULT_TOKEN_BUDGET = {"cuda": 65536, "cpu": 2048, "mps": 16384}
 
 

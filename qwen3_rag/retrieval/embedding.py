@@ -61,8 +61,8 @@ class Embedder(RunnerFacade):
         attn_implementation: Override the attention kernel (default flash_attention_2 on CUDA when installed,
             else sdpa).
         compile: Run the model through ``torch.compile(dynamic=True)``. On a GPU this fuses the memory-bound
-            elementwise work and measured 2.3x the eager throughput (H200, 0.6B shape, BENCHMARKS.md), after a
-            one-time compilation of about two minutes: worth it for large ingestion jobs, not for queries.
+            elementwise work, after a one-time compilation of about two minutes: worth it for large ingestion
+            jobs, not for queries (see BENCHMARKS.md, 1. Embedding).
 
     Raises:
         ValueError: The model cannot be found, ``dim`` is out of range, or an argument is invalid.

@@ -1,16 +1,16 @@
-"""The Python snippets of the integrations README section run, in order, with the model ids swapped for
-offline models (MiniLM for the embedder, the tiny Qwen3 checkpoint for the reranker) and a mock LLM."""
+"""The Python examples of docs/integrations.md run, in order, with the model ids swapped for offline models
+(MiniLM for the embedder, the tiny Qwen3 checkpoint for the reranker) and a mock LLM."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
-from conftest import README, readme_python_blocks, run_offline
+from conftest import DOCS, run_page
 
-SECTION = re.compile(r"<!-- section:integrations -->(.*?)<!-- /section:integrations -->", re.S)
+PAGE = DOCS / "integrations.md"
 
+# What the page takes as given: an index "my-index" built from a docs/ folder, and `llm`, any LlamaIndex LLM.
 PRELUDE = """
 from llama_index.core.llms import MockLLM
 from qwen3_rag import Embedder
@@ -25,15 +25,16 @@ ingest(["docs"], "my-index", embedder=Embedder("Qwen/Qwen3-Embedding-0.6B", devi
 llm = MockLLM(max_tokens=16)
 """
 
+EPILOGUE = """
+assert len(compressed.invoke("capital of China")) == 2
+print(index.as_retriever(similarity_top_k=1).retrieve("capital of China")[0].node.text)
+print("ok")
+"""
 
-def test_readme_snippets_run(tmp_path: Path, minilm_path: str, tiny_qwen3_reranker_dir: str) -> None:
+
+def test_integrations_page_runs(tmp_path: Path, minilm_path: str, tiny_qwen3_reranker_dir: str) -> None:
     pytest.importorskip("langchain_classic")
     pytest.importorskip("llama_index.core")
-    section = SECTION.search(README.read_text(encoding="utf-8"))
-    assert section, "README.md lost its integrations section markers"
-    blocks = readme_python_blocks(section.group(1))
-    assert len(blocks) >= 5
-    code = "\n".join([PRELUDE, *blocks])
-    code += "\nassert len(compressed.invoke('capital of China')) == 2\nprint('ok')\n"
-    proc = run_offline(code, tmp_path, minilm_path, tiny_qwen3_reranker_dir)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-5000:]
+    proc = run_page(PAGE, tmp_path, minilm_path, tiny_qwen3_reranker_dir, prelude=PRELUDE, epilogue=EPILOGUE)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proc.stdout.strip().endswith("Beijing is the capital of China.\nok"), proc.stdout[-2000:]
