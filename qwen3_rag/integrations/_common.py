@@ -10,7 +10,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -146,6 +146,22 @@ def writer(index: StorageBackend, embedder: TextEmbedder | None, batch_size: int
     """The write loop for a framework store: each text is one chunk as it is, embedded ``batch_size`` at a time,
     committed once by the caller's transaction (search files are written when the store is saved or closed)."""
     return DocumentWriter(index, embedder, chunker="whole", commit_every=batch_size)
+
+
+T = TypeVar("T")
+
+
+def built_once(owner: Any, attribute: str, build: Callable[[], T]) -> T:
+    """``owner.<attribute>``, built by ``build()`` under ``owner._lock`` on first use: an adapter's core model is
+    loaded when it is first needed, once, even with several threads."""
+    value = getattr(owner, attribute)
+    if value is None:
+        with owner._lock:
+            value = getattr(owner, attribute)
+            if value is None:
+                value = build()
+                setattr(owner, attribute, value)
+    return cast(T, value)
 
 
 def embed_texts(core: TextEmbedder, texts: list[str], query: bool, instruction: str | None) -> list[list[float]]:

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from qwen3_rag.indexers.filters import FilterError
 from qwen3_rag.integrations._common import (
     EmbeddingBridge,
+    built_once,
     copy_index,
     embed_texts,
     nearest_chunks,
@@ -141,7 +142,19 @@ def relevance_from_cosine(score: float) -> float:
 # --------------------------------------------------------------------------------------------------------
 
 
-class Qwen3Embeddings(BaseModel, Embeddings):
+class _LazyCore(BaseModel):
+    """Fields of an adapter whose core model is loaded on first use (see ``built_once``)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
+
+    device: str = "auto"
+    instruction: str | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+
+class Qwen3Embeddings(_LazyCore, Embeddings):
     """LangChain :class:`~langchain_core.embeddings.Embeddings` over a :class:`~qwen3_rag.Embedder`.
 
     Queries get the query instruction (``Instruct: ...\\nQuery:...``), documents are embedded raw, exactly as
@@ -162,24 +175,14 @@ class Qwen3Embeddings(BaseModel, Embeddings):
         256
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
-
     embedder: TextEmbedder | None = None
     model: str = DEFAULT_EMBEDDING_MODEL
-    device: str = "auto"
-    instruction: str | None = None
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
     def core(self) -> TextEmbedder:
         """The core embedder (built from ``model`` on first access when none was given)."""
-        if self.embedder is None:
-            with self._lock:
-                if self.embedder is None:
-                    self.embedder = load_embedder(self.model, device=self.device, **self.model_kwargs)
-        return self.embedder
+        return built_once(self, "embedder",
+                          lambda: load_embedder(self.model, device=self.device, **self.model_kwargs))
 
     def _embed(self, texts: list[str], query: bool) -> list[list[float]]:
         return embed_texts(self.core, texts, query, self.instruction)
@@ -557,7 +560,7 @@ class Qwen3Retriever(BaseRetriever):
 # ----------------------------------------------------------------------------------------------------------
 
 
-class Qwen3Reranker(BaseDocumentCompressor):
+class Qwen3Reranker(_LazyCore, BaseDocumentCompressor):
     """Rerank documents with Qwen3-Reranker; the LangChain document compressor for
     ``ContextualCompressionRetriever``.
 
@@ -574,25 +577,15 @@ class Qwen3Reranker(BaseDocumentCompressor):
         model_kwargs: Other :class:`~qwen3_rag.Reranker` arguments.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
-
     reranker: PairScorer | None = None
     model: str = DEFAULT_RERANKER_MODEL
-    device: str = "auto"
     top_n: int | None = Field(default=3, ge=1)
-    instruction: str | None = None
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
     def core(self) -> PairScorer:
         """The core reranker (built from ``model`` on first access when none was given)."""
-        if self.reranker is None:
-            with self._lock:
-                if self.reranker is None:
-                    self.reranker = load_reranker(self.model, device=self.device, **self.model_kwargs)
-        return self.reranker
+        return built_once(self, "reranker",
+                          lambda: load_reranker(self.model, device=self.device, **self.model_kwargs))
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None

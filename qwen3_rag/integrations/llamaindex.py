@@ -54,14 +54,7 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from qwen3_rag.indexers.filters import FilterError
-from qwen3_rag.integrations._common import (
-    EmbeddingBridge,
-    copy_index,
-    embed_texts,
-    nearest_chunks,
-    open_store,
-    writer,
-)
+from qwen3_rag.integrations import _common as common
 from qwen3_rag.protocols import PairScorer, StorageBackend, TextEmbedder
 from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
 from qwen3_rag.retrieval.models import load_embedder, load_reranker
@@ -165,14 +158,11 @@ class Qwen3Embedding(BaseEmbedding):
     @property
     def core(self) -> TextEmbedder:
         """The core embedder (built from ``model_name`` on first access when none was given)."""
-        if self.embedder is None:
-            with self._lock:
-                if self.embedder is None:
-                    self.embedder = load_embedder(self.model_name, device=self.device, **self.model_kwargs)
-        return self.embedder
+        return common.built_once(self, "embedder",
+                          lambda: load_embedder(self.model_name, device=self.device, **self.model_kwargs))
 
     def _embed(self, texts: list[str], query: bool) -> list[Embedding]:
-        return embed_texts(self.core, texts, query, self.instruction)
+        return common.embed_texts(self.core, texts, query, self.instruction)
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._embed([query], query=True)[0]
@@ -246,7 +236,7 @@ class Qwen3VectorStore(BasePydanticVectorStore):
         if isinstance(embed_model, Qwen3Embedding):
             self._embedder = embed_model.core
         elif embed_model is not None:
-            self._embedder = EmbeddingBridge(
+            self._embedder = common.EmbeddingBridge(
                 embed_model, embed_model.get_text_embedding_batch, embed_model.get_query_embedding
             )
         from qwen3_rag.indexers.index import Index
@@ -264,7 +254,7 @@ class Qwen3VectorStore(BasePydanticVectorStore):
 
             if self._embedder is None and (self.path is None or not Index.exists(self.path)) and dim is None:
                 return None  # a new store learns its dimension from the first nodes added
-            self._index, tmp = open_store(self.path, self._embedder, self.index_type, dim=dim)
+            self._index, tmp = common.open_store(self.path, self._embedder, self.index_type, dim=dim)
             if tmp is not None:
                 self._tmp = tmp
             self.path = self._index.location
@@ -304,7 +294,7 @@ class Qwen3VectorStore(BasePydanticVectorStore):
             if persist_path is None or Path(persist_path).resolve() == Path(index.location).resolve():
                 index.commit()
             else:
-                copy_index(index, persist_path)
+                common.copy_index(index, persist_path)
 
     def close(self) -> None:
         """Commit, write the FAISS file and release the index (and remove a temporary directory)."""
@@ -342,7 +332,7 @@ class Qwen3VectorStore(BasePydanticVectorStore):
             index = self._open(dim=lengths.pop())
             assert index is not None
             latest = {node.node_id: node for node in nodes}  # a repeated id: the last one wins
-            with index.transaction(publish=False), writer(index, None, 256) as write:
+            with index.transaction(publish=False), common.writer(index, None, 256) as write:
                 for node in latest.values():
                     write.add(self._to_document(node), np.asarray(node.get_embedding(), dtype=np.float32))
         return [n.node_id for n in nodes]
@@ -439,7 +429,7 @@ class Qwen3VectorStore(BasePydanticVectorStore):
             index = self._open()
             if index is None or query.similarity_top_k < 1:
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-            found = nearest_chunks(index, query.query_embedding, query.similarity_top_k, flt)
+            found = common.nearest_chunks(index, query.query_embedding, query.similarity_top_k, flt)
         nodes, sims, node_ids = [], [], []
         for chunk, score in found:
             node = self._to_node(chunk)
@@ -457,13 +447,11 @@ class Qwen3Rerank(BaseNodePostprocessor):
     """Rerank retrieved nodes with Qwen3-Reranker; node scores become the reranker's relevance probability.
 
     Args:
-        reranker: A :class:`~qwen3_rag.Reranker` (or anything with ``rerank(query, documents, top_n)``). When
-            omitted, one is built from ``model`` on first use.
-        model: Model id or directory used when ``reranker`` is not given.
-        device: Device for the reranker built from ``model``.
+        reranker: The core reranker (a :class:`~qwen3_rag.Reranker`, or any
+            :class:`~qwen3_rag.protocols.PairScorer`); without one, ``model`` is loaded on first use, on
+            ``device``, with ``model_kwargs`` (other :class:`~qwen3_rag.Reranker` arguments).
         top_n: Nodes kept (None: all of them, reordered).
         instruction: Reranking instruction (None: the reranker's default).
-        model_kwargs: Other :class:`~qwen3_rag.Reranker` arguments.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
@@ -484,11 +472,8 @@ class Qwen3Rerank(BaseNodePostprocessor):
     @property
     def core(self) -> PairScorer:
         """The core reranker (built from ``model`` on first access when none was given)."""
-        if self.reranker is None:
-            with self._lock:
-                if self.reranker is None:
-                    self.reranker = load_reranker(self.model, device=self.device, **self.model_kwargs)
-        return self.reranker
+        return common.built_once(self, "reranker",
+                                 lambda: load_reranker(self.model, device=self.device, **self.model_kwargs))
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
