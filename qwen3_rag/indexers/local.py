@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,29 +32,25 @@ from qwen3_rag.indexers.derived import DerivedState
 from qwen3_rag.indexers.filters import to_sql
 from qwen3_rag.indexers.index import Index, Location, unique_ids
 from qwen3_rag.indexers.manifest import (
-    FORMAT_VERSION,
-    LOCK_FILE,
     MANIFEST_FILE,
-    IndexDamagedError,
+    OWN_FILES,
     WriterLock,
     atomic_write,
     check_embedder,
     describe_embedder,
     new_manifest,
+    refuse_foreign,
+    warn_long_chunks,
 )
-from qwen3_rag.indexers.store import Store, upgrade
+from qwen3_rag.indexers.store import STORE_FILE, Store, checked_manifest
 from qwen3_rag.indexers.vector_index import IndexSpec, VectorComponent, VectorIndex
 from qwen3_rag.protocols import Filter, TextEmbedder
 from qwen3_rag.types import Chunk, Document, IndexCounts
 
 logger = logging.getLogger(__name__)
 
-STORE_FILE = "store.sqlite"
 #: A filtered search on an approximate index (HNSW, IVF) is done exactly when at most this many chunks match.
 EXACT_FILTER_LIMIT = 4096
-#: What a create() killed halfway leaves; a folder holding anything else is not made an index.
-_OWN_FILES = re.compile(rf"({re.escape(STORE_FILE)}(-wal|-shm|-journal)?|{re.escape(LOCK_FILE)}|"
-                        rf"{re.escape(MANIFEST_FILE)}|\.(vectors|bm25|manifest)\..+\.tmp)")
 
 
 def _unit_rows(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
@@ -114,7 +109,7 @@ class LocalIndex(Index):
         if cls._exists(root):
             raise FileExistsError(f"{str(root)!r} already holds an index; open it with Index.open() or choose "
                                   "another directory")
-        _refuse_foreign(root)
+        refuse_foreign(root)
         if embedder is None and dim is None:
             raise ValueError("Index.create needs an embedder, or dim= when the vectors come with the documents")
         model: dict[str, Any] = (describe_embedder(embedder) if embedder is not None
@@ -123,7 +118,7 @@ class LocalIndex(Index):
             raise ValueError(f"dim={dim} but the embedder produces {model['dim']} dimensions; set the dimension on "
                              "the embedder (Embedder(dim=...))")
         config = ChunkingConfig(chunk_size, chunk_overlap)
-        _warn_long_chunks(embedder, chunk_size)
+        warn_long_chunks(embedder, chunk_size)
         spec = IndexSpec.parse(index_type)
         spec.check_dim(int(model["dim"]))
         root.mkdir(parents=True, exist_ok=True)
@@ -154,7 +149,7 @@ class LocalIndex(Index):
         lock = None if read_only else WriterLock(root)
         try:
             store = Store(root / STORE_FILE, read_only=read_only)
-            manifest = _checked_manifest(store, root, read_only)
+            manifest = checked_manifest(store, root, read_only)
             if embedder is not None:
                 check_embedder(manifest["model"], embedder, str(root))
         except BaseException:
@@ -163,7 +158,7 @@ class LocalIndex(Index):
             raise
         if not read_only:
             for tmp in root.iterdir():  # left by a writer killed mid-write; this process holds the lock now
-                if tmp.name.endswith(".tmp") and _OWN_FILES.fullmatch(tmp.name):
+                if tmp.name.endswith(".tmp") and OWN_FILES.fullmatch(tmp.name):
                     tmp.unlink(missing_ok=True)
         return cls(root, store, manifest, embedder, read_only, lock, use_gpu)
 
@@ -488,46 +483,6 @@ def _no_options(options: dict[str, Any]) -> None:
 def _missing(root: Path) -> str:
     return (f"no index at {str(root)!r} ({STORE_FILE} is missing); build one with "
             "ingest(sources, index) or Index.create()")
-
-
-def _refuse_foreign(root: Path) -> None:
-    """Refuse to make an index in a folder that holds other things (they could be overwritten or deleted)."""
-    if not root.exists():
-        return
-    if not root.is_dir():
-        raise FileExistsError(f"{str(root)!r} is a file, not a directory; choose a directory for the index")
-    foreign = sorted(p.name for p in root.iterdir() if not _OWN_FILES.fullmatch(p.name))
-    if foreign:
-        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise FileExistsError(f"{str(root)!r} is not empty and is not an index (it holds {listed}); choose an empty "
-                              "or new directory for the index")
-
-
-def _checked_manifest(store: Store, root: Path, read_only: bool) -> dict[str, Any]:
-    manifest = store.get_meta("manifest")
-    if not isinstance(manifest, dict):
-        raise IndexDamagedError(f"{str(root)!r}: the store holds no manifest; the index is damaged or was never "
-                                "finished being created. Build it again in a new directory.")
-    version = manifest.get("format_version")
-    if version == 1 and not read_only:
-        logger.warning("upgrading the index at %s from format 1 to %d", root, FORMAT_VERSION)
-        upgrade(store, 1)
-        manifest = store.get_meta("manifest")
-    elif version == 1:
-        raise IndexDamagedError(f"{str(root)!r} has index format 1; open it once for writing (e.g. Index.open(path)) "
-                                f"to upgrade it to format {FORMAT_VERSION}")
-    elif version != FORMAT_VERSION:
-        raise IndexDamagedError(f"{str(root)!r} has index format version {version}; this qwen3-rag reads version "
-                                f"{FORMAT_VERSION}. Upgrade qwen3-rag, or rebuild the index.")
-    return dict(manifest)
-
-
-def _warn_long_chunks(embedder: TextEmbedder | None, chunk_size: int) -> None:
-    max_length = getattr(embedder, "max_length", None)
-    if isinstance(max_length, int) and chunk_size and chunk_size > max_length - 2:
-        logger.warning("chunk_size %d is more than the embedder reads (%d tokens with its special tokens): the end "
-                       "of long chunks is cut off when embedding; use chunk_size %d or less", chunk_size, max_length,
-                       max_length - 2)
 
 
 __all__ = ["EXACT_FILTER_LIMIT", "STORE_FILE", "LocalIndex"]

@@ -11,6 +11,7 @@ chunk ids each commit removed, so a reader holding an older state catches up wit
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -21,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from qwen3_rag.indexers.chunking import PAGE_STARTS_KEY
-from qwen3_rag.indexers.manifest import IndexDamagedError, disk_error
+from qwen3_rag.indexers.manifest import FORMAT_VERSION, IndexDamagedError, disk_error
 from qwen3_rag.types import Chunk, Document, line_spans
+
+STORE_FILE = "store.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +62,8 @@ CREATE INDEX IF NOT EXISTS removals_generation ON removals(generation);
 #: Ids per ``IN (...)`` query, well under SQLite's limit on bound parameters.
 _IN_LIMIT = 500
 #: The chunk text, sliced from its document's UTF-8 bytes (SQLite's substr on TEXT stops at a NUL character).
+logger = logging.getLogger(__name__)
+
 _CHUNK_TEXT = "substr(CAST(d.text AS BLOB), c.start_byte + 1, c.end_byte - c.start_byte)"
 _CHUNK_COLS = ("c.id, c.doc_id, c.position, c.start_char, c.end_char, c.start_line, c.end_line, c.page, "
                f"c.headings, d.source, d.metadata, {_CHUNK_TEXT}")
@@ -450,6 +455,25 @@ def upgrade(store: Store, version: int) -> None:
     except BaseException:
         store.rollback()
         raise
+
+
+def checked_manifest(store: Store, root: Path, read_only: bool) -> dict[str, Any]:
+    manifest = store.get_meta("manifest")
+    if not isinstance(manifest, dict):
+        raise IndexDamagedError(f"{str(root)!r}: the store holds no manifest; the index is damaged or was never "
+                                "finished being created. Build it again in a new directory.")
+    version = manifest.get("format_version")
+    if version == 1 and not read_only:
+        logger.warning("upgrading the index at %s from format 1 to %d", root, FORMAT_VERSION)
+        upgrade(store, 1)
+        manifest = store.get_meta("manifest")
+    elif version == 1:
+        raise IndexDamagedError(f"{str(root)!r} has index format 1; open it once for writing (e.g. Index.open(path)) "
+                                f"to upgrade it to format {FORMAT_VERSION}")
+    elif version != FORMAT_VERSION:
+        raise IndexDamagedError(f"{str(root)!r} has index format version {version}; this qwen3-rag reads version "
+                                f"{FORMAT_VERSION}. Upgrade qwen3-rag, or rebuild the index.")
+    return dict(manifest)
 
 
 class _Snapshot:

@@ -199,8 +199,9 @@ def copy_index(index: StorageBackend, target: str | os.PathLike[str]) -> Path:
     import sqlite3
 
     from qwen3_rag.indexers.index import Index
-    from qwen3_rag.indexers.local import STORE_FILE, LocalIndex
+    from qwen3_rag.indexers.local import LocalIndex
     from qwen3_rag.indexers.manifest import LOCK_FILE
+    from qwen3_rag.indexers.store import STORE_FILE
 
     if not isinstance(index, LocalIndex):
         raise ValueError(f"only a local index directory can be copied to a path; {index.location!r} is not one")
