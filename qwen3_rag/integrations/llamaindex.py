@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.bridge.pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import (
     BaseNode,
@@ -123,7 +123,21 @@ def translate_filters(filters: MetadataFilters | None) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------------------------------------
 
 
-class Qwen3Embedding(BaseEmbedding):
+class _LazyCore(BaseModel):
+    """Fields of an adapter whose core model is loaded on first use (see ``built_once``)."""
+
+    device: str = "auto"
+    instruction: str | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return cls.__name__
+
+
+class Qwen3Embedding(_LazyCore, BaseEmbedding):
     """LlamaIndex embedding model over a :class:`~qwen3_rag.Embedder`.
 
     Queries get the query instruction, texts are embedded raw; ``get_text_embedding_batch`` sends each batch
@@ -144,22 +158,13 @@ class Qwen3Embedding(BaseEmbedding):
 
     embedder: TextEmbedder | None = Field(default=None, exclude=True)
     model_name: str = DEFAULT_EMBEDDING_MODEL
-    device: str = "auto"
-    instruction: str | None = None
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
     embed_batch_size: int = Field(default=256, gt=0, le=65536)
-
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "Qwen3Embedding"
 
     @property
     def core(self) -> TextEmbedder:
         """The core embedder (built from ``model_name`` on first access when none was given)."""
         return common.built_once(self, "embedder",
-                          lambda: load_embedder(self.model_name, device=self.device, **self.model_kwargs))
+                                 lambda: load_embedder(self.model_name, device=self.device, **self.model_kwargs))
 
     def _embed(self, texts: list[str], query: bool) -> list[Embedding]:
         return common.embed_texts(self.core, texts, query, self.instruction)
@@ -443,7 +448,7 @@ class Qwen3VectorStore(BasePydanticVectorStore):
 # ----------------------------------------------------------------------------------------------------------
 
 
-class Qwen3Rerank(BaseNodePostprocessor):
+class Qwen3Rerank(_LazyCore, BaseNodePostprocessor):
     """Rerank retrieved nodes with Qwen3-Reranker; node scores become the reranker's relevance probability.
 
     Args:
@@ -458,16 +463,7 @@ class Qwen3Rerank(BaseNodePostprocessor):
 
     reranker: PairScorer | None = Field(default=None, exclude=True)
     model: str = DEFAULT_RERANKER_MODEL
-    device: str = "auto"
     top_n: int | None = Field(default=3, ge=1)
-    instruction: str | None = None
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    _lock: Any = PrivateAttr(default_factory=threading.Lock)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "Qwen3Rerank"
 
     @property
     def core(self) -> PairScorer:
