@@ -44,15 +44,13 @@ class JsonIndex(Index):
 
     # -- opening
     @classmethod
-    def _create(cls, location: Any, embedder: TextEmbedder | None, *, chunk_size: int, chunk_overlap: int,
+    def _create(cls, location: Any, embedder: TextEmbedder | None, *, chunking: ChunkingConfig,
                 index_type: str, dim: int | None, bm25: bool, **options: Any) -> JsonIndex:
         path = _path(location)
         if path.exists():
             raise FileExistsError(f"{path} already holds an index")
         model = describe_embedder(embedder) if embedder is not None else {"model": None, "dim": int(dim or 0)}
-        ChunkingConfig(chunk_size, chunk_overlap)
-        manifest = new_manifest(model, {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap},
-                                {"spec": index_type})
+        manifest = new_manifest(model, chunking.to_manifest(), {"spec": index_type})
         state = {"manifest": manifest, "next_id": 0, "documents": {}, "chunks": {}}
         index = cls(path, state, embedder, False)
         index._save()
@@ -96,8 +94,7 @@ class JsonIndex(Index):
 
     @property
     def chunking(self) -> ChunkingConfig:
-        c = self._state["manifest"]["chunking"]
-        return ChunkingConfig(c["chunk_size"], c["chunk_overlap"])
+        return ChunkingConfig.from_manifest(self._state["manifest"]["chunking"])
 
     # -- writing
     def _writable(self) -> None:

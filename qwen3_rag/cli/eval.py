@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen3_rag.cli import CLIError
-from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+from qwen3_rag.indexers.chunking import CHUNK_CONTEXTS, DEFAULT_CHUNK_CONTEXT, DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from qwen3_rag.pipelines.evaluation import EVAL_MODES  # standard library only
 from qwen3_rag.pipelines.fusion import CONVEX_ALPHA  # standard library only
 
@@ -40,6 +40,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--chunk-overlap", type=int, default=None,
                    help=f"tokens shared by consecutive chunks (default {DEFAULT_CHUNK_OVERLAP}, or that of an "
                         "existing --index)")
+    p.add_argument("--chunk-context", choices=CHUNK_CONTEXTS, default=None,
+                   help="embed each chunk after its document's title (and heading path): title+headings, or "
+                        f"alone: none (default {DEFAULT_CHUNK_CONTEXT}, or that of an existing --index)")
     p.add_argument("--modes", default="dense,bm25,hybrid",
                    help=f"comma-separated, from {','.join(EVAL_MODES)} (default dense,bm25,hybrid)")
     p.add_argument("--rerank-model", default=None,
@@ -178,8 +181,8 @@ def _evaluate(args: argparse.Namespace, dataset: Any, location: str, modes: list
     from qwen3_rag.pipelines.search import Retriever
 
     embedder, reranker = _models(args, location, modes)
-    with Index.open_or_create(location, embedder, chunk_size=args.chunk_size,
-                              chunk_overlap=args.chunk_overlap, bm25=any(m != "dense" for m in modes)) as index:
+    with Index.open_or_create(location, embedder, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
+                              chunk_context=args.chunk_context, bm25=any(m != "dense" for m in modes)) as index:
         written = index_corpus(dataset, index, show_progress=not args.no_progress)
         logging.getLogger(__name__).info("indexed %d new or changed documents into %s", written, location)
         fusion: dict[str, Any] = {"fusion": args.fusion, "weights": weights}

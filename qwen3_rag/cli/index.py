@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+from qwen3_rag.indexers.chunking import CHUNK_CONTEXTS, DEFAULT_CHUNK_CONTEXT, DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 
 #: ``ingest`` arguments taken from the flags of the same name as they are.
-_PASSED = ("model", "chunk_size", "chunk_overlap", "index_type", "dim", "device", "batch_size", "max_tokens_per_batch",
-           "compile", "include", "exclude", "prune", "follow_links")
+_PASSED = ("model", "chunk_size", "chunk_overlap", "chunk_context", "index_type", "dim", "device", "batch_size",
+           "max_tokens_per_batch", "compile", "include", "exclude", "prune", "follow_links")
 _POSITIVE = ("commit_every", "batch_size", "max_tokens_per_batch")
 
 
@@ -22,6 +22,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"max tokens per chunk, 0 = no chunking (new index only; default {DEFAULT_CHUNK_SIZE})")
     p.add_argument("--chunk-overlap", type=int, default=None, metavar="N",
                    help=f"tokens shared by consecutive chunks (new index only; default {DEFAULT_CHUNK_OVERLAP})")
+    p.add_argument("--chunk-context", choices=CHUNK_CONTEXTS, default=None,
+                   help="embed each chunk after its document's title and heading path (title+headings) or alone "
+                        f"(none); the stored text is the source's either way (new index only; default "
+                        f"{DEFAULT_CHUNK_CONTEXT})")
     p.add_argument("--index-type", default=None, metavar="SPEC",
                    help="Flat (default), HNSW<M>, IVF<n>,Flat or IVF<n>,PQ<m> (new index only)")
     p.add_argument("--dim", type=int, default=None, metavar="D", help="embedding dimension (Matryoshka truncation)")

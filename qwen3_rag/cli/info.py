@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         f"index       {info['path']}  (format {info['format_version']}, generation {info['generation']})",
         f"model       {m}  dim {info['dim']}, {pooling or '?'} pooling, {info['metric']}",
-        f"chunking    {chunking['chunk_size']} tokens, overlap {chunking['chunk_overlap']}",
+        f"chunking    {chunking['chunk_size']} tokens, overlap {chunking['chunk_overlap']}, context "
+        f"{chunking.get('context', 'none')}",
         f"index type  {info['index'].get('spec')} (searching as {info['index'].get('effective')})",
         f"documents   {info['documents']}",
         f"chunks      {info['chunks']}",

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from qwen3_rag._optional import lazy_attributes
 
 _MODULES = {
-    "chunking": ("DEFAULT_CHUNK_OVERLAP", "DEFAULT_CHUNK_SIZE", "ChunkBatch", "Chunker", "ChunkingConfig"),
+    "chunking": ("CHUNK_CONTEXTS", "DEFAULT_CHUNK_CONTEXT", "DEFAULT_CHUNK_OVERLAP", "DEFAULT_CHUNK_SIZE", "ChunkBatch",
+                 "ChunkContext", "Chunker", "ChunkingConfig", "chunk_contexts", "document_title"),
     "filters": ("FilterError", "matches"),
     "index": ("Index", "backend_for"),
     "local": ("LocalIndex",),
@@ -28,11 +29,16 @@ _LAZY = {name: f"qwen3_rag.indexers.{module}" for module, names in _MODULES.item
 if TYPE_CHECKING:
     from qwen3_rag.indexers.bm25 import BM25Config, BM25Index
     from qwen3_rag.indexers.chunking import (
+        CHUNK_CONTEXTS,
+        DEFAULT_CHUNK_CONTEXT,
         DEFAULT_CHUNK_OVERLAP,
         DEFAULT_CHUNK_SIZE,
         ChunkBatch,
+        ChunkContext,
         Chunker,
         ChunkingConfig,
+        chunk_contexts,
+        document_title,
     )
     from qwen3_rag.indexers.filters import FilterError, matches
     from qwen3_rag.indexers.index import Index, backend_for
@@ -45,8 +51,9 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 __all__ = [
-    "BM25Config", "BM25Index", "ChunkBatch", "Chunker", "ChunkingConfig", "DEFAULT_CHUNK_OVERLAP",
-    "DEFAULT_CHUNK_SIZE", "DiskFullError", "FilterError", "Index", "IndexDamagedError", "IndexLockedError",
-    "IndexMismatchError", "IndexSpec", "LoadReport", "LocalIndex", "RecordFields", "VectorIndex", "backend_for",
-    "iter_documents", "load_file", "matches",
+    "backend_for", "BM25Config", "BM25Index", "CHUNK_CONTEXTS", "chunk_contexts", "ChunkBatch", "ChunkContext",
+    "Chunker", "ChunkingConfig", "DEFAULT_CHUNK_CONTEXT", "DEFAULT_CHUNK_OVERLAP", "DEFAULT_CHUNK_SIZE",
+    "DiskFullError", "document_title", "FilterError", "Index", "IndexDamagedError", "IndexLockedError",
+    "IndexMismatchError", "IndexSpec", "iter_documents", "load_file", "LoadReport", "LocalIndex", "matches",
+    "RecordFields", "VectorIndex",
 ]

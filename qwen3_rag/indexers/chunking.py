@@ -17,7 +17,8 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import PurePath
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,6 +32,19 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE = 128
 #: Default overlap between consecutive chunks, in tokens (25%, which beats no overlap; same section).
 DEFAULT_CHUNK_OVERLAP = 32
+
+#: What a chunk is embedded with besides its own text: ``"title+headings"``, a short first line with its
+#: document's title and the chunk's heading path (the stored text and offsets stay the source's), or ``"none"``.
+ChunkContext = Literal["title+headings", "none"]
+CHUNK_CONTEXTS: tuple[ChunkContext, ...] = ("title+headings", "none")
+#: The default for new indexes, chosen with benchmarks/chunk_context.py (BENCHMARKS.md, 5. Retrieval quality,
+#: "Chunks with their context"); an index without the setting (made before it existed) embeds with ``"none"``.
+DEFAULT_CHUNK_CONTEXT: ChunkContext = "title+headings"
+#: Document metadata key holding its title (the HTML and PDF loaders set it; record files and BEIR corpora keep
+#: their ``title`` field under it).
+TITLE_KEY = "title"
+#: Longest context line in characters (cut at a word boundary): a title or heading path is a hint, not a text.
+MAX_CONTEXT_CHARS = 200
 
 #: Callers of :meth:`Chunker.chunk_batch` (ingestion, ``Index.add``) chunk documents in groups of this many, or of
 #: this many characters: one tokenizer call per group, with the memory of one group's tokens.
@@ -126,12 +140,28 @@ class ChunkingConfig:
     Attributes:
         chunk_size: Maximum tokens per chunk; 0 disables chunking (one chunk per document).
         chunk_overlap: Tokens shared by consecutive chunks (at most ``chunk_size // 2``).
+        context: What each chunk is embedded with besides its text (:data:`ChunkContext`; see
+            :func:`chunk_contexts`).
     """
 
     chunk_size: int = DEFAULT_CHUNK_SIZE
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+    context: ChunkContext = DEFAULT_CHUNK_CONTEXT
+
+    @classmethod
+    def from_manifest(cls, record: Mapping[str, Any]) -> ChunkingConfig:
+        """The settings stored in an index manifest's ``chunking`` section; an index made before chunk context
+        existed embeds chunks alone (``"none"``)."""
+        return cls(int(record["chunk_size"]), int(record["chunk_overlap"]), record.get("context", "none"))
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The ``chunking`` section of an index manifest (what :meth:`from_manifest` reads back)."""
+        return {"chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap, "context": self.context}
 
     def __post_init__(self) -> None:
+        if self.context not in CHUNK_CONTEXTS:
+            raise ValueError(f"chunk context must be one of {', '.join(map(repr, CHUNK_CONTEXTS))}, got "
+                             f"{self.context!r}")
         if self.chunk_size < 0:
             raise ValueError(f"chunk_size must be >= 0 (0 disables chunking), got {self.chunk_size}")
         if self.chunk_overlap < 0:
@@ -214,6 +244,13 @@ class Chunker:
             logger.info("embedder tokenizer %s gives no offsets; counting words instead", type(tok).__name__)
             tok = None
         return cls(chunk_size, chunk_overlap, tokenizer=tok)
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Content token ids of each text (what :meth:`chunk_batch` gives for chunks), in one call; needs a model
+        tokenizer."""
+        if self._exact:
+            raise ValueError("token_ids needs a model tokenizer; this Chunker counts words")
+        return self._many_ids(list(texts))
 
     def count_tokens(self, text: str) -> int:
         """Number of content tokens in ``text``."""
@@ -532,6 +569,40 @@ def _is_markdown(document: Document) -> bool:
     if fmt is not None:
         return fmt == "markdown"
     return document.source.lower().endswith((".md", ".markdown"))
+
+
+def document_title(document: Document) -> str:
+    """A document's title: its ``title`` metadata (:data:`TITLE_KEY`), else a Markdown document's first heading,
+    else the file name of a loaded file (its ``path`` metadata); ``""`` when it has none."""
+    title = document.metadata.get(TITLE_KEY)
+    if isinstance(title, str) and title.strip():
+        return " ".join(title.split())
+    if _is_markdown(document):
+        headings = _heading_index(document.text)
+        if headings:
+            return headings[0][1][-1]
+    path = document.metadata.get("path")
+    return PurePath(path).name if isinstance(path, str) else ""
+
+
+def chunk_contexts(document: Document, chunks: Sequence[Chunk]) -> list[str]:
+    """The context line of each chunk of ``document``: its title and heading path, ``" > "`` between them, at most
+    :data:`MAX_CONTEXT_CHARS` characters; the title is left out of a chunk that begins with it (a whole document,
+    the first chunk of a BEIR record or of a Markdown file under its title), and a heading path that repeats the
+    title starts after it. ``""`` when there is nothing to add.
+    """
+    title = document_title(document)
+    out = []
+    for chunk in chunks:
+        path = list(chunk.headings[1:] if chunk.headings[:1] == (title,) else chunk.headings)
+        if title and not chunk.text.lstrip("# \t").startswith(title):
+            path.insert(0, title)
+        line = " > ".join(path)
+        if len(line) > MAX_CONTEXT_CHARS:
+            cut = line.rfind(" ", 0, MAX_CONTEXT_CHARS)
+            line = line[: cut if cut > 0 else MAX_CONTEXT_CHARS].rstrip()
+        out.append(line)
+    return out
 
 
 def _heading_index(text: str) -> list[tuple[int, tuple[str, ...]]]:

@@ -27,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+from qwen3_rag.indexers.chunking import (
+    DEFAULT_CHUNK_CONTEXT,
+    DEFAULT_CHUNK_OVERLAP,
+    DEFAULT_CHUNK_SIZE,
+    ChunkContext,
+    ChunkingConfig,
+)
 from qwen3_rag.indexers.manifest import IndexDamagedError, IndexLockedError, IndexMismatchError
 from qwen3_rag.protocols import Filter, StorageBackend, TextEmbedder
 from qwen3_rag.types import Chunk, Document, Hit, IndexCounts, WriteStats
@@ -90,7 +96,8 @@ class Index(StorageBackend):
     @classmethod
     def create(cls, location: Location, embedder: TextEmbedder | None = None, *,
                chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
-               index_type: str = "Flat", dim: int | None = None, bm25: bool = True, **options: Any) -> Index:
+               chunk_context: ChunkContext = DEFAULT_CHUNK_CONTEXT, index_type: str = "Flat", dim: int | None = None,
+               bm25: bool = True, **options: Any) -> Index:
         """Create a new, empty index.
 
         Args:
@@ -98,6 +105,9 @@ class Index(StorageBackend):
             embedder: The embedder the index is for; its model record is stored and checked on every open.
             chunk_size: Maximum tokens per chunk (0: one chunk per document).
             chunk_overlap: Tokens shared by consecutive chunks.
+            chunk_context: What each chunk is embedded with besides its text: ``"title+headings"`` (its
+                document's title and heading path, as a first line) or ``"none"``
+                (:class:`~qwen3_rag.indexers.chunking.ChunkingConfig`).
             index_type: The vector index: ``Flat`` (exact), ``HNSW<M>``, ``IVF<n>,Flat`` or ``IVF<n>,PQ<m>``
                 (a backend maps these to its own types).
             dim: The vector dimension when no embedder is given (vectors then come with the documents).
@@ -109,8 +119,9 @@ class Index(StorageBackend):
             FileExistsError: the location holds an index already, or (a directory) other files.
             ValueError: bad chunking settings, index type or dimension.
         """
-        return cls._backend(location)._create(location, embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                                              index_type=index_type, dim=dim, bm25=bm25, **options)
+        chunking = ChunkingConfig(chunk_size, chunk_overlap, chunk_context)
+        return cls._backend(location)._create(location, embedder, chunking=chunking, index_type=index_type, dim=dim,
+                                              bm25=bm25, **options)
 
     @classmethod
     def open(cls, location: Location, embedder: TextEmbedder | None = None, *, read_only: bool = False,
@@ -134,8 +145,8 @@ class Index(StorageBackend):
     @classmethod
     def open_or_create(cls, location: Location, embedder: TextEmbedder | None = None, *,
                        chunk_size: int | None = None, chunk_overlap: int | None = None,
-                       index_type: str | None = None, dim: int | None = None, bm25: bool = True,
-                       **options: Any) -> Index:
+                       chunk_context: ChunkContext | None = None, index_type: str | None = None, dim: int | None = None,
+                       bm25: bool = True, **options: Any) -> Index:
         """Open the index at ``location``, or create it (``bm25`` applies to a new one; see :meth:`create`).
         Settings given must match an existing index.
 
@@ -148,10 +159,12 @@ class Index(StorageBackend):
             return backend.create(location, embedder,
                                   chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
                                   chunk_overlap=DEFAULT_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap,
+                                  chunk_context=chunk_context or DEFAULT_CHUNK_CONTEXT,
                                   index_type=index_type or "Flat", dim=dim, bm25=bm25, **options)
         index = backend.open(location, embedder, **options)
         try:
-            index._check_settings(chunk_size=chunk_size, chunk_overlap=chunk_overlap, index_type=index_type)
+            index._check_settings(chunk_size=chunk_size, chunk_overlap=chunk_overlap, chunk_context=chunk_context,
+                                  index_type=index_type)
         except BaseException:
             index.close()
             raise
@@ -161,7 +174,7 @@ class Index(StorageBackend):
         from qwen3_rag.indexers.vector_index import IndexSpec
 
         have = {"chunk_size": self.chunking.chunk_size, "chunk_overlap": self.chunking.chunk_overlap,
-                "index_type": self.manifest["index"]["spec"]}
+                "chunk_context": self.chunking.context, "index_type": self.manifest["index"]["spec"]}
         if given.get("index_type"):
             given["index_type"] = IndexSpec.parse(given["index_type"]).spec
         for name, value in given.items():
@@ -188,7 +201,7 @@ class Index(StorageBackend):
 
     @classmethod
     @abstractmethod
-    def _create(cls, location: Location, embedder: TextEmbedder | None, *, chunk_size: int, chunk_overlap: int,
+    def _create(cls, location: Location, embedder: TextEmbedder | None, *, chunking: ChunkingConfig,
                 index_type: str, dim: int | None, bm25: bool, **options: Any) -> Index: ...
 
     @classmethod

@@ -91,8 +91,7 @@ class LocalIndex(Index):
         self._lock = lock
         self._use_gpu = use_gpu
         self.spec = IndexSpec.parse(manifest["index"]["spec"])
-        chunking = manifest["chunking"]
-        self._chunking = ChunkingConfig(int(chunking["chunk_size"]), int(chunking["chunk_overlap"]))
+        self._chunking = ChunkingConfig.from_manifest(manifest["chunking"])
         self._derived = DerivedState(path, store, read_only)
         self._depth = 0
         self._filters: tuple[Any, int, np.ndarray] | None = None  # the last filter resolved, at a generation
@@ -101,7 +100,7 @@ class LocalIndex(Index):
     # -- opening ---------------------------------------------------------------------------------------------
 
     @classmethod
-    def _create(cls, location: Location, embedder: TextEmbedder | None, *, chunk_size: int, chunk_overlap: int,
+    def _create(cls, location: Location, embedder: TextEmbedder | None, *, chunking: ChunkingConfig,
                 index_type: str, dim: int | None, bm25: bool, use_gpu: bool | str = "auto",
                 **options: Any) -> LocalIndex:
         _no_options(options)
@@ -117,17 +116,16 @@ class LocalIndex(Index):
         if dim is not None and int(dim) != int(model["dim"]):
             raise ValueError(f"dim={dim} but the embedder produces {model['dim']} dimensions; set the dimension on "
                              "the embedder (Embedder(dim=...))")
-        config = ChunkingConfig(chunk_size, chunk_overlap)
-        warn_long_chunks(embedder, chunk_size)
+        warn_long_chunks(embedder, chunking.chunk_size)
         spec = IndexSpec.parse(index_type)
         spec.check_dim(int(model["dim"]))
         root.mkdir(parents=True, exist_ok=True)
         lock = WriterLock(root)
         try:
             store = Store(root / STORE_FILE)
-            manifest = new_manifest(model, {"chunk_size": config.chunk_size, "chunk_overlap": config.chunk_overlap,
-                                            "tokenizer": "model" if getattr(embedder, "tokenizer", None) is not None
-                                            else "words"}, {"spec": spec.spec, "bm25": bm25})
+            tokenizer = "model" if getattr(embedder, "tokenizer", None) is not None else "words"
+            manifest = new_manifest(model, {**chunking.to_manifest(), "tokenizer": tokenizer},
+                                    {"spec": spec.spec, "bm25": bm25})
             store.begin()
             for key, value in (("manifest", manifest), ("generation", 0), ("next_id", 0)):
                 store.set_meta(key, value)

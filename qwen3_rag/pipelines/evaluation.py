@@ -495,8 +495,9 @@ def index_corpus(dataset: BeirDataset, index: StorageBackend, show_progress: boo
                  commit_every: int = 512) -> int:
     """Write a BEIR corpus into an open, writable index through the write loop; returns the documents written.
 
-    One document per corpus entry, ``title + " " + text``, id = corpus id, source = ``corpus.jsonl#<id>``.
-    Unchanged documents are skipped.
+    One document per corpus entry, ``title + " " + text``, id = corpus id, source = ``corpus.jsonl#<id>``, the title
+    also in the ``title`` metadata (what a chunk's context line starts with, see
+    :class:`~qwen3_rag.indexers.chunking.ChunkingConfig`). Unchanged documents are skipped.
     """
     from qwen3_rag.pipelines.writing import DocumentWriter
     from qwen3_rag.types import Document
@@ -508,8 +509,14 @@ def index_corpus(dataset: BeirDataset, index: StorageBackend, show_progress: boo
         bar = tqdm(total=len(dataset.corpus), desc="indexing corpus", unit="doc")
     with DocumentWriter(index, commit_every=commit_every,
                         on_progress=(lambda n, _: bar.update(n)) if bar is not None else None) as writer:
-        writer.add_all(Document(id=i, text=dataset.document_text(i), source=f"corpus.jsonl#{i}")
+        writer.add_all(Document(id=i, text=dataset.document_text(i), source=f"corpus.jsonl#{i}",
+                                metadata=_title(dataset.corpus[i].get("title")))
                        for i in dataset.corpus)
     if bar is not None:
         bar.close()
     return writer.report.added + writer.report.updated
+
+
+def _title(title: str | None) -> dict[str, str]:
+    title = (title or "").strip()
+    return {"title": title} if title else {}

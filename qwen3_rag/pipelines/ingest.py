@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from qwen3_rag.indexers.chunking import ChunkContext
 from qwen3_rag.indexers.index import Index
 from qwen3_rag.indexers.loaders import LoadReport, RecordFields, iter_documents
 from qwen3_rag.pipelines.writing import DEFAULT_COMMIT_EVERY, DocumentWriter, IngestReport
@@ -28,7 +29,7 @@ __all__ = ["DEFAULT_COMMIT_EVERY", "IngestReport", "ingest", "open_for_writing"]
 
 def open_for_writing(index: str | os.PathLike[str] | StorageBackend, *, embedder: TextEmbedder | None = None,
                      model: str | None = None, chunk_size: int | None = None, chunk_overlap: int | None = None,
-                     index_type: str | None = None, bm25: bool = True,
+                     chunk_context: ChunkContext | None = None, index_type: str | None = None, bm25: bool = True,
                      **embedder_settings: Any) -> tuple[StorageBackend, bool]:
     """The index to write into: ``index`` itself when it is open, else the index at that location opened (or
     created) with ``embedder``, or with an embedder built for ``model`` (default: the index's own model).
@@ -42,7 +43,7 @@ def open_for_writing(index: str | os.PathLike[str] | StorageBackend, *, embedder
         record = Index.read_manifest(index)["model"] if Index.exists(index) else None
         embedder = load_embedder(model, record=record, **embedder_settings)
     opened = Index.open_or_create(index, embedder, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                                  index_type=index_type, bm25=bm25)
+                                  chunk_context=chunk_context, index_type=index_type, bm25=bm25)
     return opened, True
 
 
@@ -69,7 +70,8 @@ class _Progress:
 
 def ingest(sources: Iterable[str | os.PathLike[str]], index: str | os.PathLike[str] | StorageBackend, *,
            embedder: TextEmbedder | None = None, model: str | None = None, chunk_size: int | None = None,
-           chunk_overlap: int | None = None, index_type: str | None = None, dim: int | None = None,
+           chunk_overlap: int | None = None, chunk_context: ChunkContext | None = None,
+           index_type: str | None = None, dim: int | None = None,
            device: str = "auto", batch_size: int | None = None, max_tokens_per_batch: int | None = None,
            compile: bool = False, include: Sequence[str] = (), exclude: Sequence[str] = (), prune: bool = False,
            record_fields: RecordFields | None = None, follow_links: bool = False,
@@ -84,6 +86,9 @@ def ingest(sources: Iterable[str | os.PathLike[str]], index: str | os.PathLike[s
         model: Model id or local directory when no ``embedder`` is given.
         chunk_size: Tokens per chunk for a new index (default 128; an existing index keeps its own).
         chunk_overlap: Overlap in tokens for a new index (default 32).
+        chunk_context: For a new index: embed each chunk after a first line with its document's title and heading
+            path (``"title+headings"``, the default) or alone (``"none"``); the stored text is the source's either
+            way (:class:`~qwen3_rag.indexers.chunking.ChunkingConfig`).
         index_type: Vector index type for a new index (``Flat``, ``HNSW32``, ``IVF1024,Flat``, ``IVF1024,PQ16``).
         dim: Output dimension (Matryoshka truncation) when the embedder is built here.
         device: Device for the embedder built here.
@@ -118,8 +123,9 @@ def ingest(sources: Iterable[str | os.PathLike[str]], index: str | os.PathLike[s
         raise ValueError(f"commit_every must be an int >= 1, got {commit_every!r}")
     started = time.perf_counter()
     idx, owned = open_for_writing(index, embedder=embedder, model=model, chunk_size=chunk_size,
-                                  chunk_overlap=chunk_overlap, index_type=index_type, bm25=bm25, dim=dim, device=device,
-                                  batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, compile=compile)
+                                  chunk_overlap=chunk_overlap, chunk_context=chunk_context, index_type=index_type,
+                                  bm25=bm25, dim=dim, device=device, batch_size=batch_size,
+                                  max_tokens_per_batch=max_tokens_per_batch, compile=compile)
     try:
         walk = {"include": include, "exclude": exclude, "record_fields": record_fields, "follow_links": follow_links}
         report = _run(idx, paths, walk, prune, commit_every, show_progress, _pipelined(idx, pipelined))

@@ -24,13 +24,20 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
-from qwen3_rag.indexers.chunking import GROUP_CHARS, GROUP_DOCUMENTS, ChunkBatch, Chunker
+from qwen3_rag.indexers.chunking import (
+    GROUP_CHARS,
+    GROUP_DOCUMENTS,
+    ChunkBatch,
+    ChunkContext,
+    Chunker,
+    chunk_contexts,
+)
 from qwen3_rag.protocols import StorageBackend, TextEmbedder, TokenEmbedder
 from qwen3_rag.types import Chunk, Document, WriteStats, check_metadata, line_spans
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_COMMIT_EVERY", "DocumentWriter", "IngestReport", "as_document", "ingest_documents",
+__all__ = ["DEFAULT_COMMIT_EVERY", "ChunkInputs", "DocumentWriter", "IngestReport", "as_document", "ingest_documents",
            "whole_document"]
 
 #: Chunks embedded and committed together; bounds memory and the work lost by an interruption.
@@ -184,11 +191,54 @@ class _Worker:
                 future.set_exception(exc)
 
 
+class ChunkInputs:
+    """What the model reads for each chunk: the one place that decides it.
+
+    With ``context="title+headings"`` a chunk is read after a first line holding its document's title and its
+    heading path (:func:`~qwen3_rag.indexers.chunking.chunk_contexts`), which a chunk cut from the middle of a long
+    document has lost; with ``"none"`` it is read alone. The stored chunk keeps its own text and offsets either
+    way. Token ids and texts give the same input: the context line ends in a newline, where every tokenizer
+    starts a new token.
+
+    Args:
+        context: The index's :attr:`ChunkingConfig.context <qwen3_rag.indexers.chunking.ChunkingConfig.context>`.
+        chunker: The chunker whose tokenizer made the chunks' token ids (needed for :meth:`ids`).
+    """
+
+    def __init__(self, context: ChunkContext, chunker: Chunker | None = None) -> None:
+        self.context = context
+        self.chunker = chunker
+
+    def _lines(self, document: Document, chunks: Sequence[Chunk]) -> list[str]:
+        return chunk_contexts(document, chunks) if self.context != "none" else [""] * len(chunks)
+
+    def texts(self, document: Document, chunks: Sequence[Chunk]) -> list[str]:
+        """The text the model reads for each chunk."""
+        return [f"{line}\n{c.text}" if line else c.text
+                for line, c in zip(self._lines(document, chunks), chunks, strict=True)]
+
+    def ids(self, document: Document, chunks: Sequence[Chunk], content_ids: list[list[int]]) -> list[list[int]]:
+        """The content token ids of :meth:`texts` from the chunks' own ids (``content_ids``, as the chunker made
+        them): only the context lines are tokenized, in one call."""
+        lines = self._lines(document, chunks)
+        todo = [i for i, line in enumerate(lines) if line]
+        if not todo:
+            return content_ids
+        if self.chunker is None:
+            raise ValueError("ChunkInputs.ids needs the chunker that tokenized the chunks")
+        heads = self.chunker.token_ids([lines[i] + "\n" for i in todo])
+        out = list(content_ids)
+        for i, head in zip(todo, heads, strict=True):
+            out[i] = [*head, *out[i]]
+        return out
+
+
 class _Pending:
     """Chunks waiting to be embedded, in document order, with the model's input ids when it can take them."""
 
-    def __init__(self, frame: Framer | None) -> None:
+    def __init__(self, frame: Framer | None, inputs: ChunkInputs) -> None:
         self.frame = frame
+        self.inputs = inputs
         self.batch: list[tuple[Document, list[Chunk]]] = []
         self.ids: list[list[int]] = []
         self.n_chunks = 0
@@ -197,7 +247,11 @@ class _Pending:
         self.batch.append((document, chunks))
         self.n_chunks += len(chunks)
         if self.frame is not None and token_ids is not None:
-            self.ids.extend(self.frame(token_ids))
+            self.ids.extend(self.frame(self.inputs.ids(document, chunks, token_ids)))
+
+    def texts(self, batch: list[tuple[Document, list[Chunk]]]) -> list[str]:
+        """What the model reads for every chunk of ``batch``, in order."""
+        return [text for document, chunks in batch for text in self.inputs.texts(document, chunks)]
 
     def take(self) -> tuple[list[tuple[Document, list[Chunk]]], list[list[int]] | None]:
         batch, ids = self.batch, (self.ids if self.frame is not None else None)
@@ -252,7 +306,8 @@ class DocumentWriter:
         self._group_chars = 0
         self._embedded: list[tuple[Document, np.ndarray]] = []
         frame = _token_framer(self.embedder, self.chunker) if self.embedder is not None else None
-        self._pending = _Pending(frame)
+        # documents stored whole ("whole": a framework's own splits) are embedded exactly as given
+        self._pending = _Pending(frame, ChunkInputs(index.chunking.context if self.chunker else "none", self.chunker))
         # An embedder that takes token ids is fed the ones the chunker made (nothing is tokenized twice); otherwise,
         # pipelined, this thread tokenizes the next batch while the worker runs the model.
         self._split = frame is not None or (pipelined and isinstance(self.embedder, TokenEmbedder))
@@ -411,7 +466,7 @@ class DocumentWriter:
             items = ids
         else:
             started = time.perf_counter()
-            texts = [c.text for _, chunks in batch for c in chunks]
+            texts = self._pending.texts(batch)
             items = cast(TokenEmbedder, self.embedder).tokenize(texts) if self._split else texts
             self._time("tokenize", started)
         if self._embed_worker is None:

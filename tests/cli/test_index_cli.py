@@ -57,7 +57,8 @@ def test_index_then_info_then_noop(
     assert (info["documents"], info["dim"]) == (7, 384)
     assert info["vectors"] == info["chunks"] >= 7
     assert info["model"] == minilm_path and info["model_info"]["pooling"] == "mean"
-    assert info["chunking"] == {"chunk_size": 64, "chunk_overlap": 8, "tokenizer": "model"}
+    assert info["chunking"] == {"chunk_size": 64, "chunk_overlap": 8, "context": "title+headings",
+                                "tokenizer": "model"}
     assert info["format_version"] == 2 and "faiss" in info["versions"]
 
     assert main(["info", ix]) == 0
@@ -67,6 +68,19 @@ def test_index_then_info_then_noop(
     assert main(["index", str(corpus), "--index", ix, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "0 added, 0 updated, 7 unchanged" in out and "index is up to date" in out
+
+
+def test_chunk_context_is_a_setting_of_a_new_index(corpus: Path, tmp_path: Path, minilm_path: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    ix = str(tmp_path / "ix")
+    args = ["index", str(corpus / "readme.md"), "--index", ix, "--model", minilm_path, "--no-progress"]
+    assert main([*args, "--chunk-context", "none"]) == 0
+    assert main(["info", ix]) == 0
+    assert "overlap 32, context none" in capsys.readouterr().out
+    assert main([*args, "--chunk-context", "title+headings"]) == 2
+    assert "chunk_context 'none', not 'title+headings'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--chunk-context", "title"])
 
 
 def test_cli_errors(

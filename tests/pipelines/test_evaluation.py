@@ -162,6 +162,8 @@ def test_evaluate_index_end_to_end(tmp_path: Path, hash_embedder: Any, tiny_rera
     with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0) as index:
         assert index_corpus(ds, index) == 30
         assert index_corpus(ds, index) == 0  # unchanged documents are skipped
+        [doc] = index.get_documents(["d3"])  # title + text, the title also as metadata (chunk context)
+        assert doc.text.startswith("Td3 ") and doc.metadata == {"title": "Td3"}
         retriever = Retriever(index, reranker=tiny_reranker, query_cache_size=4)
         embedded = hash_embedder.texts_embedded
         report = evaluate_index(ds, retriever, ["dense", "bm25", "hybrid", "rerank"], candidates=5)

@@ -101,3 +101,66 @@ def test_the_report_counts_what_was_done(tmp_path: Path, hash_embedder: Any) -> 
         with DocumentWriter(index, on_duplicate=lambda doc, reason: duplicates.append(reason)) as writer:
             writer.add_all([corpus(1)[0], corpus(1)[0]])
         assert writer.report.unchanged == 1 and "duplicate document id 'd0'" in duplicates[0]
+
+
+def _markdown(n_sections: int = 4) -> Document:
+    body = "\n\n".join(f"## Section {i}\n\n" + " ".join(f"word{i}x{j} sentence." for j in range(30))
+                       for i in range(n_sections))
+    return Document(id="guide.md", text="# User guide\n\nIntro text here.\n\n" + body, source="docs/guide.md",
+                    metadata={"format": "markdown", "path": "docs/guide.md"})
+
+
+@pytest.mark.parametrize("token_ids", [True, False])
+def test_chunks_are_embedded_after_their_title_and_heading_path(tmp_path: Path, tiny_embedder: Any,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              token_ids: bool) -> None:
+    """With context "title+headings" the model reads "title > headings" then the chunk (from the chunker's ids or
+    from the text, the same input); the stored chunks stay exact slices of the source."""
+    doc = _markdown()
+    titled = Document(id="rec", text="Body of a record. " * 40, metadata={"title": "A  record\ntitle"})
+    if not token_ids:
+        monkeypatch.setattr(tiny_embedder, "ids_from_content", lambda ids: None)
+    with Index.create(tmp_path / "ix", tiny_embedder, chunk_size=24, chunk_overlap=6,
+                      chunk_context="title+headings") as index:
+        ingest_documents([doc, titled], index)
+        assert index.chunking.context == "title+headings"
+        chunks = index.chunks_of(doc.id) + index.chunks_of(titled.id)
+        stored = index.get_vectors([c.chunk_id for c in chunks])
+    monkeypatch.undo()
+    assert all(c.text == (doc if c.doc_id == doc.id else titled).text[c.start:c.end] for c in chunks)
+    first, later = chunks[0], next(c for c in chunks if c.headings == ("User guide", "Section 2"))
+    expected = {first.chunk_id: first.text,  # begins with its title: nothing to add
+                later.chunk_id: f"User guide > Section 2\n{later.text}"}
+    expected.update((c.chunk_id, f"A record title\n{c.text}") for c in chunks if c.doc_id == "rec")
+    rows = [i for i, c in enumerate(chunks) if c.chunk_id in expected]
+    np.testing.assert_allclose(stored[rows], tiny_embedder.embed_documents(
+        [expected[chunks[i].chunk_id] for i in rows]), atol=1e-5)
+
+
+def test_context_none_and_old_indexes_embed_the_chunk_alone(tmp_path: Path, tiny_embedder: Any) -> None:
+    import json
+
+    doc = _markdown()
+    with Index.create(tmp_path / "ix", tiny_embedder, chunk_size=24, chunk_overlap=6, chunk_context="none") as index:
+        ingest_documents([doc], index)
+        chunks = index.chunks_of(doc.id)
+        np.testing.assert_allclose(index.get_vectors([c.chunk_id for c in chunks]),
+                                   tiny_embedder.embed_documents([c.text for c in chunks]), atol=1e-5)
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert manifest["chunking"]["context"] == "none"
+    # an index made before the setting existed has no "context": it keeps embedding chunks alone
+    from qwen3_rag.indexers.chunking import ChunkingConfig
+
+    assert ChunkingConfig.from_manifest({"chunk_size": 24, "chunk_overlap": 6}).context == "none"
+    with pytest.raises(ValueError, match="chunk context must be one of"):
+        ChunkingConfig(24, 6, "title")  # type: ignore[arg-type]
+
+
+def test_documents_stored_whole_for_a_framework_are_embedded_as_given(tmp_path: Path, hash_embedder: Any) -> None:
+    doc = Document(id="n", text="A node a framework split.", metadata={"title": "Its title"})
+    with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0, chunk_overlap=0,
+                      chunk_context="title+headings") as index:
+        with DocumentWriter(index, chunker="whole") as writer:
+            writer.add(doc)
+        np.testing.assert_allclose(index.get_vectors([index.chunks_of("n")[0].chunk_id]),
+                                   hash_embedder.embed_documents([doc.text]), atol=1e-6)
