@@ -209,22 +209,23 @@ def describe_fusion(method: FusionMethod, alpha: float = CONVEX_ALPHA, rrf_k: in
     raise ValueError(f"fusion must be 'convex' or 'rrf', got {method!r}")
 
 
-def _union_text(a: Hit, b: Hit) -> tuple[str, int, int]:
-    """Text and span of the union of two overlapping spans of one document."""
+def _union(a: Hit, b: Hit) -> tuple[str, int, int, int, int]:
+    """Text, span and lines of the union of two overlapping spans of one document."""
     first, second = (a, b) if a.start <= b.start else (b, a)
     if second.end <= first.end:
-        return first.text, first.start, first.end
-    return first.text + second.text[first.end - second.start:], first.start, second.end
+        return first.text, first.start, first.end, first.start_line, first.end_line
+    return (first.text + second.text[first.end - second.start:], first.start, second.end, first.start_line,
+            second.end_line)
 
 
 def _merge(keep: Hit, other: Hit) -> Hit:
-    text, start, end = _union_text(keep, other)
+    text, start, end, start_line, end_line = _union(keep, other)
     merged_ids = list(keep.metadata.get("merged_chunk_ids", [keep.chunk_id]))
     merged_ids.append(other.chunk_id)
     pages = [p for p in (keep.page, other.page) if p is not None]
     metadata: Mapping = {**keep.metadata, "merged_chunk_ids": merged_ids}
     return dataclasses.replace(keep, text=text, start=start, end=end, page=min(pages) if pages else None,
-                               metadata=metadata)
+                               metadata=metadata, start_line=start_line, end_line=end_line)
 
 
 def _overlaps(a: Hit, b: Hit) -> bool:

@@ -15,14 +15,16 @@ runnable) or a plain ``callable(prompt) -> str`` works as the language model.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from qwen3_rag.protocols import ChatModel, TokenCounter
-from qwen3_rag.types import Hit
+from qwen3_rag.protocols import ChatModel, StorageBackend, TokenCounter
+from qwen3_rag.types import Chunk, Hit, line_spans
 
 if TYPE_CHECKING:
     from qwen3_rag.pipelines.search import Retriever
@@ -97,11 +99,17 @@ class Context:
 
 def build_context(hits: Sequence[Hit], max_tokens: int = 3000,
                   tokens: TokenCounter | Callable[[str], int] | None = None, *,
-                  min_passage_tokens: int = 32) -> Context:
+                  min_passage_tokens: int = 32, index: StorageBackend | None = None, neighbours: int = 0) -> Context:
     """Pack hits, best first, into a numbered, cited context of at most ``max_tokens`` tokens.
 
     Passages are added in rank order until the budget is spent. The passage that does not fit is cut at a word
     boundary when at least ``min_passage_tokens`` remain (its text then ends in `` ...``), and packing stops.
+
+    With ``neighbours`` ("small-to-big"), every hit has its passage first; then, best hit first and while the budget
+    lasts, each passage grows by the adjacent chunks of its document, up to ``neighbours`` on each side, one chunk
+    at a time (the next one, then the previous one). A passage is always one exact slice of its document, its
+    citation gives the lines of that slice, and it stops where another passage of the same document begins, so no
+    text appears twice (hits that overlap become one passage, numbered by the better one).
 
     Args:
         hits: Search results, best first.
@@ -109,43 +117,159 @@ def build_context(hits: Sequence[Hit], max_tokens: int = 3000,
         tokens: How to count tokens: None for :func:`approx_token_count`, a callable ``str -> int``, or an
             object with ``count_tokens`` such as an :class:`~qwen3_rag.Embedder`.
         min_passage_tokens: Smallest budget worth a truncated passage.
+        index: The index the hits came from (``retriever.index``); needed for ``neighbours``.
+        neighbours: Adjacent chunks a passage may grow by on each side (0: each hit's own text).
 
     Returns:
         The :class:`Context`.
 
     Raises:
-        ValueError: ``max_tokens`` is not positive.
+        ValueError: ``max_tokens`` is not positive, ``neighbours`` is negative, or ``neighbours`` without ``index``.
+
+    Example:
+        >>> context = build_context(hits, max_tokens=1500, index=retriever.index, neighbours=1)  # doctest: +SKIP
     """
     if max_tokens <= 0:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    if not isinstance(neighbours, int) or neighbours < 0:
+        raise ValueError(f"neighbours must be an int >= 0, got {neighbours!r}")
+    if neighbours and index is None:
+        raise ValueError("neighbours needs the index the hits came from: build_context(hits, index=retriever.index, "
+                         f"neighbours={neighbours})")
     count = _counter(tokens)
-    parts: list[str] = []
-    used_hits: list[Hit] = []
+    if neighbours:
+        from qwen3_rag.pipelines.fusion import merge_overlapping
+
+        hits = merge_overlapping(hits, "merge")
+    passages, truncated = _pack(hits, max_tokens, count, min_passage_tokens)
+    separators = count("\n\n") * max(0, len(passages) - 1)
+    used = separators + sum(p.cost for p in passages)
+    if neighbours and not truncated:
+        used += _Neighbours(cast(StorageBackend, index), count).widen(passages, max_tokens - used, neighbours)
+    return Context(text="\n\n".join(p.text for p in passages), hits=[p.hit for p in passages], tokens=used,
+                   truncated=truncated)
+
+
+@dataclass
+class _Passage:
+    """One numbered passage: its hit (whose span and lines it cites), its text and its tokens (header included)."""
+
+    number: int
+    hit: Hit
+    body: str
+    cost: int
+
+    @property
+    def header(self) -> str:
+        return f"[{self.number}] {cite(self.hit)}\n"
+
+    @property
+    def text(self) -> str:
+        return self.header + self.body
+
+    @classmethod
+    def of(cls, number: int, hit: Hit, body: str, count: Callable[[str], int]) -> _Passage:
+        passage = cls(number, hit, body, 0)
+        passage.cost = count(passage.header) + count(body)
+        return passage
+
+
+def _pack(hits: Sequence[Hit], max_tokens: int, count: Callable[[str], int],
+          min_passage_tokens: int) -> tuple[list[_Passage], bool]:
+    """The passages of the hits that fit, best first, the last one cut if it is worth it; and whether any was cut
+    or left out."""
+    passages: list[_Passage] = []
     used = 0
-    truncated = False
     separator = count("\n\n")
     for hit in hits:
-        n = len(used_hits) + 1
-        header = f"[{n}] {cite(hit)}\n"
-        body = hit.text.strip()
-        sep = separator if parts else 0
-        cost = sep + count(header) + count(body)
-        if used + cost <= max_tokens:
-            parts.append(header + body)
-            used_hits.append(hit)
-            used += cost
+        sep = separator if passages else 0
+        passage = _Passage.of(len(passages) + 1, hit, hit.text.strip(), count)
+        if used + sep + passage.cost <= max_tokens:
+            passages.append(passage)
+            used += sep + passage.cost
             continue
-        truncated = True
-        room = max_tokens - used - sep - count(header)
+        room = max_tokens - used - sep - count(passage.header)
         if room >= min_passage_tokens:
-            cut = _truncate(body, room - count(" ..."), count)
+            cut = _truncate(passage.body, room - count(" ..."), count)
             if cut:
-                text = header + cut + " ..."
-                parts.append(text)
-                used_hits.append(hit)
-                used += sep + count(header) + count(cut + " ...")
-        break
-    return Context(text="\n\n".join(parts), hits=used_hits, tokens=used, truncated=truncated)
+                passages.append(_Passage.of(passage.number, hit, cut + " ...", count))
+        return passages, True
+    return passages, False
+
+
+class _Neighbours:
+    """Small-to-big: grows passages by the adjacent chunks of their documents (read once per document)."""
+
+    def __init__(self, index: StorageBackend, count: Callable[[str], int]) -> None:
+        self.index = index
+        self.count = count
+        self._documents: dict[str, tuple[str, list[Chunk]] | None] = {}
+
+    def _document(self, hit: Hit) -> tuple[str, list[Chunk]] | None:
+        """The text and chunks of the hit's document, None when it is not stored as the hit saw it."""
+        if hit.doc_id not in self._documents:
+            found = self.index.get_documents([hit.doc_id])
+            chunks = self.index.chunks_of(hit.doc_id) if found else []
+            self._documents[hit.doc_id] = (found[0].text, chunks) if found and chunks else None
+        stored = self._documents[hit.doc_id]
+        if stored is None or hit.end <= hit.start or stored[0][hit.start:hit.end].strip() != hit.text.strip():
+            return None
+        return stored
+
+    def widen(self, passages: list[_Passage], room: int, neighbours: int) -> int:
+        """Grow the passages in rank order while ``room`` tokens last; returns the tokens added."""
+        added = 0
+        for i, passage in enumerate(passages):
+            stored = self._document(passage.hit)
+            if stored is None:
+                continue
+            text, chunks = stored
+            # the chunks the hit is made of: from the last one starting at its start to the last one ending by its end
+            first = max(0, bisect.bisect_right([c.start for c in chunks], passage.hit.start) - 1)
+            last = max(first, bisect.bisect_right([c.end for c in chunks], passage.hit.end) - 1)
+            reach = [0, 0]  # chunks added before, after
+            for step in range(2 * neighbours):
+                side = 1 - step % 2  # after first, then before
+                reach[side] += 1
+                lo, hi = max(0, first - reach[0]), min(len(chunks) - 1, last + reach[1])
+                span = self._clip(passages, i, text, chunks[lo].start, chunks[hi].end)
+                grown = _Passage.of(passage.number, _slice(passage.hit, text, span, chunks[lo]), text[slice(*span)],
+                                    self.count)
+                if (span[0], span[1]) == (passage.hit.start, passage.hit.end) or grown.cost - passage.cost > room:
+                    reach[side] -= 1
+                    continue
+                room -= grown.cost - passage.cost
+                added += grown.cost - passage.cost
+                passages[i] = passage = grown
+        return added
+
+    @staticmethod
+    def _clip(passages: list[_Passage], i: int, text: str, start: int, end: int) -> tuple[int, int]:
+        """``start, end`` narrowed to stop where another passage of the same document begins or ends, without
+        surrounding white space."""
+        own = passages[i].hit
+        for other in passages:
+            hit = other.hit
+            if other is passages[i] or hit.doc_id != own.doc_id:
+                continue
+            if hit.end <= own.start:
+                start = max(start, hit.end)
+            elif hit.start >= own.end:
+                end = min(end, hit.start)
+        start, end = min(start, own.start), max(end, own.end)
+        while start < own.start and text[start].isspace():
+            start += 1
+        while end > own.end and text[end - 1].isspace():
+            end -= 1
+        return start, end
+
+
+def _slice(hit: Hit, text: str, span: tuple[int, int], first_chunk: Chunk) -> Hit:
+    """``hit`` widened to ``span`` of its document ``text``: the slice's text, lines and first page."""
+    (start_line, end_line), = line_spans(text, [span])
+    page = first_chunk.page if span[0] < hit.start and first_chunk.page is not None else hit.page
+    return dataclasses.replace(hit, text=text[span[0]:span[1]], start=span[0], end=span[1], start_line=start_line,
+                               end_line=end_line, page=page)
 
 
 def _truncate(text: str, budget: int, count: Callable[[str], int]) -> str:
@@ -200,6 +324,8 @@ def answer(
     max_tokens: int = 3000,
     tokens: TokenCounter | Callable[[str], int] | None = None,
     prompt: str = DEFAULT_PROMPT,
+    neighbours: int = 0,
+    index: StorageBackend | None = None,
     **search_kwargs: Any,
 ) -> Answer:
     """Retrieve passages for ``question``, build a cited context and ask ``llm``.
@@ -212,6 +338,9 @@ def answer(
         max_tokens: Budget of the context.
         tokens: Token counter for the budget (see :func:`build_context`).
         prompt: A template with ``{context}`` and ``{question}``.
+        neighbours: Widen each passage by up to this many adjacent chunks of its document on each side while the
+            budget lasts ("small-to-big", see :func:`build_context`).
+        index: The index the hits came from, for ``neighbours`` (default: the retriever's).
         **search_kwargs: Passed to ``retriever.search`` (``mode="hybrid"``, ``rerank=...``, ``filter=...``).
 
     Returns:
@@ -223,7 +352,9 @@ def answer(
         hits = list(retriever)
     else:
         hits = retriever.search(question, k=k, **search_kwargs)
-    context = build_context(hits, max_tokens=max_tokens, tokens=tokens)
+        if neighbours and index is None:
+            index = retriever.index
+    context = build_context(hits, max_tokens=max_tokens, tokens=tokens, index=index, neighbours=neighbours)
     text = prompt.replace("{context}", context.text).replace("{question}", question)
     logger.debug("asking the llm with %d passages (%d tokens)", len(context.hits), context.tokens)
     return Answer(text=_call_llm(llm, text).strip(), context=context, prompt=text)

@@ -178,6 +178,19 @@ def test_merge_chains_into_one_passage() -> None:
     assert merged[0].text == DOC[0:80] and (merged[0].start, merged[0].end) == (0, 80)
 
 
+def test_a_merged_hit_cites_the_lines_of_the_union() -> None:
+    from qwen3_rag.types import line_spans
+
+    doc = "".join(f"line {i}\n" for i in range(1, 30))
+    spans = [(14, 60), (0, 30), (50, 120)]
+    lines = [line_spans(doc, [span])[0] for span in spans]
+    hits = [Hit(chunk_id=i, doc_id="d", text=doc[a:b], score=1.0 - i / 10, start=a, end=b, start_line=first,
+                end_line=last) for i, ((a, b), (first, last)) in enumerate(zip(spans, lines, strict=True))]
+    [merged] = merge_overlapping(hits, "merge")
+    assert merged.text == doc[0:120]
+    assert (merged.start_line, merged.end_line) == line_spans(doc, [(0, 120)])[0]
+
+
 def test_dedup_and_none() -> None:
     hits = [_hit(1, 0, 30, 0.9), _hit(2, 20, 50, 0.8), _hit(3, 5, 10, 0.7)]
     assert [h.chunk_id for h in merge_overlapping(hits, "dedup")] == [1]
