@@ -365,10 +365,11 @@ def test_a_real_embedder_is_fed_the_chunkers_token_ids(tmp_path: Path, tiny_embe
     tokenized: list[str] = []
     real_tokenize = tiny_embedder.tokenize
     monkeypatch.setattr(tiny_embedder, "tokenize", lambda texts: tokenized.extend(texts) or real_tokenize(texts))
+    # chunks alone: the vectors are the chunk texts' (tests/pipelines/test_writing.py covers chunk context)
     a = ingest([src], tmp_path / "a", embedder=tiny_embedder, commit_every=6, chunk_size=16, chunk_overlap=4,
-               pipelined=True)
+               chunk_context="none", pipelined=True)
     b = ingest([src], tmp_path / "b", embedder=tiny_embedder, commit_every=6, chunk_size=16, chunk_overlap=4,
-               pipelined=False)
+               chunk_context="none", pipelined=False)
     assert tokenized == [] and a.chunks_added == b.chunks_added > 12 and a.tokens == b.tokens
     contents = _contents(tmp_path / "a")
     assert contents == _contents(tmp_path / "b") and len(contents) > 12
@@ -379,5 +380,5 @@ def test_a_real_embedder_is_fed_the_chunkers_token_ids(tmp_path: Path, tiny_embe
     # a tokenizer whose special tokens are no fixed frame (ids_from_content gives None): the texts are tokenized
     monkeypatch.setattr(tiny_embedder, "ids_from_content", lambda ids: None)
     c = ingest([src], tmp_path / "c", embedder=tiny_embedder, commit_every=6, chunk_size=16, chunk_overlap=4,
-               pipelined=True)
+               chunk_context="none", pipelined=True)
     assert sorted(tokenized) == sorted(texts) and _contents(tmp_path / "c") == contents and c.chunks_added

@@ -110,10 +110,10 @@ def _markdown(n_sections: int = 4) -> Document:
                     metadata={"format": "markdown", "path": "docs/guide.md"})
 
 
-@pytest.mark.parametrize("token_ids", [True, False])
+@pytest.mark.parametrize(("token_ids", "pipelined"), [(True, False), (False, False), (True, True)])
 def test_chunks_are_embedded_after_their_title_and_heading_path(tmp_path: Path, tiny_embedder: Any,
                                                               monkeypatch: pytest.MonkeyPatch,
-                                                              token_ids: bool) -> None:
+                                                              token_ids: bool, pipelined: bool) -> None:
     """With context "title+headings" the model reads "title > headings" then the chunk (from the chunker's ids or
     from the text, the same input); the stored chunks stay exact slices of the source."""
     doc = _markdown()
@@ -122,7 +122,7 @@ def test_chunks_are_embedded_after_their_title_and_heading_path(tmp_path: Path, 
         monkeypatch.setattr(tiny_embedder, "ids_from_content", lambda ids: None)
     with Index.create(tmp_path / "ix", tiny_embedder, chunk_size=24, chunk_overlap=6,
                       chunk_context="title+headings") as index:
-        ingest_documents([doc, titled], index)
+        ingest_documents([doc, titled], index, commit_every=3, pipelined=pipelined)
         assert index.chunking.context == "title+headings"
         chunks = index.chunks_of(doc.id) + index.chunks_of(titled.id)
         stored = index.get_vectors([c.chunk_id for c in chunks])
