@@ -37,9 +37,10 @@ DEFAULT_CHUNK_OVERLAP = 32
 #: document's title and the chunk's heading path (the stored text and offsets stay the source's), or ``"none"``.
 ChunkContext = Literal["title+headings", "none"]
 CHUNK_CONTEXTS: tuple[ChunkContext, ...] = ("title+headings", "none")
-#: The default for new indexes, chosen with benchmarks/chunk_context.py (BENCHMARKS.md, 5. Retrieval quality,
-#: "Chunks with their context"); an index without the setting (made before it existed) embeds with ``"none"``.
-DEFAULT_CHUNK_CONTEXT: ChunkContext = "title+headings"
+#: The default for new indexes: the title line did not raise nDCG@10 on the tuning sets (benchmarks/chunk_context.py,
+#: BENCHMARKS.md, 5. Retrieval quality, "Chunks with their context"), so chunks are embedded alone unless asked;
+#: an index without the setting (made before it existed) embeds with ``"none"`` too.
+DEFAULT_CHUNK_CONTEXT: ChunkContext = "none"
 #: Document metadata key holding its title (the HTML and PDF loaders set it; record files and BEIR corpora keep
 #: their ``title`` field under it).
 TITLE_KEY = "title"

@@ -106,7 +106,7 @@ class Index(StorageBackend):
             chunk_size: Maximum tokens per chunk (0: one chunk per document).
             chunk_overlap: Tokens shared by consecutive chunks.
             chunk_context: What each chunk is embedded with besides its text: ``"title+headings"`` (its
-                document's title and heading path, as a first line) or ``"none"``
+                document's title and heading path, as a first line) or ``"none"`` (the default)
                 (:class:`~qwen3_rag.indexers.chunking.ChunkingConfig`).
             index_type: The vector index: ``Flat`` (exact), ``HNSW<M>``, ``IVF<n>,Flat`` or ``IVF<n>,PQ<m>``
                 (a backend maps these to its own types).

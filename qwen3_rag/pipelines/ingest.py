@@ -87,7 +87,7 @@ def ingest(sources: Iterable[str | os.PathLike[str]], index: str | os.PathLike[s
         chunk_size: Tokens per chunk for a new index (default 128; an existing index keeps its own).
         chunk_overlap: Overlap in tokens for a new index (default 32).
         chunk_context: For a new index: embed each chunk after a first line with its document's title and heading
-            path (``"title+headings"``, the default) or alone (``"none"``); the stored text is the source's either
+            path (``"title+headings"``) or alone (``"none"``, the default); the stored text is the source's either
             way (:class:`~qwen3_rag.indexers.chunking.ChunkingConfig`).
         index_type: Vector index type for a new index (``Flat``, ``HNSW32``, ``IVF1024,Flat``, ``IVF1024,PQ16``).
         dim: Output dimension (Matryoshka truncation) when the embedder is built here.

@@ -57,8 +57,7 @@ def test_index_then_info_then_noop(
     assert (info["documents"], info["dim"]) == (7, 384)
     assert info["vectors"] == info["chunks"] >= 7
     assert info["model"] == minilm_path and info["model_info"]["pooling"] == "mean"
-    assert info["chunking"] == {"chunk_size": 64, "chunk_overlap": 8, "context": "title+headings",
-                                "tokenizer": "model"}
+    assert info["chunking"] == {"chunk_size": 64, "chunk_overlap": 8, "context": "none", "tokenizer": "model"}
     assert info["format_version"] == 2 and "faiss" in info["versions"]
 
     assert main(["info", ix]) == 0
