@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qwen3_rag.indexers.manifest import atomic_write
+from qwen3_rag.indexers.manifest import IndexDamagedError, atomic_write
 from qwen3_rag.indexers.store import Store
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ class Component(Protocol):
         Raises:
             ValueError: the bytes are not a valid dump.
         """
+
+    def ids(self) -> np.ndarray:
+        """The chunk ids it holds (deleted ones left out)."""
 
 
 class _Held:
@@ -124,6 +127,12 @@ class DerivedState:
                     held = _Held(component, generation, watermark, dirty=component.persisted)
                 else:
                     self._catch_up(held, store, generation, watermark)
+                    if not np.array_equal(np.sort(component.ids()), np.sort(store.all_chunk_ids())):
+                        # a sound file caught up holds exactly the stored chunks: the store lost or moved rows
+                        logger.warning("%s of %s does not hold the chunks of its store; rebuilding it from the store",
+                                       component.name, self.folder)
+                        component.rebuild(store)
+                        held = _Held(component, generation, watermark, dirty=component.persisted)
             self._held[component.name] = held
             break
         return component
@@ -144,6 +153,8 @@ class DerivedState:
             if self.read_only and not last_try:
                 raise _Missing() from None
             problem = "it is missing"
+        except IndexDamagedError:  # the store itself: rebuilding from it cannot help
+            raise
         except (OSError, ValueError, RuntimeError) as exc:
             problem = f"it cannot be read ({exc})"
         if problem is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from qwen3_rag.indexers.bm25 import BM25Component, BM25Config, BM25Index
 from qwen3_rag.indexers.chunking import ChunkingConfig
+from qwen3_rag.indexers.connection import GuardedConnection
 from qwen3_rag.indexers.derived import DerivedState
 from qwen3_rag.indexers.filters import to_sql
 from qwen3_rag.indexers.index import Index, Location, unique_ids
@@ -37,13 +37,14 @@ from qwen3_rag.indexers.manifest import (
     LOCK_FILE,
     MANIFEST_FILE,
     IndexDamagedError,
+    IndexLockedError,
     WriterLock,
     atomic_write,
     check_embedder,
     describe_embedder,
     new_manifest,
 )
-from qwen3_rag.indexers.store import Store, upgrade
+from qwen3_rag.indexers.store import Store, connect_uri, upgrade
 from qwen3_rag.indexers.vector_index import IndexSpec, VectorComponent, VectorIndex
 from qwen3_rag.protocols import Filter, TextEmbedder
 from qwen3_rag.types import Chunk, Document, IndexCounts
@@ -172,13 +173,14 @@ class LocalIndex(Index):
         store = Path(location) / STORE_FILE
         if not store.is_file():
             return False
-        try:  # a store without a manifest is a create() that was killed halfway: not an index
-            conn = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:  # an empty meta table is a create() killed before its first commit: not an index
+            conn = GuardedConnection.connect(store, connect_uri(store, read_only=True), uri=True)
             try:
-                return conn.execute("SELECT 1 FROM meta WHERE key = 'manifest'").fetchone() is not None
+                conn.execute("PRAGMA busy_timeout=30000")
+                return conn.execute("SELECT 1 FROM meta LIMIT 1").fetchone() is not None
             finally:
                 conn.close()
-        except sqlite3.Error:
+        except (IndexDamagedError, IndexLockedError, OSError):
             return True  # something is there; let open() report what is wrong with it
 
     @classmethod
@@ -343,12 +345,16 @@ class LocalIndex(Index):
         except OSError as exc:  # an informational copy; the store holds the truth
             logger.warning("could not write %s: %s", self.path / MANIFEST_FILE, exc)
 
-    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray) -> list[list[int]]:
+    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray, *,
+              append: bool = False, complete: bool = True) -> list[list[int]]:
         """Store documents with their chunks and vectors, replacing earlier versions (one delete, one insert per
-        table for all). ``vectors`` holds one row per chunk, in order; rows are L2-normalised.
+        table for all), or, with ``append``, adding a part of each; ``complete=False`` marks them partly written
+        (see :meth:`StorageBackend.write <qwen3_rag.protocols.StorageBackend.write>`). ``vectors`` holds one row
+        per chunk, in order; rows are L2-normalised.
 
         Raises:
-            ValueError: a wrong number, width or value of vectors, or a document id that repeats.
+            ValueError: a wrong number, width or value of vectors, a document id that repeats, or a part appended
+                to a document that is not stored.
         """
         n = sum(len(chunks) for _, chunks in items)
         vecs = _unit_rows(vectors, n, self.dim) if n else np.zeros((0, self.dim), np.float32)
@@ -357,9 +363,10 @@ class LocalIndex(Index):
             return []
         with self.transaction():  # outside a transaction: one commit, and a failure rolls the deletes back too
             generation = self._begin()
-            self._store.delete_documents([doc.id for doc, _ in items], generation)
+            if not append:
+                self._store.delete_documents([doc.id for doc, _ in items], generation)
             ids = self._store.allocate_ids(n)
-            self._store.put_documents(items, ids, vecs)
+            self._store.put_documents(items, ids, vecs, append=append, complete=complete)
         per_doc, pos = [], 0
         for _, chunks in items:
             per_doc.append(ids[pos:pos + len(chunks)].tolist())
@@ -509,13 +516,14 @@ def _checked_manifest(store: Store, root: Path, read_only: bool) -> dict[str, An
         raise IndexDamagedError(f"{str(root)!r}: the store holds no manifest; the index is damaged or was never "
                                 "finished being created. Build it again in a new directory.")
     version = manifest.get("format_version")
-    if version == 1 and not read_only:
-        logger.warning("upgrading the index at %s from format 1 to %d", root, FORMAT_VERSION)
-        upgrade(store, 1)
+    if version in (1, 2) and not read_only:
+        logger.warning("upgrading the index at %s from format %d to %d", root, version, FORMAT_VERSION)
+        upgrade(store, version)
         manifest = store.get_meta("manifest")
-    elif version == 1:
-        raise IndexDamagedError(f"{str(root)!r} has index format 1; open it once for writing (e.g. Index.open(path)) "
-                                f"to upgrade it to format {FORMAT_VERSION}")
+    elif version in (1, 2):
+        raise IndexDamagedError(f"{str(root)!r} has index format {version}; open it once for writing (e.g. "
+                                f"Index.open(path), or `qwen3-rag index` on it) to upgrade it to format "
+                                f"{FORMAT_VERSION}")
     elif version != FORMAT_VERSION:
         raise IndexDamagedError(f"{str(root)!r} has index format version {version}; this qwen3-rag reads version "
                                 f"{FORMAT_VERSION}. Upgrade qwen3-rag, or rebuild the index.")

@@ -20,8 +20,8 @@ from qwen3_rag.protocols import KnowsItsModel, TextEmbedder
 
 logger = logging.getLogger(__name__)
 
-#: Version of the on-disk format of a local index (docs/index-format.md); 1 is upgraded on open.
-FORMAT_VERSION = 2
+#: Version of the on-disk format of a local index (docs/index-format.md); 1 and 2 are upgraded by the first writer.
+FORMAT_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
 

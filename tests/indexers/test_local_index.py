@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from index_helpers import TOPICS, all_chunk_ids, corpus, oracle
 
-from qwen3_rag import Document, Index, IndexLockedError, ingest_documents
+from qwen3_rag import Document, Index, IndexDamagedError, IndexLockedError, ingest_documents
 from qwen3_rag.indexers.local import LocalIndex
 
 SPECS = ["Flat", "HNSW16", "IVF4,Flat", "IVF4,PQ8"]
@@ -291,7 +291,32 @@ def test_a_format_1_index_is_upgraded_on_open(tmp_path: Path, hash_embedder: Any
         Index.open(old, hash_embedder, read_only=True)
     with Index.open(old, hash_embedder) as upgraded:
         assert [upgraded.chunks_of(d) for d in docs] == chunks
-        assert upgraded.manifest["format_version"] == 2 and upgraded.search("faiss", k=3)
+        assert upgraded.manifest["format_version"] == 3 and upgraded.search("faiss", k=3)
+
+
+def test_a_format_2_index_gains_its_checksums_on_open(tmp_path: Path, hash_embedder: Any) -> None:
+    """A store written before rows carried checksums is upgraded by its first writer and then reads exactly as
+    before, checked."""
+    with create(tmp_path / "ix", hash_embedder, "HNSW8") as index:
+        ingest_documents(corpus(12), index)
+        index.delete(["d3"])
+        expected = _search_all(index, hash_embedder)
+        chunks = [index.chunks_of(f"d{i}") for i in range(12)]
+    with sqlite3.connect(tmp_path / "ix" / "store.sqlite") as conn:
+        for table, columns in (("meta", ["crc"]), ("documents", ["crc", "tcrc", "fcrc"]), ("chunks", ["crc", "vcrc"]),
+                               ("removals", ["crc"])):
+            for column in columns:
+                conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        manifest = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()[0])
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'manifest'",
+                     (json.dumps({**manifest, "format_version": 2}),))
+    with pytest.raises(IndexDamagedError, match="format 2; open it once for writing"):
+        Index.open(tmp_path / "ix", hash_embedder, read_only=True)
+    with Index.open(tmp_path / "ix", hash_embedder) as upgraded:
+        assert upgraded.manifest["format_version"] == 3
+    with Index.open(tmp_path / "ix", hash_embedder, read_only=True) as reader:
+        assert _search_all(reader, hash_embedder) == expected
+        assert [reader.chunks_of(f"d{i}") for i in range(12)] == chunks
 
 
 def test_another_max_length_is_warned_about(tmp_path: Path, hash_embedder: Any, caplog: Any) -> None:
