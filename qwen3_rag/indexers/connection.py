@@ -113,7 +113,8 @@ class Rows:
 
     def __iter__(self) -> Iterator[Any]:
         try:
-            yield from self._cursor
+            for row in self._cursor:  # noqa: UP028 - ``yield from`` would close the cursor, maybe on a closed connection
+                yield row
         except sqlite3.Error as exc:
             raise sqlite_error(exc, self._path) from exc
 

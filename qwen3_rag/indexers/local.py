@@ -28,7 +28,7 @@ import numpy as np
 
 from qwen3_rag.indexers.bm25 import BM25Component, BM25Config, BM25Index
 from qwen3_rag.indexers.chunking import ChunkingConfig
-from qwen3_rag.indexers.connection import GuardedConnection
+from qwen3_rag.indexers.connection import GuardedConnection, damaged
 from qwen3_rag.indexers.derived import DerivedState
 from qwen3_rag.indexers.filters import to_sql
 from qwen3_rag.indexers.index import Index, Location, unique_ids
@@ -432,7 +432,10 @@ class LocalIndex(Index):
         generation = self.generation
         if self._filters is not None and self._filters[0] is filter and self._filters[1] == generation:
             return self._filters[2]
-        ids = self._store.chunk_ids_of(self.find_documents(filter))
+        if callable(filter):
+            ids = self._store.chunk_ids_of(self._store.docs_matching(filter))
+        else:
+            ids = self._store.chunk_ids_where(*to_sql(filter, column="d.fmeta"))
         self._filters = (filter, generation, ids)
         return ids
 
@@ -513,8 +516,7 @@ def _refuse_foreign(root: Path) -> None:
 def _checked_manifest(store: Store, root: Path, read_only: bool) -> dict[str, Any]:
     manifest = store.get_meta("manifest")
     if not isinstance(manifest, dict):
-        raise IndexDamagedError(f"{str(root)!r}: the store holds no manifest; the index is damaged or was never "
-                                "finished being created. Build it again in a new directory.")
+        raise damaged(store.path, "it holds no manifest")
     version = manifest.get("format_version")
     if version in (1, 2) and not read_only:
         logger.warning("upgrading the index at %s from format %d to %d", root, version, FORMAT_VERSION)

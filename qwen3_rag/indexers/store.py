@@ -41,14 +41,15 @@ CREATE TABLE IF NOT EXISTS documents (
     doc_id TEXT PRIMARY KEY,
     source TEXT NOT NULL,
     content_hash TEXT NOT NULL,
-    text TEXT NOT NULL,
     metadata TEXT NOT NULL,
     fmeta TEXT NOT NULL,
     n_chunks INTEGER NOT NULL,
+    chunk_ids BLOB NOT NULL,
     updated_at REAL NOT NULL,
     crc INTEGER NOT NULL,
     tcrc INTEGER NOT NULL,
-    fcrc INTEGER NOT NULL
+    fcrc INTEGER NOT NULL,
+    text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -63,14 +64,16 @@ CREATE TABLE IF NOT EXISTS chunks (
     end_line INTEGER NOT NULL,
     page INTEGER,
     headings TEXT NOT NULL,
-    vector BLOB NOT NULL,
     crc INTEGER NOT NULL,
-    vcrc INTEGER NOT NULL
+    vcrc INTEGER NOT NULL,
+    vector BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id, position);
 CREATE TABLE IF NOT EXISTS removals (generation INTEGER NOT NULL, id INTEGER NOT NULL, crc INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS removals_generation ON removals(generation);
 """
+# A document's text and a chunk's vector come last: the columns before them are read without walking their overflow
+# pages. A document lists its chunk ids (int64, little-endian, in order) under its checksum, so its chunks are found
+# by id, never through an index a damaged page could leave incomplete.
 
 #: The content hash stored for a document written in parts until its last part is written: no content hash equals
 #: it, so a run interrupted between the parts finds the document changed and writes it again, whole.
@@ -84,8 +87,14 @@ _CHUNK_OWN = ("c.id, c.doc_id, c.position, c.start_char, c.end_char, c.start_byt
               "c.end_line, c.page, c.headings, c.crc")
 _CHUNK_COLS = f"{_CHUNK_OWN}, d.source, d.metadata, {_CHUNK_TEXT}"
 _CHUNK_QUERY = f"SELECT {_CHUNK_COLS} FROM chunks c LEFT JOIN documents d ON d.doc_id = c.doc_id"
-#: Every entry of the chunks' doc_id index (a full scan of the table must find as many rows).
-_INDEXED_CHUNKS = "SELECT COUNT(*) FROM chunks INDEXED BY chunks_doc WHERE doc_id >= ''"
+#: The chunks the documents list (a full scan of the chunks table must find as many rows).
+_LISTED_CHUNKS = "SELECT COALESCE(SUM(n_chunks), 0) FROM documents"
+_INSERT_DOCUMENT = ("INSERT INTO documents(doc_id, source, content_hash, metadata, fmeta, n_chunks, chunk_ids, "
+                    "updated_at, crc, tcrc, fcrc, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_CHUNK = ("INSERT INTO chunks(id, doc_id, position, start_char, end_char, start_byte, end_byte, start_line, "
+                 "end_line, page, headings, crc, vcrc, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+#: The columns of a document row its checksum ``crc`` covers, then ``crc``.
+_DOC_COLS = "doc_id, source, content_hash, metadata, n_chunks, chunk_ids, crc"
 
 
 def dumps(value: Any) -> str:
@@ -148,11 +157,16 @@ def _chunk_crc(fields: Sequence[Any], text: Any, source: Any, metadata: Any) -> 
     return row_crc((*fields, text, source, metadata))
 
 
-def _document_crcs(doc_id: str, source: str, digest: str, text: str, metadata: str, fmeta: str,
-                   n_chunks: int) -> tuple[int, int, int]:
+def _document_crcs(doc_id: str, source: str, digest: str, text: str, metadata: str, fmeta: str, n_chunks: int,
+                   chunk_ids: bytes) -> tuple[int, int, int]:
     """The checksums of a document row: of its small columns, of its text, of its filter fields (each is read
     without the others)."""
-    return (row_crc((doc_id, source, digest, metadata, n_chunks)), row_crc((text,)), row_crc((doc_id, fmeta)))
+    return (row_crc((doc_id, source, digest, metadata, n_chunks, chunk_ids)), row_crc((text,)),
+            row_crc((doc_id, fmeta)))
+
+
+def _ids_blob(ids: Sequence[int] | np.ndarray) -> bytes:
+    return np.asarray(ids, dtype="<i8").tobytes()
 
 
 def connect_uri(path: Path, read_only: bool) -> str:
@@ -313,45 +327,46 @@ class Store:
                 raise ValueError(f"document {doc.id!r}: its metadata cannot be stored as JSON ({exc}); replace "
                                  "NaN and infinite numbers with null or a string") from None
             digest = doc.content_hash if complete else PARTIAL
+            chunk_ids = ids[row:row + len(chunks)]
             if append:
-                self._extend_document(doc, digest, metadata, len(chunks), now)
+                self._extend_document(doc, digest, metadata, chunk_ids, now)
             else:
-                doc_rows.append((doc.id, doc.source, digest, doc.text, metadata, fmeta, len(chunks), now,
-                                 *_document_crcs(doc.id, doc.source, digest, doc.text, metadata, fmeta, len(chunks))))
+                listed = _ids_blob(chunk_ids)
+                doc_rows.append((doc.id, doc.source, digest, metadata, fmeta, len(chunks), listed, now,
+                                 *_document_crcs(doc.id, doc.source, digest, doc.text, metadata, fmeta, len(chunks),
+                                                 listed), doc.text))
             for c, (start_byte, end_byte) in zip(chunks, byte_offsets(doc.text, chunks), strict=True):
                 chunk_id, blob = int(ids[row]), vecs[row].tobytes()
                 fields = (chunk_id, doc.id, int(c.index), int(c.start), int(c.end), start_byte, end_byte,
                           int(c.start_line), int(c.end_line), None if c.page is None else int(c.page),
                           dumps(list(c.headings)))
                 text = doc.text[c.start:c.end].encode("utf-8", "surrogatepass")
-                chunk_rows.append((*fields, blob, _chunk_crc(fields, text, doc.source, metadata),
-                                   vector_crc(chunk_id, blob)))
+                chunk_rows.append((*fields, _chunk_crc(fields, text, doc.source, metadata),
+                                   vector_crc(chunk_id, blob), blob))
                 row += 1
-        self.conn.executemany("INSERT INTO documents(doc_id, source, content_hash, text, metadata, fmeta, n_chunks, "
-                              "updated_at, crc, tcrc, fcrc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", doc_rows)
-        self.conn.executemany(
-            "INSERT INTO chunks(id, doc_id, position, start_char, end_char, start_byte, end_byte, start_line, "
-            "end_line, page, headings, vector, crc, vcrc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            chunk_rows)
+        self.conn.executemany(_INSERT_DOCUMENT, doc_rows)
+        self.conn.executemany(_INSERT_CHUNK, chunk_rows)
 
-    def _extend_document(self, doc: Document, digest: str, metadata: str, added: int, now: float) -> None:
-        """Count ``added`` more chunks in a stored document and store ``digest`` as its content hash."""
-        stored = self.conn.execute("SELECT n_chunks FROM documents WHERE doc_id = ?", (doc.id,)).fetchone()
-        if stored is None:
+    def _extend_document(self, doc: Document, digest: str, metadata: str, chunk_ids: np.ndarray, now: float) -> None:
+        """List ``chunk_ids`` after the chunks of a stored document and store ``digest`` as its content hash."""
+        rows = self._document_rows([doc.id], text=False)
+        if doc.id not in rows:
             raise ValueError(f"document {doc.id!r} is not stored, so no part can be appended to it; write its "
                              "first part with append=False")
-        n = int(stored[0]) + added
-        self.conn.execute("UPDATE documents SET content_hash = ?, n_chunks = ?, updated_at = ?, crc = ? "
-                          "WHERE doc_id = ?", (digest, n, now, row_crc((doc.id, doc.source, digest, metadata, n)),
-                                               doc.id))
+        listed = rows[doc.id].chunk_ids + _ids_blob(chunk_ids)
+        n = len(listed) // 8
+        self.conn.execute("UPDATE documents SET content_hash = ?, n_chunks = ?, chunk_ids = ?, updated_at = ?, "
+                          "crc = ? WHERE doc_id = ?",
+                          (digest, n, listed, now, row_crc((doc.id, doc.source, digest, metadata, n, listed)), doc.id))
 
     def delete_documents(self, doc_ids: Sequence[str], generation: int) -> list[int]:
         """Delete documents and their chunks; return the removed chunk ids, logged under ``generation`` (the
         commit being made)."""
-        removed: list[int] = []
+        rows = self._document_rows(doc_ids, text=False)
+        removed = [int(i) for doc_id in doc_ids if doc_id in rows for i in rows[doc_id].ids()]
+        for part, marks in _parts(removed):
+            self.conn.execute(f"DELETE FROM chunks WHERE id IN ({marks})", part)
         for part, marks in _parts(doc_ids):
-            removed.extend(r[0] for r in self.conn.execute(f"SELECT id FROM chunks WHERE doc_id IN ({marks})", part))
-            self.conn.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", part)
             self.conn.execute(f"DELETE FROM documents WHERE doc_id IN ({marks})", part)
         self.conn.executemany("INSERT INTO removals(generation, id, crc) VALUES (?, ?, ?)",
                               [(generation, i, row_crc((generation, i))) for i in removed])
@@ -388,10 +403,11 @@ class Store:
         return int(self.conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
 
     def _check_scan(self, scanned: int) -> None:
-        """A full scan of the chunks found as many rows as their index holds (a damaged page loses rows silently)."""
-        indexed = int(self.conn.execute(_INDEXED_CHUNKS).fetchone()[0])
-        if indexed != scanned:
-            raise damaged(self.path, f"the chunks table holds {scanned} rows but its index {indexed}")
+        """A full scan of the chunks found as many rows as the documents list (a damaged page loses rows
+        silently)."""
+        listed = int(self.conn.execute(_LISTED_CHUNKS).fetchone()[0])
+        if listed != scanned:
+            raise damaged(self.path, f"its chunks table holds {scanned} rows but its documents list {listed}")
 
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
         """``doc_id -> (content hash, number of chunks)`` of each of ``doc_ids`` that exists (not checked: a
@@ -403,18 +419,24 @@ class Store:
             out.update((doc_id, (digest, int(n))) for doc_id, digest, n in rows)
         return out
 
-    def _document_rows(self, doc_ids: Sequence[str]) -> dict[str, _DocumentRow]:
-        """The checked rows of the documents ``doc_ids`` that exist."""
+    def _document_rows(self, doc_ids: Sequence[str], text: bool = True) -> dict[str, _DocumentRow]:
+        """The checked rows of the documents ``doc_ids`` that exist (with their texts when ``text``)."""
         found: dict[str, _DocumentRow] = {}
+        columns = f"{_DOC_COLS}, tcrc, text" if text else _DOC_COLS
         for part, marks in _parts(list(doc_ids)):
-            for doc_id, source, digest, text, metadata, n, crc, tcrc in self.conn.execute(
-                    "SELECT doc_id, source, content_hash, text, metadata, n_chunks, crc, tcrc FROM documents "
-                    f"WHERE doc_id IN ({marks})", part):
-                data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else None
-                if row_crc((doc_id, source, digest, metadata, n)) != crc or data is None or str_crc(data) != tcrc:
-                    raise damaged(self.path, f"document {doc_id!r} does not match its checksum")
-                found[doc_id] = _DocumentRow(source, text, data, metadata)
+            for row in self.conn.execute(f"SELECT {columns} FROM documents WHERE doc_id IN ({marks})", part):
+                found[row[0]] = self._checked_document(row)
         return found
+
+    def _checked_document(self, row: Sequence[Any]) -> _DocumentRow:
+        """A document from a row of :data:`_DOC_COLS` (then ``tcrc, text`` when it was read), checked."""
+        data = None
+        if len(row) > 7:
+            data = row[8].encode("utf-8", "surrogatepass") if isinstance(row[8], str) else b"\xff"
+        if row_crc(row[:6]) != row[6] or not isinstance(row[5], bytes) or len(row[5]) % 8 or \
+                (data is not None and str_crc(data) != row[7]):
+            raise damaged(self.path, f"document {row[0]!r} does not match its checksum")
+        return _DocumentRow(row[1], row[3], row[5], row[8] if data is not None else "", data)
 
     def get_documents(self, doc_ids: Sequence[str]) -> list[Document]:
         """Documents in the order asked; unknown ids are left out."""
@@ -432,20 +454,23 @@ class Store:
             raise damaged(self.path, f"chunk {row[0]} does not match its checksum")
         return row
 
-    def get_chunks(self, ids: Iterable[int]) -> list[Chunk]:
-        """Chunks by id, in the order asked; unknown ids are left out."""
+    def get_chunks(self, ids: Iterable[int], strict: bool = False) -> list[Chunk]:
+        """Chunks by id, in the order asked; unknown ids are left out (``strict``: the ids were listed by a
+        document, so one not found is damage)."""
         wanted = [int(i) for i in ids]
         found: dict[int, Chunk] = {}
         cache: dict[str, dict[str, Any]] = {}
         for part, marks in _parts(wanted):
             for row in self.conn.execute(f"{_CHUNK_QUERY} WHERE c.id IN ({marks})", part):
                 found[int(row[0])] = _chunk(self._checked_chunk(row), cache)
+        if strict and len(found) != len(set(wanted)):
+            missing = next(i for i in wanted if i not in found)
+            raise damaged(self.path, f"chunk {missing}, which its document lists, is missing")
         return [found[i] for i in wanted if i in found]
 
     def chunks_of(self, doc_id: str) -> list[Chunk]:
-        cache: dict[str, dict[str, Any]] = {}
-        return [_chunk(self._checked_chunk(row), cache)
-                for row in self.conn.execute(f"{_CHUNK_QUERY} WHERE c.doc_id = ? ORDER BY c.position", (doc_id,))]
+        """One document's chunks, in order."""
+        return self.get_chunks(self.chunk_ids_of([doc_id], strict=False).tolist(), strict=True)
 
     def iter_chunks(self, batch_size: int = 4096, min_id: int = 0) -> Iterator[tuple[int, str]]:
         """Yield ``(chunk_id, text)`` of every chunk with id >= ``min_id``, by id (each batch reads the texts of its
@@ -528,6 +553,12 @@ class Store:
         q = f"SELECT d.doc_id FROM documents d WHERE {sql} ORDER BY d.doc_id"
         return [r[0] for r in self.conn.execute(q, list(params))]
 
+    def chunk_ids_where(self, sql: str, params: Sequence[Any]) -> np.ndarray:
+        """The chunk ids of the documents whose filter JSON (``d.fmeta``) satisfies the SQL expression."""
+        self._check_filter_fields()
+        rows = self.conn.execute(f"SELECT {_DOC_COLS} FROM documents d WHERE {sql}", list(params))
+        return _concat([self._checked_document(row).ids() for row in rows])
+
     def docs_matching(self, predicate: Callable[[Mapping[str, Any]], bool]) -> list[str]:
         """Ids of the documents whose filter fields satisfy a Python predicate, sorted."""
         out = []
@@ -538,21 +569,30 @@ class Store:
                 out.append(doc_id)
         return out
 
-    def chunk_ids_of(self, doc_ids: Sequence[str]) -> np.ndarray:
-        """The chunk ids of the documents ``doc_ids``."""
-        out: list[int] = []
-        for part, marks in _parts(list(doc_ids)):
-            out.extend(r[0] for r in self.conn.execute(f"SELECT id FROM chunks WHERE doc_id IN ({marks})", part))
-        return np.asarray(out, dtype=np.int64)
+    def chunk_ids_of(self, doc_ids: Sequence[str], strict: bool = True) -> np.ndarray:
+        """The chunk ids of the documents ``doc_ids``, each document's in order (``strict``: the documents were
+        found by a filter, so one not found is damage; else unknown ones are left out)."""
+        rows = self._document_rows(doc_ids, text=False)
+        if strict and len(rows) != len(set(doc_ids)):
+            missing = next(i for i in doc_ids if i not in rows)
+            raise damaged(self.path, f"document {missing!r} cannot be found by its id")
+        return _concat([rows[i].ids() for i in doc_ids if i in rows])
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 class _DocumentRow:
-    """A checked document row: its source, text (and its UTF-8 bytes) and metadata JSON."""
+    """A checked document row: its source, metadata JSON, chunk ids and (when read) text and its UTF-8 bytes."""
 
-    __slots__ = ("data", "metadata", "source", "text")
+    __slots__ = ("chunk_ids", "data", "metadata", "source", "text")
 
-    def __init__(self, source: str, text: str, data: bytes | None, metadata: str) -> None:
-        self.source, self.text, self.data, self.metadata = source, text, data, metadata
+    def __init__(self, source: str, metadata: str, chunk_ids: bytes, text: str, data: bytes | None) -> None:
+        self.source, self.metadata, self.chunk_ids, self.text, self.data = source, metadata, chunk_ids, text, data
+
+    def ids(self) -> np.ndarray:
+        return np.frombuffer(self.chunk_ids, dtype="<i8").astype(np.int64)
 
 
 def _slice(data: bytes | None, start: Any, end: Any) -> bytes | None:
@@ -565,16 +605,14 @@ def _slice(data: bytes | None, start: Any, end: Any) -> bytes | None:
 def upgrade(store: Store, version: int) -> None:
     """Bring a store of an older format (1 or 2) to this one, inside one transaction (a crash leaves the old one).
 
-    Format 2 added each chunk's byte offsets and lines (its text is read from its document); format 3 the checksum
-    columns.
+    Format 2 gave each chunk its byte offsets and lines (its text is read from its document); format 3 gave every
+    row its checksums and each document the list of its chunk ids.
     """
     if version not in (1, 2):
         raise ValueError(f"cannot upgrade index format {version}")
     store.begin()
     try:
-        if version == 1:
-            _chunks_from_v1(store.conn)
-        _add_checksums(store)
+        _to_format_3(store, version)
         manifest = store.get_meta("manifest")
         manifest["format_version"] = FORMAT_VERSION
         store.set_meta("manifest", manifest)
@@ -584,60 +622,58 @@ def upgrade(store: Store, version: int) -> None:
         raise
 
 
-def _chunks_from_v1(conn: GuardedConnection) -> None:
-    """Format 1 -> 2: the chunks table again, with byte offsets and lines and without its copy of the text."""
-    conn.execute("DROP INDEX IF EXISTS chunks_doc")  # the schema below makes it again, on the new table
-    conn.execute("ALTER TABLE chunks RENAME TO chunks_v1")
+def _to_format_3(store: Store, version: int) -> None:
+    conn = store.conn
+    conn.execute("DROP INDEX IF EXISTS documents_source")  # the schema makes it again, on the new table
+    conn.execute("ALTER TABLE documents RENAME TO old_documents")
+    conn.execute("ALTER TABLE chunks RENAME TO old_chunks")  # keeps its (doc_id, position) index until dropped
+    for table in ("meta", "removals"):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if have and "crc" not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN crc INTEGER NOT NULL DEFAULT 0")
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
-    docs = {doc_id: text for doc_id, text in conn.execute("SELECT doc_id, text FROM documents")}
-    rows = conn.execute("SELECT id, doc_id, position, start_char, end_char, page, headings, vector "
-                        "FROM chunks_v1 ORDER BY doc_id, position").fetchall()
-    by_doc: dict[str, list[tuple[Any, ...]]] = {}
-    for row in rows:
-        by_doc.setdefault(row[1], []).append(row)
-    for doc_id, doc_rows in by_doc.items():
-        text = docs.get(doc_id, "")
-        spans = [(int(r[3]), int(r[4])) for r in doc_rows]
-        chunks = [Chunk(doc_id, 0, "", a, b) for a, b in spans]
-        conn.executemany(  # checksums follow in _add_checksums
-            "INSERT INTO chunks(id, doc_id, position, start_char, end_char, start_byte, end_byte, start_line, "
-            "end_line, page, headings, vector, crc, vcrc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
-            [(r[0], r[1], r[2], r[3], r[4], b[0], b[1], ln[0], ln[1], r[5], r[6], r[7])
-             for r, b, ln in zip(doc_rows, byte_offsets(text, chunks), line_spans(text, spans), strict=True)])
-    conn.execute("DROP TABLE chunks_v1")
-
-
-_CHECKSUMS = {"meta": ("crc",), "documents": ("crc", "tcrc", "fcrc"), "chunks": ("crc", "vcrc"), "removals": ("crc",)}
-
-
-def _add_checksums(store: Store) -> None:
-    """Format 2 -> 3: the checksum columns, computed for every row."""
-    conn = store.conn
-    for table, columns in _CHECKSUMS.items():
-        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        for column in columns:
-            if column not in have:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
     store.checked = True
     for key, value in conn.execute("SELECT key, value FROM meta").fetchall():
         conn.execute("UPDATE meta SET crc = ? WHERE key = ?", (row_crc((key, value)), key))
     conn.executemany("UPDATE removals SET crc = ? WHERE rowid = ?",
                      [(row_crc((g, i)), rowid) for rowid, g, i in
                       conn.execute("SELECT rowid, generation, id FROM removals").fetchall()])
-    for (doc_id,) in conn.execute("SELECT doc_id FROM documents").fetchall():
-        source, digest, text, metadata, fmeta, n = conn.execute(
-            "SELECT source, content_hash, text, metadata, fmeta, n_chunks FROM documents WHERE doc_id = ?",
-            (doc_id,)).fetchone()
-        conn.execute("UPDATE documents SET crc = ?, tcrc = ?, fcrc = ? WHERE doc_id = ?",
-                     (*_document_crcs(doc_id, source, digest, text, metadata, fmeta, n), doc_id))
-        data = text.encode("utf-8", "surrogatepass")
-        rows = conn.execute("SELECT id, doc_id, position, start_char, end_char, start_byte, end_byte, start_line, "
-                            "end_line, page, headings, vector FROM chunks WHERE doc_id = ?", (doc_id,)).fetchall()
-        conn.executemany("UPDATE chunks SET crc = ?, vcrc = ? WHERE id = ?",
-                         [(_chunk_crc(r[:11], data[r[5]:r[6]], source, metadata), vector_crc(r[0], r[11]), r[0])
-                          for r in rows])
+    for (doc_id,) in conn.execute("SELECT doc_id FROM old_documents").fetchall():
+        doc = Document(*conn.execute("SELECT doc_id, text, source FROM old_documents WHERE doc_id = ?",
+                                     (doc_id,)).fetchone())
+        metadata, fmeta, now = conn.execute("SELECT metadata, fmeta, updated_at FROM old_documents WHERE doc_id = ?",
+                                            (doc_id,)).fetchone()
+        digest = conn.execute("SELECT content_hash FROM old_documents WHERE doc_id = ?", (doc_id,)).fetchone()[0]
+        rows = _old_chunks(conn, doc, version)
+        listed = _ids_blob([r[0] for r in rows])
+        conn.execute(_INSERT_DOCUMENT,
+                     (doc_id, doc.source, digest, metadata, fmeta, len(rows), listed, now,
+                      *_document_crcs(doc_id, doc.source, digest, doc.text, metadata, fmeta, len(rows), listed),
+                      doc.text))
+        data = doc.text.encode("utf-8", "surrogatepass")
+        conn.executemany(
+            _INSERT_CHUNK,
+            [(*r[:11], _chunk_crc(r[:11], data[r[5]:r[6]], doc.source, metadata), vector_crc(r[0], r[11]), r[11])
+             for r in rows])
+    conn.execute("DROP TABLE old_chunks")
+    conn.execute("DROP TABLE old_documents")
+
+
+def _old_chunks(conn: GuardedConnection, doc: Document, version: int) -> list[tuple[Any, ...]]:
+    """A document's chunks in a table of format ``version``, as rows of format 2 (id, doc_id, position,
+    start_char, end_char, start_byte, end_byte, start_line, end_line, page, headings, vector)."""
+    if version == 2:
+        return conn.execute("SELECT id, doc_id, position, start_char, end_char, start_byte, end_byte, start_line, "
+                            "end_line, page, headings, vector FROM old_chunks WHERE doc_id = ? ORDER BY position",
+                            (doc.id,)).fetchall()
+    rows = conn.execute("SELECT id, doc_id, position, start_char, end_char, page, headings, vector FROM old_chunks "
+                        "WHERE doc_id = ? ORDER BY position", (doc.id,)).fetchall()
+    spans = [(int(r[3]), int(r[4])) for r in rows]
+    chunks = [Chunk(doc.id, 0, "", a, b) for a, b in spans]
+    return [(*r[:5], b[0], b[1], ln[0], ln[1], *r[5:])
+            for r, b, ln in zip(rows, byte_offsets(doc.text, chunks), line_spans(doc.text, spans), strict=True)]
 
 
 class _Snapshot:

@@ -303,10 +303,11 @@ def test_a_format_2_index_gains_its_checksums_on_open(tmp_path: Path, hash_embed
         expected = _search_all(index, hash_embedder)
         chunks = [index.chunks_of(f"d{i}") for i in range(12)]
     with sqlite3.connect(tmp_path / "ix" / "store.sqlite") as conn:
-        for table, columns in (("meta", ["crc"]), ("documents", ["crc", "tcrc", "fcrc"]), ("chunks", ["crc", "vcrc"]),
-                               ("removals", ["crc"])):
+        for table, columns in (("meta", ["crc"]), ("documents", ["crc", "tcrc", "fcrc", "chunk_ids"]),
+                               ("chunks", ["crc", "vcrc"]), ("removals", ["crc"])):
             for column in columns:
                 conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("CREATE INDEX chunks_doc ON chunks(doc_id, position)")
         manifest = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()[0])
         conn.execute("UPDATE meta SET value = ? WHERE key = 'manifest'",
                      (json.dumps({**manifest, "format_version": 2}),))
