@@ -192,32 +192,41 @@ class DerivedState:
         held.dirty = held.component.persisted
 
     def publish(self) -> None:
-        """Write the file of every component whose published file is behind it, and record it."""
+        """Write the file of every component whose published file is behind it, and record it; a failure (a full
+        disk) removes the files written and leaves the records as they were."""
         if self.read_only:
             return
         self.follow()
         generation, watermark = self._state()
-        records = dict(self.store.get_meta("derived") or {})
-        changed = False
-        for name, held in self._held.items():
-            if not held.component.persisted:
-                changed |= records.pop(name, None) is not None
-                continue
-            if not held.dirty and records.get(name, {}).get("generation") == generation:
-                continue
-            data = held.component.dump()
-            assert data is not None
-            file = f"{name}.{generation}.{held.component.suffix}"
-            atomic_write(self.folder / file, data)
-            records[name] = {"file": file, "generation": generation, "watermark": watermark, "size": len(data),
-                             "sha256": _digest(data)}
+        before = dict(self.store.get_meta("derived") or {})
+        records = dict(before)
+        written: list[tuple[_Held, Path]] = []
+        try:
+            for name, held in self._held.items():
+                if not held.component.persisted:
+                    records.pop(name, None)
+                elif held.dirty or records.get(name, {}).get("generation") != generation:
+                    data = held.component.dump()
+                    assert data is not None
+                    path = self.folder / f"{name}.{generation}.{held.component.suffix}"
+                    atomic_write(path, data)
+                    written.append((held, path))
+                    records[name] = {"file": path.name, "generation": generation, "watermark": watermark,
+                                     "size": len(data), "sha256": _digest(data)}
+            if records != before:
+                self.store.begin()
+                self.store.set_meta("derived", records)
+                self.store.prune_removals(REMOVALS_KEPT)
+                self.store.commit()
+        except BaseException:
+            self.store.rollback()
+            recorded = {r.get("file") for r in before.values()}
+            for _, path in written:
+                if path.name not in recorded:
+                    path.unlink(missing_ok=True)
+            raise
+        for held, _ in written:
             held.dirty = False
-            changed = True
-        if changed:
-            self.store.begin()
-            self.store.set_meta("derived", records)
-            self.store.prune_removals(REMOVALS_KEPT)
-            self.store.commit()
         self._remove_unrecorded(records)
 
     def _remove_unrecorded(self, records: dict[str, Any]) -> None:

@@ -41,6 +41,9 @@ class IndexDamagedError(RuntimeError):
 class DiskFullError(OSError):
     """A write failed for lack of space; nothing half-written was left behind."""
 
+    def __str__(self) -> str:  # the message says it all, without OSError's "[Errno 28]"
+        return str(self.strerror)
+
 
 def library_versions() -> dict[str, str]:
     """The versions of what wrote an index (recorded in its manifest, for bug reports)."""
