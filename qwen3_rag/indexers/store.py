@@ -31,6 +31,7 @@ import numpy as np
 from qwen3_rag.indexers.chunking import PAGE_STARTS_KEY
 from qwen3_rag.indexers.connection import GuardedConnection, damaged, row_crc, str_crc, vector_crc
 from qwen3_rag.indexers.manifest import FORMAT_VERSION, IndexLockedError
+from qwen3_rag.protocols import PARTIAL
 from qwen3_rag.types import Chunk, Document, line_spans
 
 logger = logging.getLogger(__name__)
@@ -75,9 +76,6 @@ CREATE INDEX IF NOT EXISTS removals_generation ON removals(generation);
 # pages. A document lists its chunk ids (int64, little-endian, in order) under its checksum, so its chunks are found
 # by id, never through an index a damaged page could leave incomplete.
 
-#: The content hash stored for a document written in parts until its last part is written: no content hash equals
-#: it, so a run interrupted between the parts finds the document changed and writes it again, whole.
-PARTIAL = "partial"
 #: Ids per ``IN (...)`` query, well under SQLite's limit on bound parameters.
 _IN_LIMIT = 500
 #: The chunk text, sliced from its document's UTF-8 bytes (SQLite's substr on TEXT stops at a NUL character).
@@ -310,7 +308,7 @@ class Store:
 
         ``ids`` and ``vectors`` hold one row per chunk, the chunks of ``items`` in order. ``append`` adds the chunks
         to documents stored before (a document written in parts); ``complete=False`` stores the documents with
-        :data:`PARTIAL` as their content hash.
+        :data:`~qwen3_rag.protocols.PARTIAL` as their content hash.
 
         Raises:
             ValueError: a document's metadata holds a value JSON cannot (NaN, infinity), or ``append`` names a
