@@ -34,8 +34,8 @@ from qwen3_rag.types import Chunk, Document, WriteStats, check_metadata, line_sp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_COMMIT_EVERY", "DocumentWriter", "IngestReport", "as_document", "ingest_documents",
-           "whole_document"]
+__all__ = ["DEFAULT_COMMIT_EVERY", "DocumentError", "DocumentWriter", "IngestReport", "as_document",
+           "ingest_documents", "whole_document"]
 
 #: Chunks embedded and committed together; bounds memory and the work lost by an interruption.
 DEFAULT_COMMIT_EVERY = 512
@@ -101,6 +101,40 @@ class IngestReport:
         names = ("added", "updated", "unchanged", "skipped", "failed", "pruned", "chunks_added", "chunks_removed",
                  "tokens", "seconds", "timings")
         return {name: getattr(self, name) for name in names}
+
+
+class DocumentError(ValueError):
+    """One document cannot be written; nothing of the batch it is in was.
+
+    Attributes:
+        document_id: The document's id (an adapter names the item it came from).
+        reason: What is wrong with it, without its name.
+    """
+
+    def __init__(self, document_id: str, reason: str) -> None:
+        super().__init__(f"document {document_id!r}: {reason}")
+        self.document_id = document_id
+        self.reason = reason
+
+
+def check_vectors(parts: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray) -> None:
+    """Refuse a vector with NaN or infinite values or no direction (all zeros), naming its document and chunk.
+
+    Raises:
+        DocumentError: for the first such vector.
+    """
+    if not len(vectors):
+        return
+    rows = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+    finite = np.asarray(np.isfinite(rows).all(axis=1))
+    bad = ~finite | ~(rows != 0).any(axis=1)
+    if not bad.any():
+        return
+    row = int(np.argmax(bad))
+    chunk = [(doc, c) for doc, chunks in parts for c in chunks][row]
+    what = "is all zeros (it has no direction)" if finite[row] else "holds NaN or infinite values"
+    raise DocumentError(chunk[0].id, f"the vector of its chunk {chunk[1].index} ({chunk[1].text[:60]!r}) {what}; "
+                                     "check the embedding model's output for this text")
 
 
 def as_document(item: Document | str | dict[str, Any]) -> Document:
@@ -456,6 +490,7 @@ class DocumentWriter:
         # intermediate commits do not rewrite the search structures' files (that would cost O(n^2) over a bulk
         # load); closing the index does, and readers catch up from the store meanwhile
         started = time.perf_counter()
+        check_vectors([(p.document, p.chunks) for p in batch], vectors)
         with self.index.transaction(publish=False):
             row = 0
             for (append, complete), run in itertools.groupby(batch, key=lambda p: (p.append, p.complete)):
