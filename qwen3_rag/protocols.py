@@ -264,7 +264,8 @@ class StorageBackend(Protocol):
     def search_vectors(self, queries: np.ndarray, k: int = 10,
                        filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Nearest chunks by inner product: ``(ids int64 (n, k), scores float32 (n, k))``, best first, padded
-        with ``-1`` / ``-inf``."""
+        with ``-1`` / ``-inf``; a ``k`` above 10,000 may be cut at the number of chunks stored (nothing is
+        allocated for ids that cannot exist). ``k < 1`` is a ValueError."""
 
     @abstractmethod
     def keyword_search(self, queries: Sequence[str], k: int = 10,

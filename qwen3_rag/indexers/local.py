@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 STORE_FILE = "store.sqlite"
 #: A filtered search on an approximate index (HNSW, IVF) is done exactly when at most this many chunks match.
 EXACT_FILTER_LIMIT = 4096
+#: Above this ``k`` the search results stop at the chunks the index holds instead of being padded to ``k``.
+LARGE_K = 10_000
 #: What a create() killed halfway leaves; a folder holding anything else is not made an index.
 _OWN_FILES = re.compile(rf"({re.escape(STORE_FILE)}(-wal|-shm|-journal)?|{re.escape(LOCK_FILE)}|"
                         rf"{re.escape(MANIFEST_FILE)}|\.(vectors|bm25|manifest)\..+\.tmp)")
@@ -453,8 +455,10 @@ class LocalIndex(Index):
         q = q[None, :] if q.ndim == 1 else q
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape (n, {self.dim}), got {q.shape}")
+        _check_k(k)
         with self.reading():
             vi = self.vectors
+            k = _cut_k(k, len(vi))
             vi.ef_search, vi.nprobe = self.ef_search, self.nprobe
             allowed = None if filter is None else self.matching_ids(filter)
             if allowed is not None and vi.spec.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
@@ -484,10 +488,23 @@ class LocalIndex(Index):
 
     def keyword_search(self, queries: Sequence[str], k: int = 10,
                        filter: Filter | None = None) -> list[list[tuple[int, float]]]:
+        _check_k(k)
         with self.reading():
             bm25 = self.keyword_index()
+            k = _cut_k(k, len(bm25))
             allowed = None if filter is None else self.matching_ids(filter)
             return bm25.search_batch(list(queries), k, allowed)
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+
+
+def _cut_k(k: int, held: int) -> int:
+    """``k``, or above :data:`LARGE_K` the number of chunks held (a huge ``k`` must not allocate for ids that
+    cannot exist)."""
+    return max(1, min(int(k), held)) if k > LARGE_K else int(k)
 
 
 def _no_options(options: dict[str, Any]) -> None:
@@ -540,4 +557,4 @@ def _warn_long_chunks(embedder: TextEmbedder | None, chunk_size: int) -> None:
                        max_length - 2)
 
 
-__all__ = ["EXACT_FILTER_LIMIT", "STORE_FILE", "LocalIndex"]
+__all__ = ["EXACT_FILTER_LIMIT", "LARGE_K", "STORE_FILE", "LocalIndex"]

@@ -336,7 +336,8 @@ class Qwen3VectorStore(VectorStore):
             raise ValueError(f"got {len(texts)} texts but {len(ids)} ids")
         for n, text in enumerate(texts):
             if not isinstance(text, str):
-                raise ValueError(f"texts[{n}] is {type(text).__name__} ({text!r:.60}); every text must be a str")
+                got = "None" if text is None else f"a {type(text).__name__} ({text!r:.60})"
+                raise ValueError(f"texts[{n}] is {got}; every text must be a str")
         metas = [check_metadata({} if m is None else m, f"metadatas[{n}]") for n, m in enumerate(metadatas or [])]
         given: list[str | None] = list(ids) if ids is not None else [None] * len(texts)
         # add_documents passes Document.id for every document, None where one has no id

@@ -337,3 +337,16 @@ def test_no_pickle_anywhere() -> None:
         names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
         assert not names & {"pickle", "cPickle", "dill", "joblib", "cloudpickle"}, path
         assert "allow_pickle=True" not in path.read_text(encoding="utf-8"), path
+
+
+def test_a_huge_k_is_cut_at_what_the_index_holds(tmp_path: Path, hash_embedder: Any) -> None:
+    with create(tmp_path / "ix", hash_embedder, "HNSW8") as index:
+        ingest_documents(corpus(10), index)
+        query = hash_embedder.embed_queries(["faiss"])
+        ids, scores = index.search_vectors(query, 10**9)  # padded to k, this would be 12 GB
+        assert ids.shape == scores.shape == (1, len(index)) and (ids >= 0).all()
+        assert 0 < len(index.keyword_search(["Document"], 10**9)[0]) <= len(index)  # only chunks with the term
+        assert index.search_vectors(query, 10_000)[0].shape == (1, 10_000)  # up to there: padded to k
+        for k in (0, -1, 2.5):
+            with pytest.raises(ValueError, match="k must be an int >= 1"):
+                index.search_vectors(query, k)  # type: ignore[arg-type]
