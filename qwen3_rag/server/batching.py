@@ -73,6 +73,7 @@ class Batcher:
         self._on_depth = on_depth or (lambda n: None)
         self._on_batch = on_batch or (lambda n: None)
         self._jobs: deque[_Job] = deque()
+        self._running: list[_Job] = []
         self._queued = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -95,10 +96,9 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        while self._jobs:
-            job = self._jobs.popleft()
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("the server is shutting down"))
+        for job in [*self._running, *self._jobs]:
+            _fail(job, RuntimeError("the server is shutting down"))
+        self._jobs.clear()
         self._queued = 0
 
     async def submit(self, key: Hashable, items: Sequence[Any]) -> Sequence[Any]:
@@ -129,9 +129,10 @@ class Batcher:
                 await self._wake.wait()
                 if self.max_wait > 0 and self._queued < self.max_items:
                     await asyncio.sleep(self.max_wait)  # the model was idle: let concurrent requests join
-            jobs = self._take()
-            if jobs:
-                await self._run(jobs)
+            self._running = self._take()
+            if self._running:
+                await self._run(self._running)
+            self._running = []
 
     def _take(self) -> list[_Job]:
         taken: list[_Job] = []

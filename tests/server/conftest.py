@@ -30,7 +30,8 @@ CORPUS = [
      {"team": "dev", "year": 2024}),
     ("backup.md", "# Backups\n\nBackups run every Sunday night and are copied to a second site.",
      {"team": "ops", "year": 2022}),
-    ("gravity.txt", "Gravity is a force that attracts two bodies towards each other.", {"team": "science", "year": 1687}),
+    ("gravity.txt", "Gravity is a force that attracts two bodies towards each other.",
+     {"team": "science", "year": 1687}),
     ("beijing.txt", "The capital of China is Beijing.", {"team": "geo", "year": 2020}),
 ]
 FAKE_ANSWER = "Logs are rotated nightly [1]."
@@ -40,6 +41,12 @@ def documents() -> list[Any]:
     from qwen3_rag import Document
 
     return [Document(id=name, text=text, source=f"docs/{name}", metadata=meta) for name, text, meta in CORPUS]
+
+
+@pytest.fixture()
+def corpus() -> list[Any]:
+    """The corpus as Documents."""
+    return documents()
 
 
 def free_port() -> int:
@@ -139,11 +146,12 @@ def qwen_server(tiny_embedder: Any, tiny_reranker: Any, qwen_index_dir: Path,
 
 @pytest.fixture()
 def serve() -> Callable[..., Any]:
-    """``serve(resources, config) -> context manager`` yielding the URL of a server over them."""
+    """``serve(resources, config, ready=True, **create_app_options) -> context manager`` yielding the URL of a
+    server over them (once it is ready, unless ``ready=False``)."""
     from qwen3_rag.server import create_app
 
-    def start(resources: Any, config: Any = None, **kwargs: Any) -> Any:
-        return running(create_app(resources, config, **kwargs))
+    def start(resources: Any, config: Any = None, *, ready: bool = True, **kwargs: Any) -> Any:
+        return running(create_app(resources, config, **kwargs), ready=ready)
 
     return start
 
@@ -246,3 +254,32 @@ def fake_vllm(tiny_embedder: Any, tiny_reranker: Any) -> Callable[..., Any]:
         return running(fake.app(), ready=False), fake
 
     return start
+
+
+class HeldEmbedder:
+    """An embedder (the tiny Qwen3 one) that holds every call until ``release`` is set, after setting ``entered``:
+    a test can act while a batch runs. ``nan=True`` makes it return NaN vectors."""
+
+    def __init__(self, embedder: Any, *, nan: bool = False) -> None:
+        self._embedder = embedder
+        self.dim = embedder.dim
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.nan = nan
+
+    def describe(self) -> dict[str, Any]:
+        return {**self._embedder.describe(), "model": "held"}
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        self.entered.set()
+        assert self.release.wait(60), "the test never released the model"
+        vectors = self._embedder.embed_documents(texts)
+        return vectors * np.nan if self.nan else vectors
+
+    def embed_queries(self, texts: list[str], instruction: str | None = None) -> np.ndarray:
+        return self.embed_documents(texts)
+
+
+@pytest.fixture()
+def held_embedder(tiny_embedder: Any) -> Callable[..., HeldEmbedder]:
+    return lambda **options: HeldEmbedder(tiny_embedder, **options)

@@ -239,3 +239,25 @@ def test_openapi_and_docs_are_served(qwen_server):
     assert {"/v1/embeddings", "/v1/rerank", "/v1/search", "/v1/context", "/v1/chat/completions",
             "/v1/indexes/{name}/documents"} <= set(spec["paths"])
     assert httpx.get(qwen_server + "/docs").status_code == 200
+
+
+def test_concurrent_writes_and_searches_on_one_index(serve, tmp_path, minilm_embedder):
+    """The index is used by one request at a time (its lock), the models by batches: all answers are right."""
+    from qwen3_rag import Index
+    from qwen3_rag.server.resources import OpenIndex, Resources
+
+    index = Index.create(tmp_path / "ix", minilm_embedder, chunk_size=0)
+    topics = ["logs", "deploys", "backups", "gravity"]
+    with serve(Resources([minilm_embedder], None, [OpenIndex("notes", index, minilm_embedder)])) as url:
+
+        def work(i: int) -> dict[str, Any]:
+            doc = {"id": f"d{i}", "text": f"Note {i}: all about {topics[i % 4]} and nothing else."}
+            _post(url, "/v1/indexes/notes/documents", {"documents": [doc]})
+            return _post(url, "/v1/search", {"index": "notes", "query": topics[i % 4], "k": 2, "mode": "hybrid"})
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(work, range(16)))
+        assert all(a["hits"] for a in answers)
+        assert httpx.get(url + "/v1/indexes/notes").json()["counts"] == {"documents": 16, "chunks": 16, "vectors": 16}
+        hits = _post(url, "/v1/search", {"index": "notes", "query": "Note 6: all about backups", "k": 1})["hits"]
+        assert hits[0]["doc_id"] == "d6"
