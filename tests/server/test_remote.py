@@ -161,3 +161,15 @@ def test_remote_errors_say_what_happened(serve, tiny_embedder, qwen_server):
         RemoteEmbedder(url, retries=0).embed_documents(TEXTS)  # that server has stopped
     with pytest.raises(ValueError, match="http"):
         RemoteEmbedder("ftp://example")
+
+
+def test_the_key_comes_from_the_environment_and_never_reaches_the_record(serve, tiny_embedder, monkeypatch):
+    from qwen3_rag.retrieval.remote import API_KEY_ENV
+
+    monkeypatch.setenv(API_KEY_ENV, "env-key")
+    with serve(Resources([tiny_embedder]), ServerConfig(api_key="env-key")) as url:
+        port = url.rsplit(":", 1)[1]
+        remote = RemoteEmbedder(f"http://someone:secret@127.0.0.1:{port}/v1/")
+        assert remote.embed_documents(TEXTS).shape == (3, tiny_embedder.dim)
+        record = json.dumps(remote.describe())
+    assert remote.endpoint == f"http://127.0.0.1:{port}" and "secret" not in record and "env-key" not in record
