@@ -137,7 +137,8 @@ PAGES = {
 }
 
 # Pages whose examples another test runs, because it needs more than the core: page -> that test file.
-RUN_ELSEWHERE = {"README.md": "test_readme_models.py", "docs/integrations.md": "integrations/test_readme.py"}
+RUN_ELSEWHERE = {"README.md": "test_readme_models.py", "docs/integrations.md": "integrations/test_readme.py",
+                 "docs/server.md": "server/test_server_docs.py"}
 
 
 @pytest.mark.parametrize("name", sorted(PAGES))

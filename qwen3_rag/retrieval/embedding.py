@@ -107,11 +107,7 @@ class Embedder(RunnerFacade):
         self.normalize = normalize if normalize is not None else (True if self.is_qwen3 or st is None else st.normalize)
         self.hidden_size = int(getattr(config, "hidden_size", 0) or getattr(config, "dim", 0))
         if dim is not None:
-            if not isinstance(dim, int) or isinstance(dim, bool) or not MIN_DIM <= dim <= self.hidden_size:
-                raise ValueError(
-                    f"dim={dim!r} is out of range for {self.model_id!r}: pass an int from {MIN_DIM} to "
-                    f"{self.hidden_size} (its hidden size), or None for the full {self.hidden_size}"
-                )
+            check_dim(dim, self.hidden_size, self.model_id)
         self.dim = dim or self.hidden_size
         if self.dim < self.hidden_size and not self.is_qwen3:
             logger.warning(
@@ -303,6 +299,17 @@ class Embedder(RunnerFacade):
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             np.divide(out, np.maximum(norms, 1e-12), out=out)
         return out
+
+
+def check_dim(dim: object, full: int, model_id: str) -> None:
+    """The Matryoshka rule for an output dimension: an int from :data:`MIN_DIM` to the model's ``full`` size.
+
+    Raises:
+        ValueError: naming the allowed range.
+    """
+    if not isinstance(dim, int) or isinstance(dim, bool) or not MIN_DIM <= dim <= full:
+        raise ValueError(f"dim={dim!r} is out of range for {model_id!r}: pass an int from {MIN_DIM} to {full} (its "
+                         f"hidden size), or None for the full {full}")
 
 
 class _EmbeddingRunner(TransformerRunner):
