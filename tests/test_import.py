@@ -21,6 +21,8 @@ def test_opening_and_searching_an_index_loads_no_model_code(tmp_path) -> None:
         "from qwen3_rag import Document, Index\n"
         "from qwen3_rag.cli import main\n"
         "from qwen3_rag.pipelines.writing import whole_document\n"
+        "from qwen3_rag import Retriever\n"
+        "from qwen3_rag.retrieval.remote import RemoteEmbedder, RemoteReranker\n"
         "with Index.create(sys.argv[1], dim=4, chunk_size=0) as index, index.transaction():\n"
         "    index.write([whole_document(Document('a', 'x'))], np.eye(1, 4, dtype=np.float32))\n"
         "assert main(['info', sys.argv[1]]) in (0, None)\n"

@@ -23,13 +23,5 @@ if TYPE_CHECKING:
 _LAZY = {"Embedder": "qwen3_rag.retrieval.embedding", "Reranker": "qwen3_rag.retrieval.reranking"}
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
-__all__ = [
-    "DEFAULT_EMBEDDING_MODEL",
-    "DEFAULT_INSTRUCTION",
-    "DEFAULT_RERANKER_MODEL",
-    "TASKS",
-    "Embedder",
-    "Reranker",
-    "format_query",
-    "format_reranker_input",
-]
+__all__ = ["DEFAULT_EMBEDDING_MODEL", "DEFAULT_INSTRUCTION", "DEFAULT_RERANKER_MODEL", "TASKS", "Embedder", "Reranker",
+           "format_query", "format_reranker_input"]

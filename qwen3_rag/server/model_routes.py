@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from qwen3_rag.pipelines.rag import approx_token_count
-from qwen3_rag.retrieval._runner import check_texts
 from qwen3_rag.retrieval.embedding import check_dim
+from qwen3_rag.retrieval.inputs import check_texts
 from qwen3_rag.retrieval.remote import rank_documents
 from qwen3_rag.server.batching import ModelSlot
 from qwen3_rag.server.errors import APIError
