@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,12 +27,15 @@ import numpy as np
 
 from qwen3_rag.indexers.bm25 import BM25Component, BM25Config, BM25Index
 from qwen3_rag.indexers.chunking import ChunkingConfig
+from qwen3_rag.indexers.connection import GuardedConnection
 from qwen3_rag.indexers.derived import DerivedState
 from qwen3_rag.indexers.filters import to_sql
-from qwen3_rag.indexers.index import Index, Location, unique_ids
+from qwen3_rag.indexers.index import Index, Location, check_k, cut_k, unique_ids, unit_rows
 from qwen3_rag.indexers.manifest import (
     MANIFEST_FILE,
     OWN_FILES,
+    IndexDamagedError,
+    IndexLockedError,
     WriterLock,
     atomic_write,
     check_embedder,
@@ -42,7 +44,7 @@ from qwen3_rag.indexers.manifest import (
     refuse_foreign,
     warn_long_chunks,
 )
-from qwen3_rag.indexers.store import STORE_FILE, Store, checked_manifest
+from qwen3_rag.indexers.store import STORE_FILE, Store, checked_manifest, connect_uri
 from qwen3_rag.indexers.vector_index import IndexSpec, VectorComponent, VectorIndex
 from qwen3_rag.protocols import Filter, TextEmbedder
 from qwen3_rag.types import Chunk, Document, IndexCounts
@@ -51,22 +53,6 @@ logger = logging.getLogger(__name__)
 
 #: A filtered search on an approximate index (HNSW, IVF) is done exactly when at most this many chunks match.
 EXACT_FILTER_LIMIT = 4096
-
-
-def _unit_rows(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
-    v = np.asarray(vectors, dtype=np.float32)
-    if v.ndim == 1 and n == 1:
-        v = v[None, :]
-    if v.ndim != 2 or len(v) != n or v.shape[1] != dim:
-        raise ValueError(f"expected one vector per chunk, an array of shape ({n}, {dim}); got shape {v.shape}")
-    if not np.isfinite(v).all():
-        raise ValueError("the vectors hold NaN or infinite values; check the embedding model's output")
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    if v.size and not np.allclose(norms, 1.0, atol=1e-3):
-        if (norms == 0).any():
-            raise ValueError("a vector is all zeros and has no direction; check the embedding model's output")
-        v = v / norms
-    return np.ascontiguousarray(v, dtype=np.float32)
 
 
 class LocalIndex(Index):
@@ -165,13 +151,14 @@ class LocalIndex(Index):
         store = Path(location) / STORE_FILE
         if not store.is_file():
             return False
-        try:  # a store without a manifest is a create() that was killed halfway: not an index
-            conn = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:  # an empty meta table is a create() killed before its first commit: not an index
+            conn = GuardedConnection.connect(store, connect_uri(store, read_only=True), uri=True)
             try:
-                return conn.execute("SELECT 1 FROM meta WHERE key = 'manifest'").fetchone() is not None
+                conn.execute("PRAGMA busy_timeout=30000")
+                return conn.execute("SELECT 1 FROM meta LIMIT 1").fetchone() is not None
             finally:
                 conn.close()
-        except sqlite3.Error:
+        except (IndexDamagedError, IndexLockedError, OSError):
             return True  # something is there; let open() report what is wrong with it
 
     @classmethod
@@ -336,23 +323,28 @@ class LocalIndex(Index):
         except OSError as exc:  # an informational copy; the store holds the truth
             logger.warning("could not write %s: %s", self.path / MANIFEST_FILE, exc)
 
-    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray) -> list[list[int]]:
+    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray, *,
+              append: bool = False, complete: bool = True) -> list[list[int]]:
         """Store documents with their chunks and vectors, replacing earlier versions (one delete, one insert per
-        table for all). ``vectors`` holds one row per chunk, in order; rows are L2-normalised.
+        table for all), or, with ``append``, adding a part of each; ``complete=False`` marks them partly written
+        (see :meth:`StorageBackend.write <qwen3_rag.protocols.StorageBackend.write>`). ``vectors`` holds one row
+        per chunk, in order; rows are L2-normalised.
 
         Raises:
-            ValueError: a wrong number, width or value of vectors, or a document id that repeats.
+            ValueError: a wrong number, width or value of vectors, a document id that repeats, or a part appended
+                to a document that is not stored.
         """
         n = sum(len(chunks) for _, chunks in items)
-        vecs = _unit_rows(vectors, n, self.dim) if n else np.zeros((0, self.dim), np.float32)
+        vecs = unit_rows(vectors, n, self.dim) if n else np.zeros((0, self.dim), np.float32)
         unique_ids(doc.id for doc, _ in items)
         if not items:
             return []
         with self.transaction():  # outside a transaction: one commit, and a failure rolls the deletes back too
             generation = self._begin()
-            self._store.delete_documents([doc.id for doc, _ in items], generation)
+            if not append:
+                self._store.delete_documents([doc.id for doc, _ in items], generation)
             ids = self._store.allocate_ids(n)
-            self._store.put_documents(items, ids, vecs)
+            self._store.put_documents(items, ids, vecs, append=append, complete=complete)
         per_doc, pos = [], 0
         for _, chunks in items:
             per_doc.append(ids[pos:pos + len(chunks)].tolist())
@@ -418,7 +410,10 @@ class LocalIndex(Index):
         generation = self.generation
         if self._filters is not None and self._filters[0] is filter and self._filters[1] == generation:
             return self._filters[2]
-        ids = self._store.chunk_ids_of(self.find_documents(filter))
+        if callable(filter):
+            ids = self._store.chunk_ids_of(self._store.docs_matching(filter))
+        else:
+            ids = self._store.chunk_ids_where(*to_sql(filter, column="d.fmeta"))
         self._filters = (filter, generation, ids)
         return ids
 
@@ -436,8 +431,10 @@ class LocalIndex(Index):
         q = q[None, :] if q.ndim == 1 else q
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape (n, {self.dim}), got {q.shape}")
+        check_k(k)
         with self.reading():
             vi = self.vectors
+            k = cut_k(k, len(vi))
             vi.ef_search, vi.nprobe = self.ef_search, self.nprobe
             allowed = None if filter is None else self.matching_ids(filter)
             if allowed is not None and vi.spec.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
@@ -467,8 +464,10 @@ class LocalIndex(Index):
 
     def keyword_search(self, queries: Sequence[str], k: int = 10,
                        filter: Filter | None = None) -> list[list[tuple[int, float]]]:
+        check_k(k)
         with self.reading():
             bm25 = self.keyword_index()
+            k = cut_k(k, len(bm25))
             allowed = None if filter is None else self.matching_ids(filter)
             return bm25.search_batch(list(queries), k, allowed)
 

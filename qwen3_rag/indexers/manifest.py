@@ -21,8 +21,8 @@ from qwen3_rag.protocols import KnowsItsModel, TextEmbedder
 
 logger = logging.getLogger(__name__)
 
-#: Version of the on-disk format of a local index (docs/index-format.md); 1 is upgraded on open.
-FORMAT_VERSION = 2
+#: Version of the on-disk format of a local index (docs/index-format.md); 1 and 2 are upgraded by the first writer.
+FORMAT_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
 #: What a create() killed halfway leaves; a folder holding anything else is not made an index.
@@ -44,6 +44,9 @@ class IndexDamagedError(RuntimeError):
 
 class DiskFullError(OSError):
     """A write failed for lack of space; nothing half-written was left behind."""
+
+    def __str__(self) -> str:  # the message says it all, without OSError's "[Errno 28]"
+        return str(self.strerror)
 
 
 def library_versions() -> dict[str, str]:

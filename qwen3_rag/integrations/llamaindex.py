@@ -55,10 +55,11 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 
 from qwen3_rag.indexers.filters import FilterError
 from qwen3_rag.integrations import _common as common
+from qwen3_rag.pipelines.writing import DocumentError
 from qwen3_rag.protocols import PairScorer, StorageBackend, TextEmbedder
 from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
 from qwen3_rag.retrieval.models import load_embedder, load_reranker
-from qwen3_rag.types import Chunk
+from qwen3_rag.types import Chunk, check_metadata
 from qwen3_rag.types import Document as CoreDocument
 
 __all__ = ["Qwen3Embedding", "Qwen3Rerank", "Qwen3VectorStore", "translate_filters"]
@@ -313,14 +314,23 @@ class Qwen3VectorStore(BasePydanticVectorStore):
 
     # -- writing
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
-        """Store nodes with their embeddings; a node id that exists already is replaced.
+        """Store nodes with their embeddings; a node id that exists already is replaced. All are written in one
+        transaction: when one fails, none is.
+
+        Node metadata follows the rule of :func:`qwen3_rag.types.check_metadata` (the same for every adapter):
+        keys are ``str``; values are ``str``, ``bool``, ``None``, 64-bit integers, finite floats and lists and
+        dicts of these; a tuple is stored as a list and a NumPy number as a plain one; anything else (NaN,
+        ``bytes``, ``datetime``, ``set``, other objects) is refused rather than turned into a string.
 
         Raises:
-            ValueError: for a node without an embedding.
+            ValueError: a node without an embedding, embeddings of different lengths, an embedding with NaN or
+                infinite values, or metadata that breaks the rule above; each names the node.
         """
         nodes = list(nodes)
         if not nodes:
             return []
+        for node in nodes:
+            check_metadata(node.metadata, f"node {node.node_id!r}")
         missing = [n.node_id for n in nodes if n.embedding is None]
         if missing:
             raise ValueError(
@@ -337,9 +347,12 @@ class Qwen3VectorStore(BasePydanticVectorStore):
             index = self._open(dim=lengths.pop())
             assert index is not None
             latest = {node.node_id: node for node in nodes}  # a repeated id: the last one wins
-            with index.transaction(publish=False), common.writer(index, None, 256) as write:
-                for node in latest.values():
-                    write.add(self._to_document(node), np.asarray(node.get_embedding(), dtype=np.float32))
+            try:
+                with index.transaction(publish=False), common.writer(index, None, 256) as write:
+                    for node in latest.values():
+                        write.add(self._to_document(node), np.asarray(node.get_embedding(), dtype=np.float32))
+            except DocumentError as exc:
+                raise ValueError(f"node {exc.document_id!r}: {exc.reason}; nothing was written") from None
         return [n.node_id for n in nodes]
 
     def _to_document(self, node: BaseNode) -> CoreDocument:
