@@ -100,16 +100,34 @@ def machine() -> dict[str, Any]:
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    else:
-        try:
-            with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        info["cpu"] = line.split(":", 1)[1].strip()
-                        break
-        except OSError:
-            pass
+    info.update(cpu_description())
+    info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     return info
+
+
+def cpu_description() -> dict[str, Any]:
+    """The CPU model, the instruction-set flags that decide CPU speed for these models (AMX, AVX512-BF16,
+    AVX512, AVX2), the cores this process may use and torch's thread count: recorded with every figure, since
+    the same kind of machine can be an Intel CPU with AMX or an AMD CPU without it."""
+    import torch
+
+    from qwen3_rag.retrieval._loading import available_cpus
+
+    out: dict[str, Any] = {"cpus_available": available_cpus(), "torch_threads": torch.get_num_threads()}
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    flags: set[str] = set()
+    for line in lines:
+        if line.startswith("model name") and "cpu" not in out:
+            out["cpu"] = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    out["cpu_flags"] = sorted(f for f in flags if f in {"amx_bf16", "amx_tile", "amx_int8", "avx512_bf16",
+                                                         "avx512f", "avx512_vnni", "avx2", "fma"})
+    return out
 
 
 def sync() -> None:

@@ -121,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     llm = _load_llm(args.llm, args.model) if args.llm else fake_llm()
     if args.index:
-        retriever: Runnable = Qwen3Retriever.from_index(args.index, k=args.k, hybrid=args.hybrid)
+        retriever: Runnable = Qwen3Retriever.from_index(args.index, k=args.k,
+                                                          mode="hybrid" if args.hybrid else "dense")
     else:
         model = args.embedding_model
         if model is None:

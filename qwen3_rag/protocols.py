@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from qwen3_rag.indexers.chunking import ChunkingConfig
 
 __all__ = [
+    "PARTIAL",
     "ChatModel",
     "Filter",
     "KnowsItsModel",
@@ -33,6 +34,10 @@ __all__ = [
     "TokenCounter",
     "TokenEmbedder",
 ]
+
+#: The content hash :meth:`StorageBackend.document_states` reports for a document written in parts whose last
+#: part is not written yet (no content hash equals it).
+PARTIAL = "partial"
 
 #: A metadata filter: a Mongo-style dict (see :mod:`qwen3_rag.indexers.filters`), or, on the local index only, a
 #: callable ``metadata -> bool``.
@@ -136,9 +141,10 @@ class StorageBackend(Protocol):
     Writes are batched and transactional: :meth:`write` replaces each given document with its chunks and vectors,
     :meth:`delete` removes documents; inside :meth:`transaction` they become visible together at the commit, and
     an interrupted transaction leaves the last commit intact (a backend without transactions must still never
-    leave a partly written document looking complete: :meth:`changed` reports it again). Content hashes make
-    ingestion incremental. Searches apply the filter inside the search, so ``k`` hits come back when ``k`` chunks
-    match.
+    leave a partly written document looking complete: :meth:`changed` reports it again). A document with more
+    chunks than one commit should hold is written in parts, each part in its own commit (see :meth:`write`).
+    Content hashes make ingestion incremental. Searches apply the filter inside the search, so ``k`` hits come
+    back when ``k`` chunks match.
     """
 
     @property
@@ -175,9 +181,27 @@ class StorageBackend(Protocol):
 
     # -- writing
     @abstractmethod
-    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray) -> list[list[int]]:
+    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray, *,
+              append: bool = False, complete: bool = True) -> list[list[int]]:
         """Store documents with their chunks and one vector per chunk (in order), replacing earlier versions of
-        those documents; returns each document's new chunk ids."""
+        those documents; returns each document's new chunk ids.
+
+        A document written in parts (the write loop splits one whose chunks exceed ``commit_every``) takes several
+        calls, each in its own transaction, its chunks in order and carrying their positions in the whole
+        document (``Chunk.index``):
+
+        - the first part with ``complete=False``: it replaces the stored document like any write, but the document
+          is stored *partly written*: :meth:`document_states` reports :data:`PARTIAL` as its content hash;
+        - each next part with ``append=True, complete=False``: the chunks are added after the stored ones (nothing
+          is replaced; the document stays partly written);
+        - the last part with ``append=True`` (``complete=True``): the chunks are added and the document's content
+          hash is stored, so it is complete from this commit on.
+
+        A run interrupted between two parts leaves the document partly written: :meth:`changed` reports it, and
+        the next run writes it again from its first part, which replaces every chunk of the earlier parts (no
+        duplicate, no orphan). Searches may return the chunks of a partly written document. ``append=True`` for
+        a document that is not stored is a ValueError.
+        """
 
     @abstractmethod
     def delete(self, doc_ids: Iterable[str]) -> int:
@@ -240,7 +264,8 @@ class StorageBackend(Protocol):
     def search_vectors(self, queries: np.ndarray, k: int = 10,
                        filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Nearest chunks by inner product: ``(ids int64 (n, k), scores float32 (n, k))``, best first, padded
-        with ``-1`` / ``-inf``."""
+        with ``-1`` / ``-inf``; a ``k`` above 10,000 may be cut at the number of chunks stored (nothing is
+        allocated for ids that cannot exist). ``k < 1`` is a ValueError."""
 
     @abstractmethod
     def keyword_search(self, queries: Sequence[str], k: int = 10,

@@ -12,6 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI explores the same examples on every run, so a red build is the change's doing and reruns alike; a developer's
+# run (no CI variable) keeps drawing new ones, and a failure it finds prints the example to pin in a test.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_TOKENIZER_DIR = SHARED / "data" / "qwen3-tokenizer"

@@ -19,7 +19,7 @@ from qwen3_rag.indexers.chunking import ChunkingConfig
 from qwen3_rag.indexers.filters import matches
 from qwen3_rag.indexers.index import BACKENDS, Index
 from qwen3_rag.indexers.manifest import check_embedder, describe_embedder, new_manifest
-from qwen3_rag.protocols import Filter, TextEmbedder
+from qwen3_rag.protocols import PARTIAL, Filter, TextEmbedder
 from qwen3_rag.types import Chunk, Document, IndexCounts
 
 SCHEME = "jsonfake"
@@ -104,7 +104,8 @@ class JsonIndex(Index):
         if self._read_only:
             raise PermissionError("read-only")
 
-    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray) -> list[list[int]]:
+    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray, *,
+              append: bool = False, complete: bool = True) -> list[list[int]]:
         self._writable()
         vectors = np.asarray(vectors, dtype=np.float64)
         n = sum(len(c) for _, c in items)
@@ -112,8 +113,11 @@ class JsonIndex(Index):
             raise ValueError(f"expected ({n}, {self.dim}) vectors, got {vectors.shape}")
         if len({d.id for d, _ in items}) != len(items):
             raise ValueError("a document id appears twice in one write")
+        if append and any(d.id not in self._state["documents"] for d, _ in items):
+            raise ValueError("append=True for a document that is not stored")
         with self.transaction():
-            self.delete([d.id for d, _ in items])
+            if not append:
+                self.delete([d.id for d, _ in items])
             out, row = [], 0
             for doc, chunks in items:
                 ids = []
@@ -127,9 +131,11 @@ class JsonIndex(Index):
                         "headings": list(c.headings), "start_line": c.start_line, "end_line": c.end_line,
                         "vector": v.tolist()}
                     ids.append(cid)
+                before = self._state["documents"][doc.id]["chunks"] if append else []
                 self._state["documents"][doc.id] = {"text": doc.text, "source": doc.source,
-                                                     "metadata": dict(doc.metadata), "hash": doc.content_hash,
-                                                     "chunks": ids}
+                                                     "metadata": dict(doc.metadata),
+                                                     "hash": doc.content_hash if complete else PARTIAL,
+                                                     "chunks": before + ids}
                 out.append(ids)
         return out
 

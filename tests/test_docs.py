@@ -129,7 +129,7 @@ PAGES = {
     "docs/index-format.md": Page(
         prelude=_DOCS_FOLDER + "from qwen3_rag import ingest\n"
                                "ingest(['docs'], 'my-index', model='Qwen/Qwen3-Embedding-0.6B')\n",
-        expect=("'manifest.json', 'store.sqlite'", "1 mean 384 {"),
+        expect=("'manifest.json', 'store.sqlite'", "2 mean 384 {"),
     ),
     "docs/milvus.md": Page(
         prelude=_DOCS_FOLDER,

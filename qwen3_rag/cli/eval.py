@@ -16,8 +16,7 @@ from qwen3_rag.pipelines.fusion import CONVEX_ALPHA  # standard library only
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "eval",
-        help="evaluate retrieval on a BEIR-layout data set",
+        "eval", help="evaluate retrieval on a BEIR-layout data set",
         description="Build (or reuse) an index of a BEIR corpus (title + ' ' + text per document), run the "
                     "test queries and report nDCG@k, recall@100, MRR@k and MAP@100 per mode (trec_eval "
                     "definitions, graded relevance).",

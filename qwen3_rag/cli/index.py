@@ -1,4 +1,4 @@
-"""``qwen3-rag index``: build or update an index directory from files and folders."""
+"""``qwen3-rag index``: build or update an index from files and folders."""
 
 from __future__ import annotations
 
@@ -8,94 +8,62 @@ from typing import Any
 
 from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 
+#: ``ingest`` arguments taken from the flags of the same name as they are.
+_PASSED = ("model", "chunk_size", "chunk_overlap", "index_type", "dim", "device", "batch_size", "max_tokens_per_batch",
+           "compile", "include", "exclude", "prune", "follow_links")
+_POSITIVE = ("commit_every", "batch_size", "max_tokens_per_batch")
 
-def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "index",
-        help="build or update an index from files and folders",
-        description="Index files and folders into DIR (created on first use). Re-running embeds only new and "
-        "changed documents; an interrupted run continues where it stopped.",
-    )
-    p.add_argument(
-        "sources",
-        nargs="+",
-        metavar="SOURCE",
-        help="files and folders (.txt .md .rst .html .pdf, "
-        "source code, .jsonl/.json/.csv records; a BEIR corpus.jsonl works as is)",
-    )
-    p.add_argument("--index", required=True, metavar="LOCATION",
-                   help="the index: a directory (created on first use), or a backend URI such as "
-                        "milvus-lite://FILE.db/COLLECTION")
-    p.add_argument(
-        "--model",
-        default=None,
-        metavar="M",
-        help="embedding model id or local directory (default: the index's model, or "
-        "Qwen/Qwen3-Embedding-0.6B for a new index)",
-    )
-    p.add_argument(
-        "--chunk-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"max tokens per chunk, 0 = no chunking (new index only; default {DEFAULT_CHUNK_SIZE})",
-    )
-    p.add_argument(
-        "--chunk-overlap",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"tokens shared by consecutive chunks (new index only; default {DEFAULT_CHUNK_OVERLAP})",
-    )
-    p.add_argument(
-        "--index-type",
-        default=None,
-        metavar="SPEC",
-        help="Flat (default), HNSW<M>, IVF<n>,Flat or IVF<n>,PQ<m> (new index only)",
-    )
-    p.add_argument(
-        "--dim", type=int, default=None, metavar="D", help="embedding dimension (Matryoshka truncation)"
-    )
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, metavar="M",
+                   help="embedding model id or local directory (default: the index's model, or "
+                        "Qwen/Qwen3-Embedding-0.6B for a new index)")
+    p.add_argument("--chunk-size", type=int, default=None, metavar="N",
+                   help=f"max tokens per chunk, 0 = no chunking (new index only; default {DEFAULT_CHUNK_SIZE})")
+    p.add_argument("--chunk-overlap", type=int, default=None, metavar="N",
+                   help=f"tokens shared by consecutive chunks (new index only; default {DEFAULT_CHUNK_OVERLAP})")
+    p.add_argument("--index-type", default=None, metavar="SPEC",
+                   help="Flat (default), HNSW<M>, IVF<n>,Flat or IVF<n>,PQ<m> (new index only)")
+    p.add_argument("--dim", type=int, default=None, metavar="D", help="embedding dimension (Matryoshka truncation)")
     p.add_argument("--device", default="auto", metavar="D", help="cpu, cuda, cuda:1, mps or auto (default)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="cap on texts per forward pass of the embedder")
     p.add_argument("--max-tokens-per-batch", type=int, default=None, metavar="N",
                    help="padded tokens per forward pass of the embedder (default 65536 on CUDA, 2048 on a CPU)")
-    p.add_argument(
-        "--include",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="only files matching GLOB (repeatable), e.g. '*.md' or 'docs/guide/*.rst'",
-    )
-    p.add_argument(
-        "--exclude", action="append", default=[], metavar="GLOB", help="skip files matching GLOB (repeatable)"
-    )
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model: about twice the GPU throughput after a compile of about two "
+                        "minutes (large corpora)")
+
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="only files matching GLOB (repeatable), e.g. '*.md' or 'docs/guide/*.rst'")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="skip files matching GLOB (repeatable)")
     p.add_argument("--prune", action="store_true", help="delete indexed documents whose source is gone")
     p.add_argument("--follow-links", action="store_true",
                    help="follow symbolic links that lead out of the source folders (default: skip them)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model: ~2x GPU throughput after a ~2 minute compile (large corpora)")
-    p.add_argument(
-        "--id-field", default=None, metavar="F", help="record files: the id field (default _id / id)"
-    )
-    p.add_argument(
-        "--text-field",
-        action="append",
-        default=None,
-        metavar="F",
-        help="record files: a text field, repeatable, joined with a space (default title + text)",
-    )
-    p.add_argument(
-        "--metadata-field",
-        action="append",
-        default=None,
-        metavar="F",
-        help="record files: a metadata field, repeatable (default every other field)",
-    )
-    p.add_argument(
-        "--commit-every", type=int, default=None, metavar="N", help="chunks per commit (default 512)"
-    )
+    p.add_argument("--id-field", default=None, metavar="F", help="record files: the id field (default _id / id)")
+    p.add_argument("--text-field", action="append", default=None, metavar="F",
+                   help="record files: a text field, repeatable, joined with a space (default title + text)")
+    p.add_argument("--metadata-field", action="append", default=None, metavar="F",
+                   help="record files: a metadata field, repeatable (default every other field)")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "index", help="build or update an index from files and folders",
+        description="Index files and folders into an index (created on first use). Re-running embeds only new "
+                    "and changed documents; an interrupted run continues where it stopped.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="files and folders (.txt .md .rst .html .pdf, source code, .jsonl/.json/.csv records; a "
+                        "BEIR corpus.jsonl works as is)")
+    p.add_argument("--index", required=True, metavar="LOCATION",
+                   help="the index: a directory (created on first use), or a backend URI such as "
+                        "milvus-lite://FILE.db/COLLECTION")
+    _add_model_options(p)
+    _add_source_options(p)
+    p.add_argument("--commit-every", type=int, default=None, metavar="N", help="chunks per commit (default 512)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -106,30 +74,14 @@ def run(args: argparse.Namespace) -> int:
     from qwen3_rag.indexers.loaders import RecordFields
     from qwen3_rag.pipelines.ingest import DEFAULT_COMMIT_EVERY, ingest
 
-    for flag in ("commit_every", "batch_size", "max_tokens_per_batch"):
+    for flag in _POSITIVE:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise CLIError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
-    report = ingest(
-        args.sources,
-        args.index,
-        model=args.model,
-        chunk_size=args.chunk_size,
-        chunk_overlap=args.chunk_overlap,
-        index_type=args.index_type,
-        dim=args.dim,
-        device=args.device,
-        batch_size=args.batch_size,
-        max_tokens_per_batch=args.max_tokens_per_batch,
-        compile=args.compile,
-        include=args.include,
-        exclude=args.exclude,
-        prune=args.prune,
-        record_fields=RecordFields(id=args.id_field, text=args.text_field, metadata=args.metadata_field),
-        commit_every=args.commit_every or DEFAULT_COMMIT_EVERY,
-        follow_links=args.follow_links,
-        show_progress=not args.no_progress and sys.stderr.isatty(),
-    )
+    report = ingest(args.sources, args.index, **{name: getattr(args, name) for name in _PASSED},
+                    record_fields=RecordFields(id=args.id_field, text=args.text_field, metadata=args.metadata_field),
+                    commit_every=args.commit_every or DEFAULT_COMMIT_EVERY,
+                    show_progress=not args.no_progress and sys.stderr.isatty())
     print(printable(report.summary(), multiline=True))  # failure lines name files: no terminal controls
     if report.embedded_nothing and not report.failed:
         print("index is up to date")

@@ -400,6 +400,9 @@ class BM25Component:
     def dump(self) -> bytes:
         return self.bm25.to_bytes()
 
+    def ids(self) -> np.ndarray:
+        return np.asarray(self.bm25.ids, dtype=np.int64)
+
     def load(self, data: bytes, store: Any) -> None:
         bm25 = BM25Index.from_bytes(data)
         if self.config is not None and bm25.config != self.config:

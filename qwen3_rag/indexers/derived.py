@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qwen3_rag.indexers.manifest import atomic_write
+from qwen3_rag.indexers.manifest import IndexDamagedError, atomic_write
 from qwen3_rag.indexers.store import Store
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ class Component(Protocol):
         Raises:
             ValueError: the bytes are not a valid dump.
         """
+
+    def ids(self) -> np.ndarray:
+        """The chunk ids it holds (deleted ones left out)."""
 
 
 class _Held:
@@ -124,6 +127,12 @@ class DerivedState:
                     held = _Held(component, generation, watermark, dirty=component.persisted)
                 else:
                     self._catch_up(held, store, generation, watermark)
+                    if not np.array_equal(np.sort(component.ids()), np.sort(store.all_chunk_ids())):
+                        # a sound file caught up holds exactly the stored chunks: the store lost or moved rows
+                        logger.warning("%s of %s does not hold the chunks of its store; rebuilding it from the store",
+                                       component.name, self.folder)
+                        component.rebuild(store)
+                        held = _Held(component, generation, watermark, dirty=component.persisted)
             self._held[component.name] = held
             break
         return component
@@ -144,6 +153,8 @@ class DerivedState:
             if self.read_only and not last_try:
                 raise _Missing() from None
             problem = "it is missing"
+        except IndexDamagedError:  # the store itself: rebuilding from it cannot help
+            raise
         except (OSError, ValueError, RuntimeError) as exc:
             problem = f"it cannot be read ({exc})"
         if problem is not None:
@@ -181,32 +192,41 @@ class DerivedState:
         held.dirty = held.component.persisted
 
     def publish(self) -> None:
-        """Write the file of every component whose published file is behind it, and record it."""
+        """Write the file of every component whose published file is behind it, and record it; a failure (a full
+        disk) removes the files written and leaves the records as they were."""
         if self.read_only:
             return
         self.follow()
         generation, watermark = self._state()
-        records = dict(self.store.get_meta("derived") or {})
-        changed = False
-        for name, held in self._held.items():
-            if not held.component.persisted:
-                changed |= records.pop(name, None) is not None
-                continue
-            if not held.dirty and records.get(name, {}).get("generation") == generation:
-                continue
-            data = held.component.dump()
-            assert data is not None
-            file = f"{name}.{generation}.{held.component.suffix}"
-            atomic_write(self.folder / file, data)
-            records[name] = {"file": file, "generation": generation, "watermark": watermark, "size": len(data),
-                             "sha256": _digest(data)}
+        before = dict(self.store.get_meta("derived") or {})
+        records = dict(before)
+        written: list[tuple[_Held, Path]] = []
+        try:
+            for name, held in self._held.items():
+                if not held.component.persisted:
+                    records.pop(name, None)
+                elif held.dirty or records.get(name, {}).get("generation") != generation:
+                    data = held.component.dump()
+                    assert data is not None
+                    path = self.folder / f"{name}.{generation}.{held.component.suffix}"
+                    atomic_write(path, data)
+                    written.append((held, path))
+                    records[name] = {"file": path.name, "generation": generation, "watermark": watermark,
+                                     "size": len(data), "sha256": _digest(data)}
+            if records != before:
+                self.store.begin()
+                self.store.set_meta("derived", records)
+                self.store.prune_removals(REMOVALS_KEPT)
+                self.store.commit()
+        except BaseException:
+            self.store.rollback()
+            recorded = {r.get("file") for r in before.values()}
+            for _, path in written:
+                if path.name not in recorded:
+                    path.unlink(missing_ok=True)
+            raise
+        for held, _ in written:
             held.dirty = False
-            changed = True
-        if changed:
-            self.store.begin()
-            self.store.set_meta("derived", records)
-            self.store.prune_removals(REMOVALS_KEPT)
-            self.store.commit()
         self._remove_unrecorded(records)
 
     def _remove_unrecorded(self, records: dict[str, Any]) -> None:

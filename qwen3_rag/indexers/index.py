@@ -29,7 +29,7 @@ import numpy as np
 
 from qwen3_rag.indexers.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from qwen3_rag.indexers.manifest import IndexDamagedError, IndexLockedError, IndexMismatchError
-from qwen3_rag.protocols import Filter, StorageBackend, TextEmbedder
+from qwen3_rag.protocols import PARTIAL, Filter, StorageBackend, TextEmbedder
 from qwen3_rag.types import Chunk, Document, Hit, IndexCounts, WriteStats
 
 __all__ = [
@@ -223,7 +223,9 @@ class Index(StorageBackend):
         """The documents that need writing: new ones and those whose content hash differs from the stored one.
 
         The counts (``added``, ``updated``, ``unchanged`` and the ``chunks_removed`` that replacing the updated
-        ones will delete) come back as a :class:`~qwen3_rag.types.WriteStats`.
+        ones will delete) come back as a :class:`~qwen3_rag.types.WriteStats`. A document stored partly written
+        (an interrupted run, see :meth:`StorageBackend.write <qwen3_rag.protocols.StorageBackend.write>`) counts as
+        added, also with ``replace=False``: it was never stored whole.
 
         Raises:
             ValueError: with ``replace=False``, for a document stored with other content.
@@ -233,8 +235,9 @@ class Index(StorageBackend):
         out = []
         for doc in documents:
             old = stored.get(doc.id)
-            if old is None:
+            if old is None or old[0] == PARTIAL:
                 stats.added += 1
+                stats.chunks_removed += old[1] if old is not None else 0
             elif old[0] == doc.content_hash:
                 stats.unchanged += 1
                 continue

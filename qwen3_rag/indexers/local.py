@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,34 +27,35 @@ import numpy as np
 
 from qwen3_rag.indexers.bm25 import BM25Component, BM25Config, BM25Index
 from qwen3_rag.indexers.chunking import ChunkingConfig
+from qwen3_rag.indexers.connection import GuardedConnection
 from qwen3_rag.indexers.derived import DerivedState
 from qwen3_rag.indexers.filters import to_sql
 from qwen3_rag.indexers.index import Index, Location, unique_ids
 from qwen3_rag.indexers.manifest import (
-    FORMAT_VERSION,
-    LOCK_FILE,
     MANIFEST_FILE,
+    OWN_FILES,
     IndexDamagedError,
+    IndexLockedError,
     ManifestProperties,
     WriterLock,
     atomic_write,
     check_embedder,
     describe_embedder,
     new_manifest,
+    refuse_foreign,
+    warn_long_chunks,
 )
-from qwen3_rag.indexers.store import Store, upgrade
+from qwen3_rag.indexers.store import STORE_FILE, Store, checked_manifest, connect_uri
 from qwen3_rag.indexers.vector_index import IndexSpec, VectorComponent, VectorIndex
 from qwen3_rag.protocols import Filter, TextEmbedder
 from qwen3_rag.types import Chunk, Document, IndexCounts
 
 logger = logging.getLogger(__name__)
 
-STORE_FILE = "store.sqlite"
 #: A filtered search on an approximate index (HNSW, IVF) is done exactly when at most this many chunks match.
 EXACT_FILTER_LIMIT = 4096
-#: What a create() killed halfway leaves; a folder holding anything else is not made an index.
-_OWN_FILES = re.compile(rf"({re.escape(STORE_FILE)}(-wal|-shm|-journal)?|{re.escape(LOCK_FILE)}|"
-                        rf"{re.escape(MANIFEST_FILE)}|\.(vectors|bm25|manifest)\..+\.tmp)")
+#: Above this ``k`` the search results stop at the chunks the index holds instead of being padded to ``k``.
+LARGE_K = 10_000
 
 
 def _unit_rows(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
@@ -110,7 +109,7 @@ class LocalIndex(ManifestProperties, Index):
         if cls._exists(root):
             raise FileExistsError(f"{str(root)!r} already holds an index; open it with Index.open() or choose "
                                   "another directory")
-        _refuse_foreign(root)
+        refuse_foreign(root)
         if embedder is None and dim is None:
             raise ValueError("Index.create needs an embedder, or dim= when the vectors come with the documents")
         model: dict[str, Any] = (describe_embedder(embedder) if embedder is not None
@@ -119,7 +118,7 @@ class LocalIndex(ManifestProperties, Index):
             raise ValueError(f"dim={dim} but the embedder produces {model['dim']} dimensions; set the dimension on "
                              "the embedder (Embedder(dim=...))")
         config = ChunkingConfig(chunk_size, chunk_overlap)
-        _warn_long_chunks(embedder, chunk_size)
+        warn_long_chunks(embedder, chunk_size)
         spec = IndexSpec.parse(index_type)
         spec.check_dim(int(model["dim"]))
         root.mkdir(parents=True, exist_ok=True)
@@ -150,7 +149,7 @@ class LocalIndex(ManifestProperties, Index):
         lock = None if read_only else WriterLock(root)
         try:
             store = Store(root / STORE_FILE, read_only=read_only)
-            manifest = _checked_manifest(store, root, read_only)
+            manifest = checked_manifest(store, root, read_only)
             if embedder is not None:
                 check_embedder(manifest["model"], embedder, str(root))
         except BaseException:
@@ -159,7 +158,7 @@ class LocalIndex(ManifestProperties, Index):
             raise
         if not read_only:
             for tmp in root.iterdir():  # left by a writer killed mid-write; this process holds the lock now
-                if tmp.name.endswith(".tmp") and _OWN_FILES.fullmatch(tmp.name):
+                if tmp.name.endswith(".tmp") and OWN_FILES.fullmatch(tmp.name):
                     tmp.unlink(missing_ok=True)
         return cls(root, store, manifest, embedder, read_only, lock, use_gpu)
 
@@ -168,13 +167,14 @@ class LocalIndex(ManifestProperties, Index):
         store = Path(location) / STORE_FILE
         if not store.is_file():
             return False
-        try:  # a store without a manifest is a create() that was killed halfway: not an index
-            conn = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:  # an empty meta table is a create() killed before its first commit: not an index
+            conn = GuardedConnection.connect(store, connect_uri(store, read_only=True), uri=True)
             try:
-                return conn.execute("SELECT 1 FROM meta WHERE key = 'manifest'").fetchone() is not None
+                conn.execute("PRAGMA busy_timeout=30000")
+                return conn.execute("SELECT 1 FROM meta LIMIT 1").fetchone() is not None
             finally:
                 conn.close()
-        except sqlite3.Error:
+        except (IndexDamagedError, IndexLockedError, OSError):
             return True  # something is there; let open() report what is wrong with it
 
     @classmethod
@@ -307,12 +307,16 @@ class LocalIndex(ManifestProperties, Index):
         except OSError as exc:  # an informational copy; the store holds the truth
             logger.warning("could not write %s: %s", self.path / MANIFEST_FILE, exc)
 
-    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray) -> list[list[int]]:
+    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray, *,
+              append: bool = False, complete: bool = True) -> list[list[int]]:
         """Store documents with their chunks and vectors, replacing earlier versions (one delete, one insert per
-        table for all). ``vectors`` holds one row per chunk, in order; rows are L2-normalised.
+        table for all), or, with ``append``, adding a part of each; ``complete=False`` marks them partly written
+        (see :meth:`StorageBackend.write <qwen3_rag.protocols.StorageBackend.write>`). ``vectors`` holds one row
+        per chunk, in order; rows are L2-normalised.
 
         Raises:
-            ValueError: a wrong number, width or value of vectors, or a document id that repeats.
+            ValueError: a wrong number, width or value of vectors, a document id that repeats, or a part appended
+                to a document that is not stored.
         """
         n = sum(len(chunks) for _, chunks in items)
         vecs = _unit_rows(vectors, n, self.dim) if n else np.zeros((0, self.dim), np.float32)
@@ -321,9 +325,10 @@ class LocalIndex(ManifestProperties, Index):
             return []
         with self.transaction():  # outside a transaction: one commit, and a failure rolls the deletes back too
             generation = self._begin()
-            self._store.delete_documents([doc.id for doc, _ in items], generation)
+            if not append:
+                self._store.delete_documents([doc.id for doc, _ in items], generation)
             ids = self._store.allocate_ids(n)
-            self._store.put_documents(items, ids, vecs)
+            self._store.put_documents(items, ids, vecs, append=append, complete=complete)
         per_doc, pos = [], 0
         for _, chunks in items:
             per_doc.append(ids[pos:pos + len(chunks)].tolist())
@@ -389,7 +394,10 @@ class LocalIndex(ManifestProperties, Index):
         generation = self.generation
         if self._filters is not None and self._filters[0] is filter and self._filters[1] == generation:
             return self._filters[2]
-        ids = self._store.chunk_ids_of(self.find_documents(filter))
+        if callable(filter):
+            ids = self._store.chunk_ids_of(self._store.docs_matching(filter))
+        else:
+            ids = self._store.chunk_ids_where(*to_sql(filter, column="d.fmeta"))
         self._filters = (filter, generation, ids)
         return ids
 
@@ -404,8 +412,10 @@ class LocalIndex(ManifestProperties, Index):
     def search_vectors(self, queries: np.ndarray, k: int = 10,
                        filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
         q = self._query_rows(queries)
+        _check_k(k)
         with self.reading():
             vi = self.vectors
+            k = _cut_k(k, len(vi))
             vi.ef_search, vi.nprobe = self.ef_search, self.nprobe
             allowed = None if filter is None else self.matching_ids(filter)
             if allowed is not None and vi.spec.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
@@ -435,10 +445,23 @@ class LocalIndex(ManifestProperties, Index):
 
     def keyword_search(self, queries: Sequence[str], k: int = 10,
                        filter: Filter | None = None) -> list[list[tuple[int, float]]]:
+        _check_k(k)
         with self.reading():
             bm25 = self.keyword_index()
+            k = _cut_k(k, len(bm25))
             allowed = None if filter is None else self.matching_ids(filter)
             return bm25.search_batch(list(queries), k, allowed)
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+
+
+def _cut_k(k: int, held: int) -> int:
+    """``k``, or above :data:`LARGE_K` the number of chunks held (a huge ``k`` must not allocate for ids that
+    cannot exist)."""
+    return max(1, min(int(k), held)) if k > LARGE_K else int(k)
 
 
 def _no_options(options: dict[str, Any]) -> None:
@@ -451,44 +474,4 @@ def _missing(root: Path) -> str:
             "ingest(sources, index) or Index.create()")
 
 
-def _refuse_foreign(root: Path) -> None:
-    """Refuse to make an index in a folder that holds other things (they could be overwritten or deleted)."""
-    if not root.exists():
-        return
-    if not root.is_dir():
-        raise FileExistsError(f"{str(root)!r} is a file, not a directory; choose a directory for the index")
-    foreign = sorted(p.name for p in root.iterdir() if not _OWN_FILES.fullmatch(p.name))
-    if foreign:
-        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise FileExistsError(f"{str(root)!r} is not empty and is not an index (it holds {listed}); choose an empty "
-                              "or new directory for the index")
-
-
-def _checked_manifest(store: Store, root: Path, read_only: bool) -> dict[str, Any]:
-    manifest = store.get_meta("manifest")
-    if not isinstance(manifest, dict):
-        raise IndexDamagedError(f"{str(root)!r}: the store holds no manifest; the index is damaged or was never "
-                                "finished being created. Build it again in a new directory.")
-    version = manifest.get("format_version")
-    if version == 1 and not read_only:
-        logger.warning("upgrading the index at %s from format 1 to %d", root, FORMAT_VERSION)
-        upgrade(store, 1)
-        manifest = store.get_meta("manifest")
-    elif version == 1:
-        raise IndexDamagedError(f"{str(root)!r} has index format 1; open it once for writing (e.g. Index.open(path)) "
-                                f"to upgrade it to format {FORMAT_VERSION}")
-    elif version != FORMAT_VERSION:
-        raise IndexDamagedError(f"{str(root)!r} has index format version {version}; this qwen3-rag reads version "
-                                f"{FORMAT_VERSION}. Upgrade qwen3-rag, or rebuild the index.")
-    return dict(manifest)
-
-
-def _warn_long_chunks(embedder: TextEmbedder | None, chunk_size: int) -> None:
-    max_length = getattr(embedder, "max_length", None)
-    if isinstance(max_length, int) and chunk_size and chunk_size > max_length - 2:
-        logger.warning("chunk_size %d is more than the embedder reads (%d tokens with its special tokens): the end "
-                       "of long chunks is cut off when embedding; use chunk_size %d or less", chunk_size, max_length,
-                       max_length - 2)
-
-
-__all__ = ["EXACT_FILTER_LIMIT", "STORE_FILE", "LocalIndex"]
+__all__ = ["EXACT_FILTER_LIMIT", "LARGE_K", "STORE_FILE", "LocalIndex"]

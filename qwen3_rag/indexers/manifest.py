@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import platform
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,10 +27,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Version of the on-disk format of a local index (docs/index-format.md); 1 is upgraded on open.
-FORMAT_VERSION = 2
+#: Version of the on-disk format of a local index (docs/index-format.md); 1 and 2 are upgraded by the first writer.
+FORMAT_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".lock"
+#: What a create() killed halfway leaves; a folder holding anything else is not made an index.
+OWN_FILES = re.compile(rf"(store\.sqlite(-wal|-shm|-journal)?|{re.escape(LOCK_FILE)}|"
+                        rf"{re.escape(MANIFEST_FILE)}|\.(vectors|bm25|manifest)\..+\.tmp)")
 
 
 class IndexMismatchError(ValueError):
@@ -46,6 +50,9 @@ class IndexDamagedError(RuntimeError):
 
 class DiskFullError(OSError):
     """A write failed for lack of space; nothing half-written was left behind."""
+
+    def __str__(self) -> str:  # the message says it all, without OSError's "[Errno 28]"
+        return str(self.strerror)
 
 
 def library_versions() -> dict[str, str]:
@@ -280,3 +287,24 @@ def disk_error(exc: OSError, path: Path | str) -> OSError:
         return DiskFullError(exc.errno, f"no space left to write {str(path)!r}: free some space and run the same "
                                         "command again (committed work is kept)")
     return exc
+
+
+def refuse_foreign(root: Path) -> None:
+    """Refuse to make an index in a folder that holds other things (they could be overwritten or deleted)."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise FileExistsError(f"{str(root)!r} is a file, not a directory; choose a directory for the index")
+    foreign = sorted(p.name for p in root.iterdir() if not OWN_FILES.fullmatch(p.name))
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(f"{str(root)!r} is not empty and is not an index (it holds {listed}); choose an empty "
+                              "or new directory for the index")
+
+
+def warn_long_chunks(embedder: TextEmbedder | None, chunk_size: int) -> None:
+    max_length = getattr(embedder, "max_length", None)
+    if isinstance(max_length, int) and chunk_size and chunk_size > max_length - 2:
+        logger.warning("chunk_size %d is more than the embedder reads (%d tokens with its special tokens): the end "
+                       "of long chunks is cut off when embedding; use chunk_size %d or less", chunk_size, max_length,
+                       max_length - 2)

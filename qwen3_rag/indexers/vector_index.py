@@ -464,6 +464,10 @@ class VectorComponent:
     def dump(self) -> bytes | None:
         return self.index.to_bytes() if self.persisted else None
 
+    def ids(self) -> np.ndarray:
+        vi = self.index
+        return np.setdiff1d(vi.ids(), np.fromiter(vi.tombstones, np.int64, len(vi.tombstones)))
+
     def load(self, data: bytes, store: Any) -> None:
         vi = VectorIndex.from_bytes(data, self.dim, self.spec, use_gpu=self.use_gpu)
         if self.spec.kind == "hnsw":  # tombstones are the held ids the store no longer has

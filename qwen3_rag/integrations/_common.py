@@ -10,7 +10,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -148,6 +148,22 @@ def writer(index: StorageBackend, embedder: TextEmbedder | None, batch_size: int
     return DocumentWriter(index, embedder, chunker="whole", commit_every=batch_size)
 
 
+T = TypeVar("T")
+
+
+def built_once(owner: Any, attribute: str, build: Callable[[], T]) -> T:
+    """``owner.<attribute>``, built by ``build()`` under ``owner._lock`` on first use: an adapter's core model is
+    loaded when it is first needed, once, even with several threads."""
+    value = getattr(owner, attribute)
+    if value is None:
+        with owner._lock:
+            value = getattr(owner, attribute)
+            if value is None:
+                value = build()
+                setattr(owner, attribute, value)
+    return cast(T, value)
+
+
 def embed_texts(core: TextEmbedder, texts: list[str], query: bool, instruction: str | None) -> list[list[float]]:
     """Vectors of ``texts`` from a core embedder as lists of floats (queries with ``instruction`` when set); no
     texts, no model loaded."""
@@ -183,8 +199,9 @@ def copy_index(index: StorageBackend, target: str | os.PathLike[str]) -> Path:
     import sqlite3
 
     from qwen3_rag.indexers.index import Index
-    from qwen3_rag.indexers.local import STORE_FILE, LocalIndex
+    from qwen3_rag.indexers.local import LocalIndex
     from qwen3_rag.indexers.manifest import LOCK_FILE
+    from qwen3_rag.indexers.store import STORE_FILE
 
     if not isinstance(index, LocalIndex):
         raise ValueError(f"only a local index directory can be copied to a path; {index.location!r} is not one")

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from qwen3_rag.indexers.filters import FilterError
 from qwen3_rag.integrations._common import (
     EmbeddingBridge,
+    built_once,
     copy_index,
     embed_texts,
     nearest_chunks,
@@ -47,11 +48,12 @@ from qwen3_rag.integrations._common import (
     writer,
 )
 from qwen3_rag.pipelines.search import Retriever, SearchMode
+from qwen3_rag.pipelines.writing import DocumentError
 from qwen3_rag.protocols import PairScorer, StorageBackend, TextEmbedder
 from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
 from qwen3_rag.retrieval.models import load_embedder, load_reranker
 from qwen3_rag.types import Document as CoreDocument
-from qwen3_rag.types import Hit
+from qwen3_rag.types import Hit, check_metadata
 
 __all__ = [
     "Qwen3Embeddings",
@@ -141,7 +143,19 @@ def relevance_from_cosine(score: float) -> float:
 # --------------------------------------------------------------------------------------------------------
 
 
-class Qwen3Embeddings(BaseModel, Embeddings):
+class _LazyCore(BaseModel):
+    """Fields of an adapter whose core model is loaded on first use (see ``built_once``)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
+
+    device: str = "auto"
+    instruction: str | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+
+class Qwen3Embeddings(_LazyCore, Embeddings):
     """LangChain :class:`~langchain_core.embeddings.Embeddings` over a :class:`~qwen3_rag.Embedder`.
 
     Queries get the query instruction (``Instruct: ...\\nQuery:...``), documents are embedded raw, exactly as
@@ -162,24 +176,14 @@ class Qwen3Embeddings(BaseModel, Embeddings):
         256
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
-
     embedder: TextEmbedder | None = None
     model: str = DEFAULT_EMBEDDING_MODEL
-    device: str = "auto"
-    instruction: str | None = None
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
     def core(self) -> TextEmbedder:
         """The core embedder (built from ``model`` on first access when none was given)."""
-        if self.embedder is None:
-            with self._lock:
-                if self.embedder is None:
-                    self.embedder = load_embedder(self.model, device=self.device, **self.model_kwargs)
-        return self.embedder
+        return built_once(self, "embedder",
+                          lambda: load_embedder(self.model, device=self.device, **self.model_kwargs))
 
     def _embed(self, texts: list[str], query: bool) -> list[list[float]]:
         return embed_texts(self.core, texts, query, self.instruction)
@@ -312,35 +316,48 @@ class Qwen3VectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Embed and store texts; an id that exists already is replaced (unchanged ones are not re-embedded).
+        """Embed and store texts; an id that exists already is replaced (unchanged ones are not re-embedded). All
+        are written in one transaction: when one fails, none is.
+
+        Metadata follows the rule of :func:`qwen3_rag.types.check_metadata` (the same for every adapter): keys are
+        ``str``; values are ``str``, ``bool``, ``None``, 64-bit integers, finite floats and lists and dicts of
+        these; a tuple is stored as a list and a NumPy number as a plain one; anything else (NaN, ``bytes``,
+        ``datetime``, ``set``, other objects) is refused rather than turned into a string.
 
         Returns:
             The ids, in input order (UUIDs for texts without one).
 
         Raises:
-            ValueError: when ``metadatas`` or ``ids`` do not have one entry per text.
+            ValueError: ``metadatas`` or ``ids`` without one entry per text, a text that is not a ``str``, metadata
+                that breaks the rule above, or a vector from the embeddings that holds NaN or infinite values; each
+                names the item (``texts[3]``, ``metadatas[3]``).
         """
         texts = list(texts)
         if metadatas is not None and len(metadatas) != len(texts):
             raise ValueError(f"got {len(texts)} texts but {len(metadatas)} metadatas")
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"got {len(texts)} texts but {len(ids)} ids")
+        for n, text in enumerate(texts):
+            if not isinstance(text, str):
+                got = "None" if text is None else f"a {type(text).__name__} ({text!r:.60})"
+                raise ValueError(f"texts[{n}] is {got}; every text must be a str")
+        metas = [check_metadata({} if m is None else m, f"metadatas[{n}]") for n, m in enumerate(metadatas or [])]
         given: list[str | None] = list(ids) if ids is not None else [None] * len(texts)
         # add_documents passes Document.id for every document, None where one has no id
         out_ids = [str(i) if i else str(uuid.uuid4()) for i in given]
         docs = [
-            CoreDocument(
-                id=doc_id,
-                text=text,
-                source=str((metadatas[n] if metadatas else {}).get("source", "")),
-                metadata=dict(metadatas[n]) if metadatas else {},
-            )
+            CoreDocument(id=doc_id, text=text, source=str(metas[n].get("source", "")) if metas else "",
+                         metadata=metas[n] if metas else {})
             for n, (doc_id, text) in enumerate(zip(out_ids, texts, strict=True))
         ]
         latest = {d.id: d for d in docs}  # a repeated id: the last one wins
-        with self._lock, self.index.transaction(publish=False), writer(self.index, self._embedder,
-                                                                       self.batch_size) as write:
-            write.add_all(latest.values())
+        try:
+            with self._lock, self.index.transaction(publish=False), writer(self.index, self._embedder,
+                                                                           self.batch_size) as write:
+                write.add_all(latest.values())
+        except DocumentError as exc:
+            n = max(i for i, doc_id in enumerate(out_ids) if doc_id == exc.document_id)
+            raise ValueError(f"texts[{n}] (id {exc.document_id!r}): {exc.reason}; nothing was written") from None
         return out_ids
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
@@ -557,7 +574,7 @@ class Qwen3Retriever(BaseRetriever):
 # ----------------------------------------------------------------------------------------------------------
 
 
-class Qwen3Reranker(BaseDocumentCompressor):
+class Qwen3Reranker(_LazyCore, BaseDocumentCompressor):
     """Rerank documents with Qwen3-Reranker; the LangChain document compressor for
     ``ContextualCompressionRetriever``.
 
@@ -574,25 +591,15 @@ class Qwen3Reranker(BaseDocumentCompressor):
         model_kwargs: Other :class:`~qwen3_rag.Reranker` arguments.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
-
     reranker: PairScorer | None = None
     model: str = DEFAULT_RERANKER_MODEL
-    device: str = "auto"
     top_n: int | None = Field(default=3, ge=1)
-    instruction: str | None = None
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
     def core(self) -> PairScorer:
         """The core reranker (built from ``model`` on first access when none was given)."""
-        if self.reranker is None:
-            with self._lock:
-                if self.reranker is None:
-                    self.reranker = load_reranker(self.model, device=self.device, **self.model_kwargs)
-        return self.reranker
+        return built_once(self, "reranker",
+                          lambda: load_reranker(self.model, device=self.device, **self.model_kwargs))
 
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.bridge.pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import (
     BaseNode,
@@ -54,18 +54,12 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from qwen3_rag.indexers.filters import FilterError
-from qwen3_rag.integrations._common import (
-    EmbeddingBridge,
-    copy_index,
-    embed_texts,
-    nearest_chunks,
-    open_store,
-    writer,
-)
+from qwen3_rag.integrations import _common as common
+from qwen3_rag.pipelines.writing import DocumentError
 from qwen3_rag.protocols import PairScorer, StorageBackend, TextEmbedder
 from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
 from qwen3_rag.retrieval.models import load_embedder, load_reranker
-from qwen3_rag.types import Chunk
+from qwen3_rag.types import Chunk, check_metadata
 from qwen3_rag.types import Document as CoreDocument
 
 __all__ = ["Qwen3Embedding", "Qwen3Rerank", "Qwen3VectorStore", "translate_filters"]
@@ -130,7 +124,21 @@ def translate_filters(filters: MetadataFilters | None) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------------------------------------
 
 
-class Qwen3Embedding(BaseEmbedding):
+class _LazyCore(BaseModel):
+    """Fields of an adapter whose core model is loaded on first use (see ``built_once``)."""
+
+    device: str = "auto"
+    instruction: str | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return cls.__name__
+
+
+class Qwen3Embedding(_LazyCore, BaseEmbedding):
     """LlamaIndex embedding model over a :class:`~qwen3_rag.Embedder`.
 
     Queries get the query instruction, texts are embedded raw; ``get_text_embedding_batch`` sends each batch
@@ -151,28 +159,16 @@ class Qwen3Embedding(BaseEmbedding):
 
     embedder: TextEmbedder | None = Field(default=None, exclude=True)
     model_name: str = DEFAULT_EMBEDDING_MODEL
-    device: str = "auto"
-    instruction: str | None = None
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
     embed_batch_size: int = Field(default=256, gt=0, le=65536)
-
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "Qwen3Embedding"
 
     @property
     def core(self) -> TextEmbedder:
         """The core embedder (built from ``model_name`` on first access when none was given)."""
-        if self.embedder is None:
-            with self._lock:
-                if self.embedder is None:
-                    self.embedder = load_embedder(self.model_name, device=self.device, **self.model_kwargs)
-        return self.embedder
+        return common.built_once(self, "embedder",
+                                 lambda: load_embedder(self.model_name, device=self.device, **self.model_kwargs))
 
     def _embed(self, texts: list[str], query: bool) -> list[Embedding]:
-        return embed_texts(self.core, texts, query, self.instruction)
+        return common.embed_texts(self.core, texts, query, self.instruction)
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._embed([query], query=True)[0]
@@ -246,7 +242,7 @@ class Qwen3VectorStore(BasePydanticVectorStore):
         if isinstance(embed_model, Qwen3Embedding):
             self._embedder = embed_model.core
         elif embed_model is not None:
-            self._embedder = EmbeddingBridge(
+            self._embedder = common.EmbeddingBridge(
                 embed_model, embed_model.get_text_embedding_batch, embed_model.get_query_embedding
             )
         from qwen3_rag.indexers.index import Index
@@ -264,7 +260,7 @@ class Qwen3VectorStore(BasePydanticVectorStore):
 
             if self._embedder is None and (self.path is None or not Index.exists(self.path)) and dim is None:
                 return None  # a new store learns its dimension from the first nodes added
-            self._index, tmp = open_store(self.path, self._embedder, self.index_type, dim=dim)
+            self._index, tmp = common.open_store(self.path, self._embedder, self.index_type, dim=dim)
             if tmp is not None:
                 self._tmp = tmp
             self.path = self._index.location
@@ -308,7 +304,7 @@ class Qwen3VectorStore(BasePydanticVectorStore):
                     or Path(persist_path).resolve() == Path(index.location).resolve():
                 index.commit()
             else:
-                copy_index(index, persist_path)
+                common.copy_index(index, persist_path)
 
     def close(self) -> None:
         """Commit, write the FAISS file and release the index (and remove a temporary directory)."""
@@ -322,14 +318,23 @@ class Qwen3VectorStore(BasePydanticVectorStore):
 
     # -- writing
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
-        """Store nodes with their embeddings; a node id that exists already is replaced.
+        """Store nodes with their embeddings; a node id that exists already is replaced. All are written in one
+        transaction: when one fails, none is.
+
+        Node metadata follows the rule of :func:`qwen3_rag.types.check_metadata` (the same for every adapter):
+        keys are ``str``; values are ``str``, ``bool``, ``None``, 64-bit integers, finite floats and lists and
+        dicts of these; a tuple is stored as a list and a NumPy number as a plain one; anything else (NaN,
+        ``bytes``, ``datetime``, ``set``, other objects) is refused rather than turned into a string.
 
         Raises:
-            ValueError: for a node without an embedding.
+            ValueError: a node without an embedding, embeddings of different lengths, an embedding with NaN or
+                infinite values, or metadata that breaks the rule above; each names the node.
         """
         nodes = list(nodes)
         if not nodes:
             return []
+        for node in nodes:
+            check_metadata(node.metadata, f"node {node.node_id!r}")
         missing = [n.node_id for n in nodes if n.embedding is None]
         if missing:
             raise ValueError(
@@ -346,9 +351,12 @@ class Qwen3VectorStore(BasePydanticVectorStore):
             index = self._open(dim=lengths.pop())
             assert index is not None
             latest = {node.node_id: node for node in nodes}  # a repeated id: the last one wins
-            with index.transaction(publish=False), writer(index, None, 256) as write:
-                for node in latest.values():
-                    write.add(self._to_document(node), np.asarray(node.get_embedding(), dtype=np.float32))
+            try:
+                with index.transaction(publish=False), common.writer(index, None, 256) as write:
+                    for node in latest.values():
+                        write.add(self._to_document(node), np.asarray(node.get_embedding(), dtype=np.float32))
+            except DocumentError as exc:
+                raise ValueError(f"node {exc.document_id!r}: {exc.reason}; nothing was written") from None
         return [n.node_id for n in nodes]
 
     def _to_document(self, node: BaseNode) -> CoreDocument:
@@ -443,7 +451,7 @@ class Qwen3VectorStore(BasePydanticVectorStore):
             index = self._open()
             if index is None or query.similarity_top_k < 1:
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-            found = nearest_chunks(index, query.query_embedding, query.similarity_top_k, flt)
+            found = common.nearest_chunks(index, query.query_embedding, query.similarity_top_k, flt)
         nodes, sims, node_ids = [], [], []
         for chunk, score in found:
             node = self._to_node(chunk)
@@ -457,42 +465,28 @@ class Qwen3VectorStore(BasePydanticVectorStore):
 # ----------------------------------------------------------------------------------------------------------
 
 
-class Qwen3Rerank(BaseNodePostprocessor):
+class Qwen3Rerank(_LazyCore, BaseNodePostprocessor):
     """Rerank retrieved nodes with Qwen3-Reranker; node scores become the reranker's relevance probability.
 
     Args:
-        reranker: A :class:`~qwen3_rag.Reranker` (or anything with ``rerank(query, documents, top_n)``). When
-            omitted, one is built from ``model`` on first use.
-        model: Model id or directory used when ``reranker`` is not given.
-        device: Device for the reranker built from ``model``.
+        reranker: The core reranker (a :class:`~qwen3_rag.Reranker`, or any
+            :class:`~qwen3_rag.protocols.PairScorer`); without one, ``model`` is loaded on first use, on
+            ``device``, with ``model_kwargs`` (other :class:`~qwen3_rag.Reranker` arguments).
         top_n: Nodes kept (None: all of them, reordered).
         instruction: Reranking instruction (None: the reranker's default).
-        model_kwargs: Other :class:`~qwen3_rag.Reranker` arguments.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
     reranker: PairScorer | None = Field(default=None, exclude=True)
     model: str = DEFAULT_RERANKER_MODEL
-    device: str = "auto"
     top_n: int | None = Field(default=3, ge=1)
-    instruction: str | None = None
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    _lock: Any = PrivateAttr(default_factory=threading.Lock)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "Qwen3Rerank"
 
     @property
     def core(self) -> PairScorer:
         """The core reranker (built from ``model`` on first access when none was given)."""
-        if self.reranker is None:
-            with self._lock:
-                if self.reranker is None:
-                    self.reranker = load_reranker(self.model, device=self.device, **self.model_kwargs)
-        return self.reranker
+        return common.built_once(self, "reranker",
+                                 lambda: load_reranker(self.model, device=self.device, **self.model_kwargs))
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None

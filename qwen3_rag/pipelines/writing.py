@@ -4,15 +4,19 @@
 (:func:`~qwen3_rag.pipelines.ingest.ingest`), :func:`ingest_documents`, evaluation's corpus indexing and both
 framework vector stores. Documents are grouped; each group is checked against the stored content hashes (one look-up
 per group), the new and changed ones are chunked (one tokenizer call per group), their chunks are embedded in batches
-of about ``commit_every`` and each batch is written and committed. A run that is interrupted loses at most the
-batch in flight; the next run skips what was committed. Pipelined, the model runs in one background thread and the
-chunker in another while the calling thread reads and writes, so on an accelerator chunking and writing overlap the
-model (BENCHMARKS.md, "4. Ingestion").
+of ``commit_every`` and each batch is written and committed. A document with more chunks than that is written in
+parts, one per commit, marked partly written until its last part (:meth:`StorageBackend.write
+<qwen3_rag.protocols.StorageBackend.write>`), so memory and the work between two commits are bounded by chunks,
+however long one document is. A run that is interrupted loses at most the batch in flight; the next run skips what
+was committed and writes a partly written document again from its start. Pipelined, the model runs in one
+background thread and the chunker in another while the calling thread reads and writes, so on an accelerator
+chunking and writing overlap the model (BENCHMARKS.md, "4. Ingestion").
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import queue
 import threading
@@ -30,8 +34,8 @@ from qwen3_rag.types import Chunk, Document, WriteStats, check_metadata, line_sp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_COMMIT_EVERY", "DocumentWriter", "IngestReport", "as_document", "ingest_documents",
-           "whole_document"]
+__all__ = ["DEFAULT_COMMIT_EVERY", "DocumentError", "DocumentWriter", "IngestReport", "as_document",
+           "ingest_documents", "whole_document"]
 
 #: Chunks embedded and committed together; bounds memory and the work lost by an interruption.
 DEFAULT_COMMIT_EVERY = 512
@@ -97,6 +101,40 @@ class IngestReport:
         names = ("added", "updated", "unchanged", "skipped", "failed", "pruned", "chunks_added", "chunks_removed",
                  "tokens", "seconds", "timings")
         return {name: getattr(self, name) for name in names}
+
+
+class DocumentError(ValueError):
+    """One document cannot be written; nothing of the batch it is in was.
+
+    Attributes:
+        document_id: The document's id (an adapter names the item it came from).
+        reason: What is wrong with it, without its name.
+    """
+
+    def __init__(self, document_id: str, reason: str) -> None:
+        super().__init__(f"document {document_id!r}: {reason}")
+        self.document_id = document_id
+        self.reason = reason
+
+
+def check_vectors(parts: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray) -> None:
+    """Refuse a vector with NaN or infinite values or no direction (all zeros), naming its document and chunk.
+
+    Raises:
+        DocumentError: for the first such vector.
+    """
+    if not len(vectors):
+        return
+    rows = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+    finite = np.asarray(np.isfinite(rows).all(axis=1))
+    bad = ~finite | ~(rows != 0).any(axis=1)
+    if not bad.any():
+        return
+    row = int(np.argmax(bad))
+    chunk = [(doc, c) for doc, chunks in parts for c in chunks][row]
+    what = "is all zeros (it has no direction)" if finite[row] else "holds NaN or infinite values"
+    raise DocumentError(chunk[0].id, f"the vector of its chunk {chunk[1].index} ({chunk[1].text[:60]!r}) {what}; "
+                                     "check the embedding model's output for this text")
 
 
 def as_document(item: Document | str | dict[str, Any]) -> Document:
@@ -184,22 +222,34 @@ class _Worker:
                 future.set_exception(exc)
 
 
+@dataclass
+class _Part:
+    """A document's chunks (all of them, or one part of a document written across commits) waiting to be written,
+    and how: ``append`` to the parts before, ``complete`` the document (see :meth:`StorageBackend.write
+    <qwen3_rag.protocols.StorageBackend.write>`)."""
+
+    document: Document
+    chunks: list[Chunk]
+    append: bool = False
+    complete: bool = True
+
+
 class _Pending:
     """Chunks waiting to be embedded, in document order, with the model's input ids when it can take them."""
 
     def __init__(self, frame: Framer | None) -> None:
         self.frame = frame
-        self.batch: list[tuple[Document, list[Chunk]]] = []
+        self.batch: list[_Part] = []
         self.ids: list[list[int]] = []
         self.n_chunks = 0
 
-    def add(self, document: Document, chunks: list[Chunk], token_ids: list[list[int]] | None) -> None:
-        self.batch.append((document, chunks))
-        self.n_chunks += len(chunks)
+    def add(self, part: _Part, token_ids: list[list[int]] | None) -> None:
+        self.batch.append(part)
+        self.n_chunks += len(part.chunks)
         if self.frame is not None and token_ids is not None:
             self.ids.extend(self.frame(token_ids))
 
-    def take(self) -> tuple[list[tuple[Document, list[Chunk]]], list[list[int]] | None]:
+    def take(self) -> tuple[list[_Part], list[list[int]] | None]:
         batch, ids = self.batch, (self.ids if self.frame is not None else None)
         self.batch, self.ids, self.n_chunks = [], [], 0
         return batch, ids
@@ -218,7 +268,7 @@ class DocumentWriter:
         chunker: None: chunk with the index's settings and the embedder's tokenizer; ``"whole"``: each document is
             one chunk, exactly as given; or a :class:`~qwen3_rag.Chunker`.
         replace: Replace a stored document whose content changed (False: that is an error, ValueError).
-        commit_every: Chunks embedded and committed together.
+        commit_every: Chunks embedded and committed together (a document with more is written in parts).
         pipelined: Embed in one background thread and chunk in another (for accelerators).
         group_documents: Documents looked up and chunked together (default 64; also bounded by characters).
         on_duplicate: Called with a document whose id came before in this run (then skipped); default: ValueError.
@@ -258,7 +308,7 @@ class DocumentWriter:
         self._split = frame is not None or (pipelined and isinstance(self.embedder, TokenEmbedder))
         self._embed_worker = _Worker(self._embed, "qwen3-rag-embed") if pipelined else None
         self._chunk_worker = _Worker(self._chunk, "qwen3-rag-chunk") if pipelined else None
-        self._in_flight: tuple[Future[Any], list[tuple[Document, list[Chunk]]]] | None = None
+        self._in_flight: tuple[Future[Any], list[_Part]] | None = None
         self._chunking: tuple[Future[ChunkBatch], list[Document]] | None = None
         self._started = time.perf_counter()
 
@@ -394,11 +444,19 @@ class DocumentWriter:
         self.report.tokens += sum(chunked.doc_tokens)
         for i, (doc, chunks) in enumerate(zip(docs, chunked.chunks, strict=True)):
             self.report.chunks_added += len(chunks)
-            started = time.perf_counter()
-            self._pending.add(doc, chunks, chunked.token_ids[i] if chunked.token_ids is not None else None)
-            self._time("tokenize", started)  # framing the chunker's ids for the model
-            if self._pending.n_chunks >= self.commit_every:
-                self._flush()
+            token_ids = chunked.token_ids[i] if chunked.token_ids is not None else None
+            start = 0
+            while True:  # a document with more chunks than fit goes in parts, one per commit
+                end = min(len(chunks), start + self.commit_every - self._pending.n_chunks)
+                part = _Part(doc, chunks[start:end], append=start > 0, complete=end == len(chunks))
+                started = time.perf_counter()
+                self._pending.add(part, token_ids[start:end] if token_ids is not None else None)
+                self._time("tokenize", started)  # framing the chunker's ids for the model
+                if self._pending.n_chunks >= self.commit_every:
+                    self._flush()
+                if end == len(chunks):
+                    break
+                start = end
         self._progress(len(docs))
 
     def _flush(self) -> None:
@@ -411,7 +469,7 @@ class DocumentWriter:
             items = ids
         else:
             started = time.perf_counter()
-            texts = [c.text for _, chunks in batch for c in chunks]
+            texts = [c.text for part in batch for c in part.chunks]
             items = cast(TokenEmbedder, self.embedder).tokenize(texts) if self._split else texts
             self._time("tokenize", started)
         if self._embed_worker is None:
@@ -426,12 +484,21 @@ class DocumentWriter:
             (future, batch), self._in_flight = self._in_flight, None
             self._write(batch, self._wait(future))
 
-    def _write(self, batch: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray) -> None:
+    def _write(self, batch: Sequence[_Part], vectors: np.ndarray) -> None:
+        """Write one batch in one commit: one write per run of parts written the same way (a batch holds at most
+        the last part of one document and the first of another besides whole documents)."""
         # intermediate commits do not rewrite the search structures' files (that would cost O(n^2) over a bulk
         # load); closing the index does, and readers catch up from the store meanwhile
         started = time.perf_counter()
+        check_vectors([(p.document, p.chunks) for p in batch], vectors)
         with self.index.transaction(publish=False):
-            self.index.write(batch, vectors)
+            row = 0
+            for (append, complete), run in itertools.groupby(batch, key=lambda p: (p.append, p.complete)):
+                parts = list(run)
+                n = sum(len(p.chunks) for p in parts)
+                self.index.write([(p.document, p.chunks) for p in parts], vectors[row:row + n], append=append,
+                                 complete=complete)
+                row += n
             started = self._time("index", started)
         self._time("commit", started)
 
@@ -446,7 +513,7 @@ class DocumentWriter:
             self.report.chunks_removed += stored[doc.id][1] if doc.id in stored else 0
         self.report.chunks_added += len(items)
         vectors = np.stack([v.reshape(-1) for _, v in items]) if items else np.zeros((0, self.index.dim))
-        self._write([whole_document(d) for d, _ in items], vectors)
+        self._write([_Part(*whole_document(d)) for d, _ in items], vectors)
         self._progress(len(items))
 
     def _progress(self, n: int) -> None:

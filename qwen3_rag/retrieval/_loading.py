@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import mmap
 import os
 import threading
@@ -207,6 +208,44 @@ def _file_digest(file: Path) -> bytes:
         finally:
             view.release()
     return hashlib.sha256(b"".join(digests)).digest()
+
+
+def available_cpus() -> int:
+    """The CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota (a container limited
+    to 2 CPUs on a 64-core host reports 64 cores to ``os.cpu_count()``)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs allowed by the cgroup (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), None without a limit."""
+    try:
+        parts = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if parts and parts[0] != "max":
+            return int(parts[0]) / int(parts[1])
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def limit_cpu_threads() -> None:
+    """Keep torch's intra-op threads within the cores this process may use, unless the user chose a number
+    (``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``): more threads than cores only make them wait for each other, which
+    costs most when other work shares the cores (BENCHMARKS.md, "1. Embedding")."""
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return
+    cores = available_cpus()
+    if torch.get_num_threads() > cores:
+        logger.info("using %d torch threads, the cores this process may use (torch chose %d)", cores,
+                    torch.get_num_threads())
+        torch.set_num_threads(cores)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

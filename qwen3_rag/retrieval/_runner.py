@@ -222,6 +222,9 @@ class TransformerRunner:
             logger.info("loading %s on %s as %s", self.model_id, self.device, self.dtype)
             from transformers.utils import logging as hf_logging
 
+            if self.device.type == "cpu":
+                _loading.limit_cpu_threads()
+
             bars_were_on = hf_logging.is_progress_bar_enabled()
             if not self.show_progress:  # transformers draws a "Loading weights" bar on every load
                 hf_logging.disable_progress_bar()

@@ -93,16 +93,8 @@ class Embedder(RunnerFacade):
         compile: bool = False,
     ) -> None:
         self._runner = _EmbeddingRunner(
-            model,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            max_tokens_per_batch=max_tokens_per_batch,
-            show_progress=show_progress,
-            revision=revision,
-            attn_implementation=attn_implementation,
-            compile=compile,
-        )
+            model, device=device, dtype=dtype, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+            show_progress=show_progress, revision=revision, attn_implementation=attn_implementation, compile=compile)
         config = self._runner.config
         self.model_id = self._runner.model_id
         self.model_type: str = getattr(config, "model_type", "")

@@ -86,16 +86,8 @@ class Reranker(RunnerFacade):
         share_prefix: bool = True,
     ) -> None:
         self._runner = _RerankerRunner(
-            model,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            max_tokens_per_batch=max_tokens_per_batch,
-            show_progress=show_progress,
-            revision=revision,
-            attn_implementation=attn_implementation,
-            compile=compile,
-        )
+            model, device=device, dtype=dtype, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+            show_progress=show_progress, revision=revision, attn_implementation=attn_implementation, compile=compile)
         self.model_id = self._runner.model_id
         check_causal_lm(self._runner.config, self.model_id, self._runner._path if self._runner._is_local else None)
         if not isinstance(max_length, int) or max_length < 64:

@@ -58,7 +58,7 @@ def test_index_then_info_then_noop(
     assert info["vectors"] == info["chunks"] >= 7
     assert info["model"] == minilm_path and info["model_info"]["pooling"] == "mean"
     assert info["chunking"] == {"chunk_size": 64, "chunk_overlap": 8, "tokenizer": "model"}
-    assert info["format_version"] == 2 and "faiss" in info["versions"]
+    assert info["format_version"] == 3 and "faiss" in info["versions"]
 
     assert main(["info", ix]) == 0
     assert "documents   7" in capsys.readouterr().out

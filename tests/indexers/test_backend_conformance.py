@@ -20,8 +20,10 @@ import pytest
 from index_helpers import TOPICS, corpus, oracle
 
 from qwen3_rag import Document, Index, IndexMismatchError, ingest_documents
+from qwen3_rag.indexers.chunking import Chunker
 from qwen3_rag.indexers.filters import FilterError, matches
 from qwen3_rag.pipelines.writing import DocumentWriter
+from qwen3_rag.protocols import PARTIAL
 from qwen3_rag.types import line_spans
 
 fake_backend.register()
@@ -224,3 +226,145 @@ def test_a_read_only_index_refuses_writes(location: str, hash_embedder: Any) -> 
             ingest_documents([Document(id="x", text="y")], index)
         with pytest.raises(PermissionError):
             index.delete(["d1"])
+
+
+LONG = Document(id="long", text=" ".join(f"word{i % 97} and more text {i}." for i in range(150)), source="long.txt",
+                metadata={"n": -1, "group": 1})
+PARTS_CORPUS = [*corpus(6), LONG, *corpus(4, "after")]
+
+
+def stored(index: Index) -> tuple[Any, ...]:
+    """Everything stored, by document (chunk ids depend on how the writes went)."""
+    docs = [d for d, _, _ in index.iter_documents()]
+    chunks = {d: [(c.index, c.start, c.end, c.text) for c in index.chunks_of(d)] for d in docs}
+    vectors = {d: np.round(index.get_vectors([c.chunk_id for c in index.chunks_of(d)]), 6).tolist() for d in docs}
+    listed = sum(len(v) for v in chunks.values())
+    ids, _ = index.search_vectors(np.ones((1, index.dim), np.float32) / np.sqrt(index.dim), 10 * listed)
+    return index.count(), listed, sorted(int(i) for i in ids[0] if i >= 0) == sorted(
+        c.chunk_id for d in docs for c in index.chunks_of(d)), index.document_states(docs), chunks, vectors
+
+
+def counted_commits(index: Index) -> list[int]:
+    """The number of chunks each commit of ``index`` writes, recorded from now on."""
+    commits: list[int] = []
+    pending = [0]
+    write, commit = index.write, index.commit
+
+    def counting_write(items: Any, vectors: Any, **kwargs: Any) -> Any:
+        pending[0] += sum(len(chunks) for _, chunks in items)
+        return write(items, vectors, **kwargs)
+
+    def counting_commit(**kwargs: Any) -> None:
+        if pending[0]:
+            commits.append(pending[0])
+        pending[0] = 0
+        commit(**kwargs)
+
+    index.write, index.commit = counting_write, counting_commit  # type: ignore[method-assign]
+    return commits
+
+
+def test_a_long_document_is_written_in_parts_of_commit_every_chunks(location: str, hash_embedder: Any,
+                                                                    tmp_path: Path) -> None:
+    with Index.create(f"{location}.whole" if "://" in location else tmp_path / "whole", hash_embedder,
+                      chunk_size=12, chunk_overlap=3) as whole:
+        ingest_documents(PARTS_CORPUS, whole, commit_every=10_000)
+        expected = stored(whole)
+    n_long = len(expected[4]["long"])
+    assert n_long > 5 * 16
+    with Index.create(location, hash_embedder, chunk_size=12, chunk_overlap=3) as index:
+        commits = counted_commits(index)
+        report = ingest_documents(PARTS_CORPUS, index, commit_every=16)
+        assert max(commits) == 16 and sum(commits) == expected[1] == report.chunks_added
+        assert len(commits) == -(-expected[1] // 16)  # every commit full but the last: parts fill the batches
+        assert report.added == len(PARTS_CORPUS) and stored(index) == expected
+    with Index.open(location, hash_embedder) as index:
+        assert ingest_documents(PARTS_CORPUS, index, commit_every=16).unchanged == len(PARTS_CORPUS)
+
+
+def test_a_document_written_in_parts_is_partial_until_its_last_part(location: str, hash_embedder: Any) -> None:
+    chunker = Chunker.for_embedder(hash_embedder, 12, 3)
+    chunks = chunker.chunk(LONG)
+    vectors = hash_embedder.embed_documents([c.text for c in chunks])
+    with Index.create(location, hash_embedder, chunk_size=12, chunk_overlap=3) as index:
+        index.write([(LONG, chunks[:5])], vectors[:5], complete=False)
+        assert index.document_states(["long"]) == {"long": (PARTIAL, 5)}
+        index.write([(LONG, chunks[5:9])], vectors[5:9], append=True, complete=False)
+        assert index.document_states(["long"]) == {"long": (PARTIAL, 9)}
+        todo, stats = index.changed([LONG], replace=False)  # never stored whole: written again, not "replaced"
+        assert todo == [LONG] and (stats.added, stats.chunks_removed) == (1, 9)
+        index.write([(LONG, chunks[9:])], vectors[9:], append=True)
+        assert index.document_states(["long"]) == {"long": (LONG.content_hash, len(chunks))}
+        assert [(c.index, c.text) for c in index.chunks_of("long")] == [(c.index, c.text) for c in chunks]
+        with pytest.raises(ValueError, match="not stored"):
+            index.write([(Document(id="nope", text="x"), chunks[:1])], vectors[:1], append=True)
+
+
+class _Dies(Exception):
+    pass
+
+
+def test_a_run_stopped_between_parts_writes_the_document_again_whole(location: str, hash_embedder: Any,
+                                                                     tmp_path: Path) -> None:
+    with Index.create(f"{location}.whole" if "://" in location else tmp_path / "whole", hash_embedder,
+                      chunk_size=12, chunk_overlap=3) as whole:
+        ingest_documents(PARTS_CORPUS, whole)
+        expected = stored(whole)
+    calls = [0]
+    embed = hash_embedder.embed_documents
+
+    def dies_on_the_eighth_batch(texts: Any) -> Any:  # the sixth holds the first part of the long document
+        calls[0] += 1
+        if calls[0] == 8:
+            raise _Dies()
+        return embed(texts)
+
+    with Index.create(location, hash_embedder, chunk_size=12, chunk_overlap=3) as index:
+        hash_embedder.embed_documents = dies_on_the_eighth_batch
+        with pytest.raises(_Dies):
+            ingest_documents(PARTS_CORPUS, index, commit_every=16)
+        hash_embedder.embed_documents = embed
+        digest, n = index.document_states(["long"])["long"]
+        assert digest == PARTIAL and 0 < n < len(expected[4]["long"])  # seven commits in: a part of it stored
+        report = ingest_documents(PARTS_CORPUS, index, commit_every=16, replace=False)
+        assert (report.added, report.unchanged, report.chunks_removed) == (1 + 4, 6, n)
+        assert stored(index) == expected  # no duplicate, no orphan
+
+
+KILLED = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, sys.argv[2])
+    import fake_backend
+    from conftest import HashEmbedder, build_tokenizer
+    from test_backend_conformance import PARTS_CORPUS
+    from qwen3_rag import Index, ingest_documents
+    fake_backend.register()
+    embedder = HashEmbedder(build_tokenizer(append_endoftext=False))
+    embed, calls = embedder.embed_documents, []
+    def dies(texts):
+        calls.append(1)
+        if len(calls) == 8:
+            os._exit(9)  # killed between two parts of the long document
+        return embed(texts)
+    embedder.embed_documents = dies
+    with Index.open(sys.argv[1], embedder) as index:
+        ingest_documents(PARTS_CORPUS, index, commit_every=16)
+""")
+
+
+def test_a_run_killed_between_parts_writes_the_document_again_whole(location: str, hash_embedder: Any,
+                                                                    tmp_path: Path) -> None:
+    with Index.create(f"{location}.whole" if "://" in location else tmp_path / "whole", hash_embedder,
+                      chunk_size=12, chunk_overlap=3) as whole:
+        ingest_documents(PARTS_CORPUS, whole)
+        expected = stored(whole)
+    Index.create(location, hash_embedder, chunk_size=12, chunk_overlap=3).close()
+    tests = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tests).parent), tests, str(Path(__file__).parent)])}
+    done = subprocess.run([sys.executable, "-c", KILLED, location, tests], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 9, done.stderr
+    with Index.open(location, hash_embedder) as index:
+        assert index.document_states(["long"])["long"][0] == PARTIAL
+        assert ingest_documents(PARTS_CORPUS, index, commit_every=16).added == 5
+        assert stored(index) == expected

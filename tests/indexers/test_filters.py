@@ -110,8 +110,11 @@ def test_malformed_filters_raise(flt: Any, message: str) -> None:
 
 ODD_TEXT = ['a"b', '"', "a\\b", "a.b", "a[0]", "$", "", "' OR 1=1 --", "x') OR ('1'='1", "é", "北京", "🙂", "\n",
             "a\tb", "[]", "{}", "null", "true", "1"]
+# "$gt", "$or" and the like are operators, which a filter refuses as field names (test_malformed_filters_raise)
+OPERATOR_KEYS = {f"${op}" for op in ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "and", "or", "not")}
 odd_keys = st.one_of(st.sampled_from(ODD_TEXT + ["x", "doc_id", "$x", "and"]),
-                     st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=4))
+                     st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=4)
+                     ).filter(lambda key: key not in OPERATOR_KEYS)
 odd_scalars = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
     st.sampled_from([0, 1, -1, 2**53, 2**53 + 1, 2**63 - 1, -(2**63), 0.0, -0.0, 0.5, 1.0, 2.0**53, 1e300]),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from index_helpers import TOPICS, all_chunk_ids, corpus, oracle
 
-from qwen3_rag import Document, Index, IndexLockedError, ingest_documents
+from qwen3_rag import Document, Index, IndexDamagedError, IndexLockedError, ingest_documents
 from qwen3_rag.indexers.local import LocalIndex
 
 SPECS = ["Flat", "HNSW16", "IVF4,Flat", "IVF4,PQ8"]
@@ -224,7 +224,7 @@ def test_a_copy_without_its_wal_files_is_searched_read_only(tmp_path: Path, hash
     shutil.copytree(tmp_path / "ix", copy, ignore=shutil.ignore_patterns("*-wal", "*-shm", ".lock"))
     with Index.open(copy, hash_embedder, read_only=True) as reader:
         assert reader.search("faiss vectors", k=3) == expected
-    assert not any(p.name.endswith(("-wal", "-shm")) for p in copy.iterdir()) or True
+    assert not any(p.name.endswith(("-wal", "-shm")) for p in copy.iterdir())  # a reader writes nothing
 
 
 def test_create_refuses_a_folder_that_is_not_an_index(tmp_path: Path, hash_embedder: Any) -> None:
@@ -291,7 +291,33 @@ def test_a_format_1_index_is_upgraded_on_open(tmp_path: Path, hash_embedder: Any
         Index.open(old, hash_embedder, read_only=True)
     with Index.open(old, hash_embedder) as upgraded:
         assert [upgraded.chunks_of(d) for d in docs] == chunks
-        assert upgraded.manifest["format_version"] == 2 and upgraded.search("faiss", k=3)
+        assert upgraded.manifest["format_version"] == 3 and upgraded.search("faiss", k=3)
+
+
+def test_a_format_2_index_gains_its_checksums_on_open(tmp_path: Path, hash_embedder: Any) -> None:
+    """A store written before rows carried checksums is upgraded by its first writer and then reads exactly as
+    before, checked."""
+    with create(tmp_path / "ix", hash_embedder, "HNSW8") as index:
+        ingest_documents(corpus(12), index)
+        index.delete(["d3"])
+        expected = _search_all(index, hash_embedder)
+        chunks = [index.chunks_of(f"d{i}") for i in range(12)]
+    with sqlite3.connect(tmp_path / "ix" / "store.sqlite") as conn:
+        for table, columns in (("meta", ["crc"]), ("documents", ["crc", "tcrc", "fcrc", "chunk_ids"]),
+                               ("chunks", ["crc", "vcrc"]), ("removals", ["crc"])):
+            for column in columns:
+                conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("CREATE INDEX chunks_doc ON chunks(doc_id, position)")
+        manifest = json.loads(conn.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()[0])
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'manifest'",
+                     (json.dumps({**manifest, "format_version": 2}),))
+    with pytest.raises(IndexDamagedError, match="format 2; open it once for writing"):
+        Index.open(tmp_path / "ix", hash_embedder, read_only=True)
+    with Index.open(tmp_path / "ix", hash_embedder) as upgraded:
+        assert upgraded.manifest["format_version"] == 3
+    with Index.open(tmp_path / "ix", hash_embedder, read_only=True) as reader:
+        assert _search_all(reader, hash_embedder) == expected
+        assert [reader.chunks_of(f"d{i}") for i in range(12)] == chunks
 
 
 def test_another_max_length_is_warned_about(tmp_path: Path, hash_embedder: Any, caplog: Any) -> None:
@@ -311,3 +337,16 @@ def test_no_pickle_anywhere() -> None:
         names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
         assert not names & {"pickle", "cPickle", "dill", "joblib", "cloudpickle"}, path
         assert "allow_pickle=True" not in path.read_text(encoding="utf-8"), path
+
+
+def test_a_huge_k_is_cut_at_what_the_index_holds(tmp_path: Path, hash_embedder: Any) -> None:
+    with create(tmp_path / "ix", hash_embedder, "HNSW8") as index:
+        ingest_documents(corpus(10), index)
+        query = hash_embedder.embed_queries(["faiss"])
+        ids, scores = index.search_vectors(query, 10**9)  # padded to k, this would be 12 GB
+        assert ids.shape == scores.shape == (1, len(index)) and (ids >= 0).all()
+        assert 0 < len(index.keyword_search(["Document"], 10**9)[0]) <= len(index)  # only chunks with the term
+        assert index.search_vectors(query, 10_000)[0].shape == (1, 10_000)  # up to there: padded to k
+        for k in (0, -1, 2.5):
+            with pytest.raises(ValueError, match="k must be an int >= 1"):
+                index.search_vectors(query, k)  # type: ignore[arg-type]

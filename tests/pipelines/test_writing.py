@@ -101,3 +101,36 @@ def test_the_report_counts_what_was_done(tmp_path: Path, hash_embedder: Any) -> 
         with DocumentWriter(index, on_duplicate=lambda doc, reason: duplicates.append(reason)) as writer:
             writer.add_all([corpus(1)[0], corpus(1)[0]])
         assert writer.report.unchanged == 1 and "duplicate document id 'd0'" in duplicates[0]
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_no_commit_holds_more_than_commit_every_chunks(tmp_path: Path, hash_embedder: Any, pipelined: bool) -> None:
+    """Whatever the documents' lengths, each commit writes at most ``commit_every`` chunks, and the index holds what
+    one commit of everything holds."""
+    rng = np.random.default_rng(7)
+    docs = [Document(id=f"r{i}", text=" ".join(f"w{j % 50}" for j in range(int(rng.integers(1, 400)))))
+            for i in range(25)]
+    with Index.create(tmp_path / "one", hash_embedder, chunk_size=8, chunk_overlap=2) as one:
+        ingest_documents(docs, one, commit_every=100_000)
+        expected = {d.id: [(c.index, c.text) for c in one.chunks_of(d.id)] for d in docs}
+    for trial, commit_every in enumerate(int(n) for n in rng.integers(1, 60, size=4)):
+        with Index.create(tmp_path / f"t{trial}", hash_embedder, chunk_size=8, chunk_overlap=2) as index:
+            sizes = commit_sizes(index)
+            ingest_documents(docs, index, commit_every=commit_every, pipelined=pipelined)
+            assert max(sizes) <= commit_every and sum(sizes) == sum(map(len, expected.values()))
+            assert {d.id: [(c.index, c.text) for c in index.chunks_of(d.id)] for d in docs} == expected
+
+
+def commit_sizes(index: Any) -> list[int]:
+    """The chunks each commit of a local index writes, recorded from now on."""
+    sizes: list[int] = []
+    write = index.write
+
+    def counting(items: Any, vectors: Any, **kwargs: Any) -> Any:
+        if not index._store.in_transaction:  # the first write of a commit
+            sizes.append(0)
+        sizes[-1] += sum(len(chunks) for _, chunks in items)
+        return write(items, vectors, **kwargs)
+
+    index.write = counting
+    return sizes

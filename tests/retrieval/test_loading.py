@@ -101,3 +101,29 @@ def test_pickled_weights_are_refused_naming_the_file(tmp_path: Path, tiny_qwen3_
     (model / "pytorch_model.bin").unlink()
     with pytest.raises(ValueError, match=r"holds no weights \(\*\.safetensors\)"):
         Embedder(str(model), device="cpu")
+
+
+def test_cpu_threads_follow_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from qwen3_rag.retrieval import _loading
+
+    monkeypatch.setattr(_loading.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(_loading, "_cgroup_cpu_quota", lambda: 2.5)  # a container limited to 2.5 CPUs
+    assert _loading.available_cpus() == 3
+    monkeypatch.setattr(_loading, "_cgroup_cpu_quota", lambda: None)
+    assert _loading.available_cpus() == 16
+    monkeypatch.setattr(_loading, "_cgroup_cpu_quota", lambda: 1.0)
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    try:
+        torch.set_num_threads(4)
+        _loading.limit_cpu_threads()
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(4)
+        monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's choice is kept
+        _loading.limit_cpu_threads()
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
