@@ -19,7 +19,9 @@ What the contract asks and how Milvus gives it:
   notes the documents it touches in a journal, deletes their old rows, writes the new chunks and then each
   document's row, the sign that it is complete, and clears the journal. A run killed in the middle leaves
   documents without their row: :meth:`~MilvusIndex.changed` reports them, so the next run writes them again, and
-  the next writer to open the index deletes the chunks the journal names that no document row owns.
+  the next writer to open the index deletes the chunks the journal names that no document row owns. A document
+  written in parts (see :meth:`~qwen3_rag.protocols.StorageBackend.write`) gets its row with each part, marked
+  partly written until the last one.
 - *Chunk ids* are hashes of the document, its content and the chunk's place in it, so writing the same chunk again
   writes the same row.
 - *Reads inside a transaction* see the last commit, except :meth:`~MilvusIndex.document_states` (and so
@@ -51,18 +53,19 @@ from qwen3_rag.indexers.bm25 import BM25Config
 from qwen3_rag.indexers.chunking import ChunkingConfig
 from qwen3_rag.indexers.filters import to_milvus
 from qwen3_rag.indexers.index import Index, Location, redact_location, unique_ids
-from qwen3_rag.indexers.local import EXACT_FILTER_LIMIT, _unit_rows
+from qwen3_rag.indexers.local import EXACT_FILTER_LIMIT, LARGE_K, _check_k, _cut_k, _unit_rows
 from qwen3_rag.indexers.manifest import (
-    FORMAT_VERSION,
     IndexDamagedError,
     IndexLockedError,
     ManifestProperties,
     check_embedder,
     describe_embedder,
     new_manifest,
+    warn_long_chunks,
 )
 from qwen3_rag.indexers.milvus_store import (
     DOCUMENTS_SUFFIX,
+    MAX_WINDOW,
     META_SUFFIX,
     MilvusStore,
     Terms,
@@ -82,6 +85,9 @@ __all__ = ["TOKEN_VARIABLE", "MilvusIndex", "MilvusLocation"]
 
 #: The environment variable a Milvus server's token is read from when the URI has none.
 TOKEN_VARIABLE = "QWEN3_RAG_MILVUS_TOKEN"
+#: Version of the layout of a Milvus index (its collections and rows, :mod:`~qwen3_rag.indexers.milvus_store`);
+#: the local index's format has its own number.
+FORMAT_VERSION = 1
 DEFAULT_PORT = 19530
 #: Seconds to wait for a Milvus server to answer when connecting.
 CONNECT_TIMEOUT = 10.0
@@ -280,8 +286,9 @@ def _stored_manifest(store: MilvusStore, loc: MilvusLocation) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise FileNotFoundError(_missing(loc))
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexDamagedError(f"{loc.public!r} has index format version {manifest.get('format_version')}; this "
-                                f"qwen3-rag reads version {FORMAT_VERSION}. Upgrade qwen3-rag, or rebuild the index.")
+        raise IndexDamagedError(f"{loc.public!r} has Milvus index format version {manifest.get('format_version')}; "
+                                f"this qwen3-rag reads version {FORMAT_VERSION}. Upgrade qwen3-rag, or rebuild the "
+                                "index.")
     return dict(manifest)
 
 
@@ -297,10 +304,38 @@ def _model_record(embedder: TextEmbedder | None, dim: int | None) -> dict[str, A
     return record
 
 
+def _client_versions() -> dict[str, str]:
+    """The versions of the Milvus client and of Milvus Lite (recorded in the manifest beside the others)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("pymilvus", "milvus-lite"):
+        try:
+            out[name.replace("-", "_")] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
 def _no_options(options: Mapping[str, Any]) -> None:
     if options:
         raise TypeError(f"a Milvus index takes no option {', '.join(map(repr, options))}; everything it needs is in "
                         "its URI")
+
+
+@dataclass
+class _Pending:
+    """A document's writes waiting for the commit.
+
+    Attributes:
+        row: Its ``NAME__documents`` row (None: it is deleted).
+        chunks: The rows of the chunks to write.
+        replace: Delete its stored chunks first (False: ``chunks`` are a part appended to them).
+    """
+
+    row: dict[str, Any] | None
+    chunks: list[dict[str, Any]]
+    replace: bool
 
 
 # -- the index -------------------------------------------------------------------------------------------------
@@ -324,7 +359,7 @@ class MilvusIndex(ManifestProperties, Index):
         self._store = store
         self._load_manifest(manifest, embedder, read_only)
         self._terms = Terms(BM25Config.from_dict(manifest["index"].get("bm25_config", {})))
-        self._pending: dict[str, tuple[dict[str, Any], list[dict[str, Any]]] | None] = {}  # None: delete
+        self._pending: dict[str, _Pending] = {}
         self._depth = 0
         self._journal_open = False
         self._unflushed = loc.lite  # Milvus Lite searches rows not yet flushed by brute force, slowly
@@ -339,6 +374,7 @@ class MilvusIndex(ManifestProperties, Index):
         loc = MilvusLocation.parse(location)
         model = _model_record(embedder, dim)
         config = ChunkingConfig(chunk_size, chunk_overlap)
+        warn_long_chunks(embedder, chunk_size)
         spec = IndexSpec.parse(index_type)
         spec.check_dim(int(model["dim"]))
         if loc.lite and spec.pq_m:
@@ -355,6 +391,8 @@ class MilvusIndex(ManifestProperties, Index):
                                             else "words"},
                                     {"spec": spec.spec, "bm25": bm25, "bm25_config": dataclasses.asdict(bm25_config),
                                      "milvus": vector_index_params(spec)["index_type"]})
+            manifest["format_version"] = FORMAT_VERSION
+            manifest["versions"].update(_client_versions())
             store.set_meta("manifest", manifest)  # last: from here on the collections are an index
         except BaseException:
             _disconnect(loc, client)
@@ -489,10 +527,11 @@ class MilvusIndex(ManifestProperties, Index):
             self._store.set_meta("journal", {"doc_ids": part})
             self._journal_open = True
             self._store.delete_documents(part)  # first: a document without its row is rewritten by the next run
-            self._store.delete_chunks_of(part)  # also the chunks an interrupted run left
-            written = [entry for entry in (pending[d] for d in part) if entry is not None]
-            self._store.upsert(self._store.chunks, [row for _, rows in written for row in rows])
-            self._store.upsert(self._store.documents, [doc for doc, _ in written])  # last: the document is complete
+            # also the chunks an interrupted run left; a part appended keeps the chunks of the parts before it
+            self._store.delete_chunks_of([d for d in part if pending[d].replace])
+            self._store.upsert(self._store.chunks, [row for d in part for row in pending[d].chunks])
+            # last: the document's row says it is stored (complete, or partly written)
+            self._store.upsert(self._store.documents, [row for row in (pending[d].row for d in part) if row])
             self._store.delete_meta("journal")
             self._journal_open = False
         self._unflushed = True
@@ -515,28 +554,39 @@ class MilvusIndex(ManifestProperties, Index):
             self._store.delete_meta("journal")
         self._journal_open = False
 
-    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray) -> list[list[int]]:
+    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray, *,
+              append: bool = False, complete: bool = True) -> list[list[int]]:
         """Store documents with their chunks and vectors (one unit row per chunk, in order), replacing earlier
-        versions; written at the commit.
+        versions, or, with ``append``, adding a part of each; ``complete=False`` marks them partly written (see
+        :meth:`StorageBackend.write <qwen3_rag.protocols.StorageBackend.write>`). Written at the commit.
 
         Raises:
-            ValueError: a wrong number, width or value of vectors, a document id that repeats, or a value Milvus
-                cannot hold (naming the document).
+            ValueError: a wrong number, width or value of vectors, a document id that repeats, a part appended to a
+                document that is not stored, or a value Milvus cannot hold (naming the document).
         """
         self._require_writable()
         n = sum(len(chunks) for _, chunks in items)
         vecs = _unit_rows(vectors, n, self.dim) if n else np.zeros((0, self.dim), np.float32)
         unique_ids(doc.id for doc, _ in items)
-        rows: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        stored = self.document_states([doc.id for doc, _ in items]) if append else {}
+        missing = [doc.id for doc, _ in items if append and doc.id not in stored]
+        if missing:
+            raise ValueError(f"append=True for document {missing[0]!r}, which is not stored; write its first part "
+                             "without append")
+        entries: dict[str, _Pending] = {}
         out, pos = [], 0
         for doc, chunks in items:
-            doc_row = document_row(doc, len(chunks))
-            ids, chunk_list = chunk_rows(doc, chunks, vecs[pos:pos + len(chunks)], self._terms, doc_row)
-            rows[doc.id] = (doc_row, chunk_list)
+            before = self._pending.get(doc.id) if append else None
+            row = document_row(doc, stored[doc.id][1] + len(chunks) if append else len(chunks), complete)
+            ids, rows = chunk_rows(doc, chunks, vecs[pos:pos + len(chunks)], self._terms, row)
+            if before is not None:  # appended to a part written in this transaction
+                entries[doc.id] = _Pending(row, before.chunks + rows, before.replace)
+            else:
+                entries[doc.id] = _Pending(row, rows, replace=not append)
             out.append(ids)
             pos += len(chunks)
         with self.transaction():
-            self._pending.update(rows)
+            self._pending.update(entries)
         return out
 
     def delete(self, doc_ids: Iterable[str]) -> int:
@@ -545,7 +595,7 @@ class MilvusIndex(ManifestProperties, Index):
         wanted = list(dict.fromkeys([doc_ids] if isinstance(doc_ids, str) else doc_ids))
         existing = list(self.document_states(wanted))
         with self.transaction():
-            self._pending.update(dict.fromkeys(existing))
+            self._pending.update({doc_id: _Pending(None, [], replace=True) for doc_id in existing})
         return len(existing)
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -554,10 +604,9 @@ class MilvusIndex(ManifestProperties, Index):
         """Stored states, with the writes of the open transaction applied."""
         stored = self._store.document_states([d for d in doc_ids if d not in self._pending])
         for doc_id in doc_ids:
-            if doc_id in self._pending:
-                entry = self._pending[doc_id]
-                if entry is not None:
-                    stored[doc_id] = (entry[0]["content_hash"], int(entry[0]["n_chunks"]))
+            row = self._pending[doc_id].row if doc_id in self._pending else None
+            if row is not None:
+                stored[doc_id] = (row["content_hash"], int(row["n_chunks"]))
         return stored
 
     def count(self) -> IndexCounts:
@@ -623,12 +672,17 @@ class MilvusIndex(ManifestProperties, Index):
     def search_vectors(self, queries: np.ndarray, k: int = 10,
                        filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
         q = self._query_rows(queries)
+        _check_k(k)
+        expr = self._expression(filter)
+        if k > LARGE_K:
+            k = _cut_k(k, self._store.count(self._store.chunks))
         ids = np.full((len(q), k), -1, np.int64)
         scores = np.full((len(q), k), -np.inf, np.float32)
-        expr = self._expression(filter)
-        if expr is None or not len(q) or k < 1:
+        if expr is None or not len(q):
             return ids, scores
         self._ready_to_search()
+        if k > MAX_WINDOW:  # more than one Milvus search returns
+            return self._exact(q, k, expr)
         for row, hits in enumerate(self._store.search(list(q), k, expr, "vector", self._dense_params(k))):
             ids[row, :len(hits)] = [i for i, _ in hits]
             scores[row, :len(hits)] = [s for _, s in hits]
@@ -643,26 +697,34 @@ class MilvusIndex(ManifestProperties, Index):
         short = np.flatnonzero(found < k)
         if not len(short):
             return
-        rows = self._store.client.query(self._store.chunks, filter=expr, output_fields=["count(*)"])
-        matching = int(rows[0]["count(*)"])
+        matching = self._store.count(self._store.chunks, expr)
         short = short[found[short] < min(k, matching)]
-        if not len(short) or matching > EXACT_FILTER_LIMIT:
-            return
+        if len(short) and matching <= EXACT_FILTER_LIMIT:
+            ids[short], scores[short] = self._exact(q[short], k, expr)
+
+    def _exact(self, q: np.ndarray, k: int, expr: str) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the chunks matching ``expr``, by brute force here."""
+        ids = np.full((len(q), k), -1, np.int64)
+        scores = np.full((len(q), k), -np.inf, np.float32)
         rows = self._store.query_all(self._store.chunks, expr, ["id", "vector"])
+        if not rows:
+            return ids, scores
         all_ids = np.asarray([int(r["id"]) for r in rows], dtype=np.int64)
-        sims = q[short] @ np.asarray([r["vector"] for r in rows], dtype=np.float32).T
+        sims = q @ np.asarray([r["vector"] for r in rows], dtype=np.float32).T
         kk = min(k, len(all_ids))
-        for out_row, row_sims in zip(short, sims, strict=True):
+        for row, row_sims in enumerate(sims):
             order = np.argsort(-row_sims, kind="stable")[:kk]
-            ids[out_row, :kk], scores[out_row, :kk] = all_ids[order], row_sims[order]
+            ids[row, :kk], scores[row, :kk] = all_ids[order], row_sims[order]
+        return ids, scores
 
     def keyword_search(self, queries: Sequence[str], k: int = 10,
                        filter: Filter | None = None) -> list[list[tuple[int, float]]]:
+        _check_k(k)
         out: list[list[tuple[int, float]]] = [[] for _ in queries]
         expr = self._expression(filter)
         texts = [self._terms(q) for q in queries]
         todo = [i for i, text in enumerate(texts) if text]
-        if expr is None or not todo or k < 1:
+        if expr is None or not todo:
             return out
         self._ready_to_search()
         for i, hits in zip(todo, self._store.search([texts[i] for i in todo], k, expr, "sparse",

@@ -38,6 +38,7 @@ from qwen3_rag._optional import require
 from qwen3_rag.indexers.bm25 import BM25Config, BM25Index
 from qwen3_rag.indexers.filters import milvus_fields, milvus_string
 from qwen3_rag.indexers.vector_index import IndexSpec
+from qwen3_rag.protocols import PARTIAL
 from qwen3_rag.types import Chunk, Document
 
 logger = logging.getLogger(__name__)
@@ -144,8 +145,9 @@ def _checked_string(text: str, what: str, limit: int = MAX_VARCHAR) -> str:
     return text
 
 
-def document_row(doc: Document, n_chunks: int) -> dict[str, Any]:
-    """The ``NAME__documents`` row of a document.
+def document_row(doc: Document, n_chunks: int, complete: bool = True) -> dict[str, Any]:
+    """The ``NAME__documents`` row of a document with ``n_chunks`` chunks stored; ``complete=False``: partly
+    written (its content hash is :data:`~qwen3_rag.protocols.PARTIAL`).
 
     Raises:
         ValueError: a value Milvus cannot hold (naming the document and the limit).
@@ -155,7 +157,7 @@ def document_row(doc: Document, n_chunks: int) -> dict[str, Any]:
     return {"doc_id": _checked_string(doc.id, f"the id of {what}", MAX_ID_BYTES),
             "text": _checked_text(doc.text, what), "source": _checked_string(doc.source, f"the source of {what}"),
             "metadata": metadata, "fmeta": _checked_json(filter_fields(doc), f"the metadata of {what}"),
-            "content_hash": doc.content_hash, "n_chunks": n_chunks, "marker": _MARKER}
+            "content_hash": doc.content_hash if complete else PARTIAL, "n_chunks": n_chunks, "marker": _MARKER}
 
 
 def filter_fields(doc: Document) -> dict[str, Any]:
@@ -168,7 +170,7 @@ def chunk_rows(doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray, term
     """The ids and ``NAME`` rows of a document's chunks (``vectors``: one unit row per chunk)."""
     ids, rows = [], []
     for chunk, vector in zip(chunks, vectors, strict=True):
-        cid = chunk_id(doc.id, doc_row["content_hash"], chunk)
+        cid = chunk_id(doc.id, doc.content_hash, chunk)
         span = {"index": chunk.index, "start": chunk.start, "end": chunk.end, "start_line": chunk.start_line,
                 "end_line": chunk.end_line, "page": chunk.page, "headings": list(chunk.headings)}
         ids.append(cid)
@@ -318,8 +320,9 @@ class MilvusStore:
 
     # -- reading ----------------------------------------------------------------------------------------------
 
-    def count(self, collection: str) -> int:
-        rows = self.client.query(collection, filter="", output_fields=["count(*)"])
+    def count(self, collection: str, expr: str = "") -> int:
+        """The rows of ``collection`` (matching ``expr``)."""
+        rows = self.client.query(collection, filter=expr, output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     def query_all(self, collection: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:

@@ -266,7 +266,7 @@ def counted_commits(index: Index) -> list[int]:
 
 def test_a_long_document_is_written_in_parts_of_commit_every_chunks(location: str, hash_embedder: Any,
                                                                     tmp_path: Path) -> None:
-    with Index.create(f"{location}.whole" if "://" in location else tmp_path / "whole", hash_embedder,
+    with Index.create(f"{location}_whole" if "://" in location else tmp_path / "whole", hash_embedder,
                       chunk_size=12, chunk_overlap=3) as whole:
         ingest_documents(PARTS_CORPUS, whole, commit_every=10_000)
         expected = stored(whole)
@@ -306,7 +306,7 @@ class _Dies(Exception):
 
 def test_a_run_stopped_between_parts_writes_the_document_again_whole(location: str, hash_embedder: Any,
                                                                      tmp_path: Path) -> None:
-    with Index.create(f"{location}.whole" if "://" in location else tmp_path / "whole", hash_embedder,
+    with Index.create(f"{location}_whole" if "://" in location else tmp_path / "whole", hash_embedder,
                       chunk_size=12, chunk_overlap=3) as whole:
         ingest_documents(PARTS_CORPUS, whole)
         expected = stored(whole)
@@ -354,7 +354,7 @@ KILLED = textwrap.dedent("""
 
 def test_a_run_killed_between_parts_writes_the_document_again_whole(location: str, hash_embedder: Any,
                                                                     tmp_path: Path) -> None:
-    with Index.create(f"{location}.whole" if "://" in location else tmp_path / "whole", hash_embedder,
+    with Index.create(f"{location}_whole" if "://" in location else tmp_path / "whole", hash_embedder,
                       chunk_size=12, chunk_overlap=3) as whole:
         ingest_documents(PARTS_CORPUS, whole)
         expected = stored(whole)

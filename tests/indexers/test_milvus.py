@@ -6,6 +6,7 @@ test."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -275,6 +276,30 @@ def test_an_approximate_index_still_returns_k_filtered_hits(where: str, hash_emb
         assert {c.doc_id for c in index.get_chunks(ids[0][ids[0] >= 0])} == {f"d{i}" for i in range(0, 400, 50)}
 
 
+def test_a_huge_k_is_cut_and_more_than_one_milvus_search_is_searched_here(where: str, hash_embedder: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = [Document(id=f"d{i}", text=f"Document {i} words {i % 7}", metadata={"odd": i % 2 == 1})
+            for i in range(60)]
+    with Index.create(where, hash_embedder, chunk_size=0) as index:
+        ingest_documents(docs, index)
+        query = hash_embedder.embed_queries(["document words 3", "words 5"])
+        ids, scores = index.search_vectors(query, 10**9)  # padded to k, this would be 16 GB
+        assert ids.shape == scores.shape == (2, 60) and (ids >= 0).all()
+        assert 0 < len(index.keyword_search(["Document"], 10**9)[0]) <= 60
+        for k in (0, -1, 2.5):
+            with pytest.raises(ValueError, match="k must be an int >= 1"):
+                index.search_vectors(query, k)  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="k must be an int >= 1"):
+                index.keyword_search(["Document"], k)  # type: ignore[arg-type]
+        by_milvus = index.search_vectors(query, 35, filter={"odd": True})
+        monkeypatch.setattr(milvus, "MAX_WINDOW", 20)  # k above what one Milvus search returns: exact, here
+        by_numpy = index.search_vectors(query, 35, filter={"odd": True})
+        np.testing.assert_array_equal(by_numpy[0][:, 30:], -1)
+        np.testing.assert_allclose(by_numpy[1], by_milvus[1], atol=1e-5)
+        assert [set(row[row >= 0].tolist()) for row in by_numpy[0]] == [set(row[row >= 0].tolist())
+                                                                         for row in by_milvus[0]]
+
+
 # -- what Milvus must hold exactly -----------------------------------------------------------------------------
 
 
@@ -392,6 +417,61 @@ def test_a_second_process_is_refused_while_the_lite_file_is_open(tmp_path: Path,
         proc.wait(timeout=30)
     with Index.open(location, hash_embedder) as index:  # released with the process
         assert index.count().documents == 0
+
+
+# -- the command line on a Milvus URI ---------------------------------------------------------------------------
+
+NOTES = {"ops.md": "# Ops\n\nLogs are rotated daily at midnight.",
+         "deploy.md": "# Deploys\n\nDeploys go out on Tuesdays after the tests pass.",
+         "cats.txt": "Cats purr when they are happy and sleep most of the day."}
+
+
+def _beir(root: Path) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": t}) + "\n"
+                                               for k, t in NOTES.items()))
+    (root / "queries.jsonl").write_text('{"_id": "q1", "text": "when are logs rotated"}\n'
+                                        '{"_id": "q2", "text": "why do cats purr"}\n')
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tops.md\t1\nq2\tcats.txt\t1\n")
+    return root
+
+
+def test_the_cli_indexes_shows_searches_prunes_and_evaluates_a_milvus_uri(
+        tmp_path: Path, tiny_qwen3_embedding_dir: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from qwen3_rag.cli import main
+
+    model = tiny_qwen3_embedding_dir
+    src = tmp_path / "notes"
+    src.mkdir()
+    for name, text in NOTES.items():
+        (src / name).write_text(text)
+    loc = f"milvus-lite://{tmp_path / 'cli.db'}/notes"
+    assert main(["index", str(src), "--index", loc, "--model", model, "--no-progress"]) == 0
+    assert "3 added" in capsys.readouterr().out
+    assert main(["info", loc, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["path"], info["documents"], info["chunks"], info["model"]) == (loc, 3, 3, model)
+    assert info["format_version"] == milvus.FORMAT_VERSION and "pymilvus" in info["versions"]
+    assert main(["query", loc, "rotating logs", "--bm25", "-k", "3", "--json"]) == 0
+    [hit] = json.loads(capsys.readouterr().out)  # the one note that shares a term (stemmed)
+    assert hit["source"] == str(src / "ops.md") and set(hit["scores"]) == {"bm25"}
+    assert main(["query", loc, "when are logs rotated", "--hybrid", "-k", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+    assert main(["query", loc, "when are logs rotated", "-k", "3", "--filter", "format=text", "--json"]) == 0
+    assert [h["source"] for h in json.loads(capsys.readouterr().out)] == [str(src / "cats.txt")]
+    (src / "deploy.md").unlink()
+    assert main(["index", str(src), "--index", loc, "--prune", "--no-progress"]) == 0
+    assert "0 added, 0 updated, 2 unchanged, 0 skipped, 0 failed, 1 pruned" in capsys.readouterr().out
+
+    data = _beir(tmp_path / "beir")
+    metrics = []
+    for where in (f"milvus-lite://{tmp_path / 'eval.db'}/beir", str(tmp_path / "local")):
+        out = tmp_path / f"metrics-{len(metrics)}.json"
+        assert main(["eval", "--dataset", str(data), "--model", model, "--chunk-size", "0", "--index", where,
+                     "--modes", "dense,bm25,hybrid", "--json", str(out), "--no-progress"]) == 0
+        metrics.append(json.loads(out.read_text()))
+    assert metrics[0]["dense"] == pytest.approx(metrics[1]["dense"])  # the same vectors, the same ranking
+    assert all(m["recall@100"] == 1.0 for m in metrics[0].values())
 
 
 # -- kill -9 during `qwen3-rag index` --------------------------------------------------------------------------
