@@ -129,7 +129,7 @@ PAGES = {
     "docs/index-format.md": Page(
         prelude=_DOCS_FOLDER + "from qwen3_rag import ingest\n"
                                "ingest(['docs'], 'my-index', model='Qwen/Qwen3-Embedding-0.6B')\n",
-        expect=("'manifest.json', 'store.sqlite'", "2 mean 384 {"),
+        expect=("'manifest.json', 'store.sqlite'", "3 mean 384 {"),
     ),
     "docs/milvus.md": Page(
         prelude=_DOCS_FOLDER,
@@ -142,7 +142,8 @@ PAGES = {
 }
 
 # Pages whose examples another test runs, because it needs more than the core: page -> that test file.
-RUN_ELSEWHERE = {"README.md": "test_readme_models.py", "docs/integrations.md": "integrations/test_readme.py"}
+RUN_ELSEWHERE = {"README.md": "test_readme_models.py", "docs/integrations.md": "integrations/test_readme.py",
+                 "docs/server.md": "server/test_server_docs.py"}
 
 
 @pytest.mark.parametrize("name", sorted(PAGES))

@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand name -> module in this package. Order is the order shown by --help.
-_COMMANDS = ("qwen3_rag.cli.index", "qwen3_rag.cli.info", "qwen3_rag.cli.query", "qwen3_rag.cli.eval")
+_COMMANDS = ("qwen3_rag.cli.index", "qwen3_rag.cli.info", "qwen3_rag.cli.query", "qwen3_rag.cli.eval",
+             "qwen3_rag.cli.serve")
 
 
 class CLIError(Exception):

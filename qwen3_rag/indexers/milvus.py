@@ -52,8 +52,17 @@ from qwen3_rag._optional import require
 from qwen3_rag.indexers.bm25 import BM25Config
 from qwen3_rag.indexers.chunking import ChunkingConfig
 from qwen3_rag.indexers.filters import to_milvus
-from qwen3_rag.indexers.index import Index, Location, redact_location, unique_ids
-from qwen3_rag.indexers.local import EXACT_FILTER_LIMIT, LARGE_K, _check_k, _cut_k, _unit_rows
+from qwen3_rag.indexers.index import (
+    LARGE_K,
+    Index,
+    Location,
+    check_k,
+    cut_k,
+    redact_location,
+    unique_ids,
+    unit_rows,
+)
+from qwen3_rag.indexers.local import EXACT_FILTER_LIMIT
 from qwen3_rag.indexers.manifest import (
     IndexDamagedError,
     IndexLockedError,
@@ -566,7 +575,7 @@ class MilvusIndex(ManifestProperties, Index):
         """
         self._require_writable()
         n = sum(len(chunks) for _, chunks in items)
-        vecs = _unit_rows(vectors, n, self.dim) if n else np.zeros((0, self.dim), np.float32)
+        vecs = unit_rows(vectors, n, self.dim) if n else np.zeros((0, self.dim), np.float32)
         unique_ids(doc.id for doc, _ in items)
         stored = self.document_states([doc.id for doc, _ in items]) if append else {}
         missing = [doc.id for doc, _ in items if append and doc.id not in stored]
@@ -672,10 +681,10 @@ class MilvusIndex(ManifestProperties, Index):
     def search_vectors(self, queries: np.ndarray, k: int = 10,
                        filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
         q = self._query_rows(queries)
-        _check_k(k)
+        check_k(k)
         expr = self._expression(filter)
         if k > LARGE_K:
-            k = _cut_k(k, self._store.count(self._store.chunks))
+            k = cut_k(k, self._store.count(self._store.chunks))
         ids = np.full((len(q), k), -1, np.int64)
         scores = np.full((len(q), k), -np.inf, np.float32)
         if expr is None or not len(q):
@@ -719,7 +728,7 @@ class MilvusIndex(ManifestProperties, Index):
 
     def keyword_search(self, queries: Sequence[str], k: int = 10,
                        filter: Filter | None = None) -> list[list[tuple[int, float]]]:
-        _check_k(k)
+        check_k(k)
         out: list[list[tuple[int, float]]] = [[] for _ in queries]
         expr = self._expression(filter)
         texts = [self._terms(q) for q in queries]

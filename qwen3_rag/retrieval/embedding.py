@@ -16,6 +16,7 @@ import torch
 from qwen3_rag.retrieval import _loading
 from qwen3_rag.retrieval._runner import RunnerFacade, TransformerRunner, check_texts, positions_from_mask
 from qwen3_rag.retrieval.prompts import (
+    DEFAULT_EMBEDDING_MODEL,
     ENDOFTEXT,
     QUERY_TEMPLATE,
     format_query,
@@ -24,7 +25,6 @@ from qwen3_rag.retrieval.prompts import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 QWEN_MAX_LENGTH = 8192  # what the official code and evaluation truncate at
 MIN_DIM = 32  # smallest Matryoshka dimension Qwen3-Embedding was trained for
 _GROUP = 16384  # texts tokenized at a time: bounds memory for very large inputs
@@ -107,11 +107,7 @@ class Embedder(RunnerFacade):
         self.normalize = normalize if normalize is not None else (True if self.is_qwen3 or st is None else st.normalize)
         self.hidden_size = int(getattr(config, "hidden_size", 0) or getattr(config, "dim", 0))
         if dim is not None:
-            if not isinstance(dim, int) or isinstance(dim, bool) or not MIN_DIM <= dim <= self.hidden_size:
-                raise ValueError(
-                    f"dim={dim!r} is out of range for {self.model_id!r}: pass an int from {MIN_DIM} to "
-                    f"{self.hidden_size} (its hidden size), or None for the full {self.hidden_size}"
-                )
+            check_dim(dim, self.hidden_size, self.model_id)
         self.dim = dim or self.hidden_size
         if self.dim < self.hidden_size and not self.is_qwen3:
             logger.warning(
@@ -303,6 +299,17 @@ class Embedder(RunnerFacade):
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             np.divide(out, np.maximum(norms, 1e-12), out=out)
         return out
+
+
+def check_dim(dim: object, full: int, model_id: str) -> None:
+    """The Matryoshka rule for an output dimension: an int from :data:`MIN_DIM` to the model's ``full`` size.
+
+    Raises:
+        ValueError: naming the allowed range.
+    """
+    if not isinstance(dim, int) or isinstance(dim, bool) or not MIN_DIM <= dim <= full:
+        raise ValueError(f"dim={dim!r} is out of range for {model_id!r}: pass an int from {MIN_DIM} to {full} (its "
+                         f"hidden size), or None for the full {full}")
 
 
 class _EmbeddingRunner(TransformerRunner):
