@@ -131,6 +131,11 @@ PAGES = {
                                "ingest(['docs'], 'my-index', model='Qwen/Qwen3-Embedding-0.6B')\n",
         expect=("'manifest.json', 'store.sqlite'", "3 mean 384 {"),
     ),
+    "docs/milvus.md": Page(
+        prelude=_DOCS_FOLDER,
+        expect=("2 added, 0 updated, 0 unchanged", "0 added, 0 updated, 2 unchanged", "docs/ops.md  Logs are rotated",
+                "\n384\n"),
+    ),
     "docs/exactness.md": Page(
         expect=(r"\nQuery:What is the capital of China?'", "<Document>: Beijing is the capital.<|im_end|>"),
     ),

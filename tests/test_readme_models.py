@@ -30,6 +30,18 @@ def test_quickstart_runs_documents_to_index_to_answer(tmp_path, minilm_path, tin
     assert (tmp_path / "notes-index" / "manifest.json").is_file()
 
 
+def test_milvus_example_runs(tmp_path, minilm_path, tiny_qwen3_reranker_dir):
+    pytest.importorskip("milvus_lite")
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Milvus"):]
+    blocks = python_blocks(section[: section.index("\n## ")])
+    assert len(blocks) == 1, "the Milvus example is one block, to copy and run"
+    out = run_offline(blocks[0], tmp_path, minilm_path, tiny_qwen3_reranker_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 added" in out.stdout and "notes/logs.md  '# Logs" in out.stdout, out.stdout
+    assert (tmp_path / "notes.db").exists() and not (tmp_path / "notes").joinpath("manifest.json").exists()
+
+
 def test_readme_links_every_reference_page():
     text = README.read_text(encoding="utf-8")
     pages = [f"docs/{p.name}" for p in sorted(DOCS.glob("*.md"))] + ["BENCHMARKS.md", "CHANGELOG.md", "LICENSE"]

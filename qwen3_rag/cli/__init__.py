@@ -25,14 +25,15 @@ class CLIError(Exception):
 
 def require_index(location: str) -> None:
     """Raise :class:`CLIError` (with the command that builds one) when ``location`` holds no index."""
-    from qwen3_rag.indexers.index import Index
+    from qwen3_rag.indexers.index import Index, redact_location
 
     try:
         found = Index.exists(location)
     except (ValueError, ImportError) as exc:
         raise CLIError(str(exc)) from None
     if not found:
-        raise CLIError(f"no index at {location!r}; build one with `qwen3-rag index SOURCES... --index {location}`")
+        shown = redact_location(location)
+        raise CLIError(f"no index at {shown!r}; build one with `qwen3-rag index SOURCES... --index {shown}`")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

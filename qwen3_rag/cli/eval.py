@@ -184,7 +184,7 @@ def _evaluate(args: argparse.Namespace, dataset: Any, location: str, modes: list
     with Index.open_or_create(location, embedder, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
                               chunk_context=args.chunk_context, bm25=any(m != "dense" for m in modes)) as index:
         written = index_corpus(dataset, index, show_progress=not args.no_progress)
-        logging.getLogger(__name__).info("indexed %d new or changed documents into %s", written, location)
+        logging.getLogger(__name__).info("indexed %d new or changed documents into %s", written, index.location)
         fusion: dict[str, Any] = {"fusion": args.fusion, "weights": weights}
         if args.alpha is not None:
             fusion["alpha"] = args.alpha

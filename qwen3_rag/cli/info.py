@@ -27,9 +27,10 @@ def describe(path: str) -> dict[str, Any]:
     require_index(path)
     with Index.open(path, read_only=True) as index:
         manifest = index.manifest
+        location = index.location  # a URI as shown: without a token
     counts = manifest["counts"]
     out: dict[str, Any] = {
-        "path": path,
+        "path": location,
         "documents": counts["documents"],
         "chunks": counts["chunks"],
         "vectors": counts["vectors"],
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     chunking = info["chunking"]
     details = info.get("versions", {})
     lines = [
-        f"index       {info['path']}  (format {info['format_version']}, generation {info['generation']})",
+        f"index       {info['path']}  (format {info['format_version']}"
+        + (f", generation {info['generation']})" if "generation" in info else ")"),
         f"model       {m}  dim {info['dim']}, {pooling or '?'} pooling, {info['metric']}",
         f"chunking    {chunking['chunk_size']} tokens, overlap {chunking['chunk_overlap']}, context "
         f"{chunking.get('context', 'none')}",

@@ -1,8 +1,9 @@
 """Loaders, chunking, metadata filters and the index backends.
 
 Public names: :class:`Index` (opened by location: a directory is the local FAISS + SQLite index, a URI another
-backend), :class:`LocalIndex`, :class:`Chunker`, :func:`iter_documents` / :func:`load_file` / :class:`RecordFields`
-(loading), :class:`FilterError` and :func:`matches` (filters), :class:`VectorIndex` / :class:`IndexSpec` (FAISS).
+backend), :class:`LocalIndex`, :class:`MilvusIndex` (``milvus://`` and ``milvus-lite://``), :class:`Chunker`,
+:func:`iter_documents` / :func:`load_file` / :class:`RecordFields` (loading), :class:`FilterError` and
+:func:`matches` (filters), :class:`VectorIndex` / :class:`IndexSpec` (FAISS).
 
 They are imported on first access, so ``import qwen3_rag.indexers.filters`` (or ``chunking``) does not load faiss.
 """
@@ -19,6 +20,7 @@ _MODULES = {
     "filters": ("FilterError", "matches"),
     "index": ("Index", "backend_for"),
     "local": ("LocalIndex",),
+    "milvus": ("MilvusIndex",),
     "manifest": ("DiskFullError", "IndexDamagedError", "IndexLockedError", "IndexMismatchError"),
     "loaders": ("LoadReport", "RecordFields", "iter_documents", "load_file"),
     "vector_index": ("IndexSpec", "VectorIndex"),
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from qwen3_rag.indexers.loaders import LoadReport, RecordFields, iter_documents, load_file
     from qwen3_rag.indexers.local import LocalIndex
     from qwen3_rag.indexers.manifest import DiskFullError, IndexDamagedError, IndexLockedError, IndexMismatchError
+    from qwen3_rag.indexers.milvus import MilvusIndex
     from qwen3_rag.indexers.vector_index import IndexSpec, VectorIndex
 
 
@@ -55,5 +58,5 @@ __all__ = [
     "Chunker", "ChunkingConfig", "DEFAULT_CHUNK_CONTEXT", "DEFAULT_CHUNK_OVERLAP", "DEFAULT_CHUNK_SIZE",
     "DiskFullError", "document_title", "FilterError", "Index", "IndexDamagedError", "IndexLockedError",
     "IndexMismatchError", "IndexSpec", "iter_documents", "load_file", "LoadReport", "LocalIndex", "matches",
-    "RecordFields", "VectorIndex",
+    "MilvusIndex", "RecordFields", "VectorIndex",
 ]

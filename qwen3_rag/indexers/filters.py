@@ -1,4 +1,5 @@
-"""Metadata filters: a small Mongo-style dialect, compiled to SQL for the store and to Python for checks.
+"""Metadata filters: a small Mongo-style dialect, compiled to SQL for the local store, to Milvus boolean expressions
+for the Milvus backend (:func:`to_milvus` over :func:`milvus_fields`) and to Python for checks.
 
 A filter is a dict. Each key is either a metadata field or a logical operator:
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -251,6 +253,147 @@ class _SQL:
                 parts.append(f"COALESCE({type_sql} IN {_SQL_TYPES[kind]} "
                              f"AND {value_sql} IN (SELECT value FROM json_each(?)), 0)")
         return f"({' OR '.join(parts)})"
+
+
+# -- Milvus ------------------------------------------------------------------------------------------------
+#
+# A Milvus backend stores each document's filter fields as JSON under typed keys: ``"s" + hex(name)`` holds a
+# string, ``"i" + ...`` an integer, ``"f" + ...`` a float, ``"b" + ...`` a boolean, ``"p" + ...`` is true for any
+# value that is not null, and ``"t"`` is always true. Every comparison then sees one type only (Milvus would compare
+# ``1 == true``, or a string with a number, where the dialect does not), names of any characters become keys of
+# hex digits (nothing in a field name reaches the expression), and an integer meets a float exactly (each side
+# compared in its own type, so 2**53 + 1 never equals 2.0**53). Each comparison is guarded by ``exists``: Milvus
+# gives a missing key SQL's NULL, and ``not`` of a NULL would not match, where the dialect's ``$not`` does.
+
+_MILVUS_OP = {"eq": "==", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_PY_OP = {"eq": operator.eq, "gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+
+
+def milvus_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON a Milvus backend stores to filter one document (``fields``: its metadata with ``doc_id`` and
+    ``source``), keyed as :func:`to_milvus` reads it (see the comment above this function)."""
+    out: dict[str, Any] = {"t": True}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        key = name.encode("utf-8").hex()
+        out["p" + key] = True
+        kind = _milvus_kind(value)
+        if kind is not None:
+            out[kind + key] = value
+    return out
+
+
+def _milvus_kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "b"
+    if isinstance(value, int):
+        return "i"
+    if isinstance(value, float):
+        return "f"
+    return "s" if isinstance(value, str) else None
+
+
+def to_milvus(flt: Mapping[str, Any], column: str = "fmeta") -> str:
+    """Compile a filter to a Milvus boolean expression over the JSON field ``column`` written by
+    :func:`milvus_fields`; same semantics as :func:`matches`.
+
+    Values appear only as literals Milvus reads back exactly (strings quoted and escaped, floats by ``repr``);
+    field names only as hex digits.
+
+    Raises:
+        FilterError: if the filter is malformed.
+    """
+    validate(flt)
+    return _Milvus(column).filter(flt)
+
+
+def milvus_string(text: str) -> str:
+    """``text`` as a Milvus string literal: double-quoted, with backslash, quote and line breaks escaped."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
+
+
+class _Milvus:
+    """Compiles one validated filter (see the comment above :func:`milvus_fields`)."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+        self.true = f'(exists {column}["t"])'
+        self.false = f'(not exists {column}["t"])'
+
+    def filter(self, flt: Mapping[str, Any]) -> str:
+        parts = []
+        for key, value in flt.items():
+            op = _top_op(key)
+            if op == "not":
+                parts.append(f"(not {self.filter(value)})")
+            elif op in ("and", "or"):
+                parts.append(_join([self.filter(v) for v in value], op))
+            else:
+                parts.append(self.field(key, value))
+        return _join(parts, "and") if parts else self.true
+
+    def field(self, field: str, cond: Any) -> str:
+        present = f'(exists {self.column}["p{field.encode("utf-8").hex()}"])'
+        parts = []
+        for op, arg in _field_ops(field, cond):
+            if op in _SETS:
+                distinct = list({(_milvus_kind(v), v): v for v in arg}.values())
+                hit = _join([self.compare(field, "eq", v) for v in distinct], "or")
+                parts.append(hit if op == "in" else f"({present} and (not {hit}))")
+            elif op == "ne":
+                parts.append(f"({present} and (not {self.compare(field, 'eq', arg)}))")
+            else:
+                parts.append(self.compare(field, op, arg))
+        return _join(parts, "and")
+
+    def _term(self, kind: str, field: str, op: str | None, literal: str = "") -> str:
+        """``field`` stored as ``kind`` compared with a literal; ``op=None``: it is stored as ``kind`` at all."""
+        at = f'{self.column}["{kind}{field.encode("utf-8").hex()}"]'
+        return f"(exists {at})" if op is None else f"(exists {at} and {at} {_MILVUS_OP[op]} {literal})"
+
+    def compare(self, field: str, op: str, value: Any) -> str:
+        if isinstance(value, bool):  # the booleans that compare true, as equalities (no order on them in Milvus)
+            hits = [b for b in (False, True) if _PY_OP[op](b, value)]
+            if len(hits) == 2:
+                return self._term("b", field, None)
+            return self._term("b", field, "eq", "true" if hits[0] else "false") if hits else self.false
+        if isinstance(value, str):
+            return self._term("s", field, op, milvus_string(value))
+        parts = [p for p in (self._integers(field, op, value), self._floats(field, op, value)) if p is not None]
+        return _join(parts, "or") if parts else self.false
+
+    def _integers(self, field: str, op: str, value: int | float) -> str | None:
+        """The integers ``x`` with ``x op value`` (exactly), or None for none."""
+        if isinstance(value, float) and not value.is_integer():  # between two integers
+            if op == "eq":
+                return None
+            op, value = ("lte", math.floor(value)) if op in ("lt", "lte") else ("gte", math.ceil(value))
+        value = int(value)
+        if value > _INT64[1] or value < _INT64[0]:  # beyond every stored integer (a large float)
+            below = value > _INT64[1]
+            return self._term("i", field, None) if (op in ("lt", "lte")) == below and op != "eq" else None
+        if value == _INT64[0]:  # -2**63 has no literal of its own in Milvus's grammar: compare with -2**63 + 1
+            if op in ("lt", "gte"):
+                return None if op == "lt" else self._term("i", field, None)
+            op, value = ("lt" if op in ("eq", "lte") else "gte"), value + 1
+        return self._term("i", field, op, str(value))
+
+    def _floats(self, field: str, op: str, value: int | float) -> str | None:
+        """The floats ``x`` with ``x op value`` (exactly), or None for none."""
+        as_float = float(value)
+        if isinstance(value, float) or int(as_float) == value:
+            return self._term("f", field, op, repr(as_float))
+        # an integer no float equals: it lies strictly between two adjacent floats
+        if as_float > value:
+            low, high = math.nextafter(as_float, -math.inf), as_float
+        else:
+            low, high = as_float, math.nextafter(as_float, math.inf)
+        if op == "eq":
+            return None
+        return self._term("f", field, "lte", repr(low)) if op in ("lt", "lte") else \
+            self._term("f", field, "gte", repr(high))
 
 
 # -- Python

@@ -50,6 +50,7 @@ __all__ = [
     "backend_for",
     "check_k",
     "cut_k",
+    "redact_location",
     "unique_ids",
     "unit_rows",
 ]
@@ -68,6 +69,12 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 Location = str | os.PathLike[str]
 
 
+def redact_location(location: Location) -> str:
+    """``location`` as it may be shown or logged: a URI's ``token=`` value and ``user:password@`` become ``***``."""
+    text = re.sub(r"(?i)([?&]token=)[^&#]*", r"\1***", os.fspath(location))
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@?#]*@", r"\1***@", text)
+
+
 def backend_for(location: Location) -> type[Index]:
     """The backend class that stores an index at ``location``.
 
@@ -79,7 +86,7 @@ def backend_for(location: Location) -> type[Index]:
     if match:
         scheme = match.group(1).lower()
         if scheme not in BACKENDS:
-            raise ValueError(f"no index backend for {scheme}:// in {os.fspath(location)!r}; use a directory path "
+            raise ValueError(f"no index backend for {scheme}:// in {redact_location(location)!r}; use a directory path "
                              f"or one of {', '.join(s + '://' for s in BACKENDS)}")
         target = BACKENDS[scheme]
     module, name = target.split(":")

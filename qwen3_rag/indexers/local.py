@@ -36,6 +36,7 @@ from qwen3_rag.indexers.manifest import (
     OWN_FILES,
     IndexDamagedError,
     IndexLockedError,
+    ManifestProperties,
     WriterLock,
     atomic_write,
     check_embedder,
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 EXACT_FILTER_LIMIT = 4096
 
 
-class LocalIndex(Index):
+class LocalIndex(ManifestProperties, Index):
     """An index directory (see the module docstring); create it with :meth:`Index.create`, open it with
     :meth:`Index.open`.
 
@@ -71,13 +72,9 @@ class LocalIndex(Index):
                  read_only: bool, lock: WriterLock | None, use_gpu: bool | str = "auto") -> None:
         self.path = path
         self._store = store
-        self._manifest = manifest
-        self._embedder = embedder
-        self._read_only = read_only
+        self._load_manifest(manifest, embedder, read_only)
         self._lock = lock
         self._use_gpu = use_gpu
-        self.spec = IndexSpec.parse(manifest["index"]["spec"])
-        self._chunking = ChunkingConfig.from_manifest(manifest["chunking"])
         self._derived = DerivedState(path, store, read_only)
         self._depth = 0
         self._filters: tuple[Any, int, np.ndarray] | None = None  # the last filter resolved, at a generation
@@ -192,32 +189,6 @@ class LocalIndex(Index):
         return str(self.path)
 
     @property
-    def read_only(self) -> bool:
-        return self._read_only
-
-    @property
-    def dim(self) -> int:
-        return int(self._manifest["dim"])
-
-    @property
-    def chunking(self) -> ChunkingConfig:
-        return self._chunking
-
-    @property
-    def model_info(self) -> dict[str, Any]:
-        """The embedder as recorded in the manifest (model id, revision, pooling, dim, ...)."""
-        return dict(self._manifest.get("model", {}))
-
-    @property
-    def embedder(self) -> TextEmbedder | None:
-        return self._embedder
-
-    @embedder.setter
-    def embedder(self, embedder: TextEmbedder) -> None:
-        check_embedder(self._manifest["model"], embedder, self.location)
-        self._embedder = embedder
-
-    @property
     def generation(self) -> int:
         """The number of the last commit of the store (0 for a new index)."""
         return int(self._store.get_meta("generation", 0))
@@ -260,12 +231,6 @@ class LocalIndex(Index):
         return bm25
 
     # -- writing ---------------------------------------------------------------------------------------------
-
-    def _require_writable(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"the index at {self.location!r} is closed")
-        if self._read_only:
-            raise PermissionError(f"the index at {self.location!r} was opened read-only")
 
     @contextmanager
     def transaction(self, *, publish: bool = True) -> Iterator[LocalIndex]:
@@ -427,10 +392,7 @@ class LocalIndex(Index):
 
     def search_vectors(self, queries: np.ndarray, k: int = 10,
                        filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
-        q = np.asarray(queries, dtype=np.float32)
-        q = q[None, :] if q.ndim == 1 else q
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {q.shape}")
+        q = self._query_rows(queries)
         check_k(k)
         with self.reading():
             vi = self.vectors

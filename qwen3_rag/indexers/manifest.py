@@ -15,9 +15,15 @@ import platform
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from qwen3_rag.protocols import KnowsItsModel, TextEmbedder
+
+if TYPE_CHECKING:
+    from qwen3_rag.indexers.chunking import ChunkingConfig
+    from qwen3_rag.indexers.vector_index import IndexSpec
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +154,72 @@ def check_model(stored: Mapping[str, Any], given: Mapping[str, Any], location: s
             "now are embedded differently from the stored ones; use max_length=%s",
             location, stored_max, given_max, stored_max,
         )
+
+
+class ManifestProperties:
+    """The parts of the storage contract a backend reads from its stored manifest (listed before the backend's
+    base class; the backend's ``__init__`` calls :meth:`_load_manifest`)."""
+
+    _manifest: dict[str, Any]
+    _chunking: ChunkingConfig
+    _embedder: TextEmbedder | None
+    _read_only: bool
+    _closed: bool
+    spec: IndexSpec
+
+    def _load_manifest(self, manifest: dict[str, Any], embedder: TextEmbedder | None, read_only: bool) -> None:
+        from qwen3_rag.indexers.chunking import ChunkingConfig
+        from qwen3_rag.indexers.vector_index import IndexSpec
+
+        self._manifest = manifest
+        self._embedder = embedder
+        self._read_only = read_only
+        self.spec = IndexSpec.parse(manifest["index"]["spec"])
+        self._chunking = ChunkingConfig.from_manifest(manifest["chunking"])
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @property
+    def dim(self) -> int:
+        return int(self._manifest["dim"])
+
+    @property
+    def chunking(self) -> ChunkingConfig:
+        return self._chunking
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        """The embedder as recorded in the manifest (model id, revision, pooling, dim, ...)."""
+        return dict(self._manifest.get("model", {}))
+
+    @property
+    def embedder(self) -> TextEmbedder | None:
+        return self._embedder
+
+    @embedder.setter
+    def embedder(self, embedder: TextEmbedder) -> None:
+        check_embedder(self._manifest["model"], embedder, self._where)
+        self._embedder = embedder
+
+    @property
+    def _where(self) -> str:
+        return str(getattr(self, "location", ""))  # the backend's location property
+
+    def _query_rows(self, queries: np.ndarray) -> np.ndarray:
+        """Query vectors as an ``(n, dim)`` float32 array (one vector may come as a row)."""
+        q = np.asarray(queries, dtype=np.float32)
+        q = q[None, :] if q.ndim == 1 else q
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {q.shape}")
+        return q
+
+    def _require_writable(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the index at {self._where!r} is closed")
+        if self._read_only:
+            raise PermissionError(f"the index at {self._where!r} was opened read-only")
 
 
 class WriterLock:

@@ -286,7 +286,8 @@ class Qwen3VectorStore(BasePydanticVectorStore):
         return cls(persist_dir, **kwargs)
 
     def persist(self, persist_path: str | None = None, fs: Any = None) -> None:
-        """Commit; with ``persist_path`` (a directory other than the store's own) also copy the index there.
+        """Commit; with ``persist_path`` (a directory other than the store's own) also copy a local index there (an
+        index in Milvus is committed where it is: ``StorageContext.persist`` then works with it too).
 
         Raises:
             NotImplementedError: for an fsspec filesystem other than the local one.
@@ -297,7 +298,10 @@ class Qwen3VectorStore(BasePydanticVectorStore):
             index = self._open()
             if index is None:
                 return
-            if persist_path is None or Path(persist_path).resolve() == Path(index.location).resolve():
+            from qwen3_rag.indexers.local import LocalIndex
+
+            if persist_path is None or not isinstance(index, LocalIndex) \
+                    or Path(persist_path).resolve() == Path(index.location).resolve():
                 index.commit()
             else:
                 common.copy_index(index, persist_path)

@@ -335,12 +335,12 @@ class Retriever:
 def _open(location: str | os.PathLike[str], model: str | None, embedder: TextEmbedder | None,
           device: str) -> StorageBackend:
     """Open an index read-only with the embedder its record names (or the one given), built once."""
-    from qwen3_rag.indexers.index import Index
+    from qwen3_rag.indexers.index import Index, redact_location
     from qwen3_rag.retrieval.models import load_embedder
 
     if not Index.exists(location):
-        raise FileNotFoundError(f"no index at {os.fspath(location)!r}; build one first, e.g. "
-                                f"ingest(['docs/'], {os.fspath(location)!r})")
+        raise FileNotFoundError(f"no index at {redact_location(location)!r}; build one first, e.g. "
+                                f"ingest(['docs/'], {redact_location(location)!r})")
     if embedder is None:
         embedder = load_embedder(model, record=Index.read_manifest(location)["model"], device=device)
     return Index.open(location, embedder, read_only=True)

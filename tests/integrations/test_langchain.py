@@ -74,6 +74,19 @@ class TestQwen3VectorStoreStandard(VectorStoreIntegrationTests):
             store.close()
 
 
+class TestQwen3VectorStoreMilvusLite(VectorStoreIntegrationTests):
+    """The same suite (sync and async) on a Milvus Lite index: the store takes any index location."""
+
+    @pytest.fixture()
+    def vectorstore(self, tmp_path: Path) -> Generator[VectorStore, None, None]:  # type: ignore[override]
+        pytest.importorskip("milvus_lite", reason="the [milvus] extra is not installed")
+        store = Qwen3VectorStore(self.get_embeddings(), f"milvus-lite://{tmp_path / 'lc.db'}/store")
+        try:
+            yield store
+        finally:
+            store.close()
+
+
 class TestQwen3RetrieverStandard(RetrieversIntegrationTests):
     _core: Any = None
 

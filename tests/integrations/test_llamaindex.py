@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,18 @@ def _nodes(hash_embedder: Any, corpus: list[Any]) -> list[TextNode]:
     return nodes
 
 
+@pytest.fixture(params=["local", "milvus-lite"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], Any]:
+    """Where the stores of a test live: index directories, or collections of one Milvus Lite file."""
+    if request.param == "local":
+        return lambda name: tmp_path / name
+    pytest.importorskip("milvus_lite", reason="the [milvus] extra is not installed")
+    return lambda name: f"milvus-lite://{tmp_path / 'li.db'}/{name}"
+
+
 @pytest.fixture()
-def li_store(tmp_path: Path, hash_embedder: Any, corpus: list[Any]) -> Any:
-    store = Qwen3VectorStore(tmp_path / "li")
+def li_store(where: Callable[[str], Any], hash_embedder: Any, corpus: list[Any]) -> Any:
+    store = Qwen3VectorStore(where("li"))
     assert store.client is None  # created on the first add, when the dimension is known
     store.add(_nodes(hash_embedder, corpus))
     yield store
@@ -209,9 +219,11 @@ def test_add_replaces_existing_node(li_store: Any, hash_embedder: Any, corpus: l
 
 
 def test_persist_and_load(li_store: Any, hash_embedder: Any, tmp_path: Path) -> None:
-    li_store.persist(str(tmp_path / "copy"))
-    li_store.persist()  # its own directory: a commit
-    loaded = Qwen3VectorStore.from_persist_dir(tmp_path / "copy")
+    li_store.persist(str(tmp_path / "copy"))  # a directory: a copy there; Milvus: a commit (the data is in Milvus)
+    li_store.persist()  # where it is: a commit
+    copied = Path(li_store.path).is_dir()
+    assert copied == (tmp_path / "copy").is_dir()
+    loaded = Qwen3VectorStore.from_persist_dir(tmp_path / "copy" if copied else li_store.path)
     q = _query(li_store, hash_embedder, "gravity", 3)
     assert _query(loaded, hash_embedder, "gravity", 3).ids == q.ids
     loaded.close()
@@ -219,13 +231,14 @@ def test_persist_and_load(li_store: Any, hash_embedder: Any, tmp_path: Path) -> 
         Qwen3VectorStore.from_persist_dir(tmp_path / "nothing")
 
 
-def test_query_an_index_built_by_the_core(tmp_path: Path, hash_embedder: Any, corpus: list[Any]) -> None:
+def test_query_an_index_built_by_the_core(where: Callable[[str], Any], hash_embedder: Any,
+                                          corpus: list[Any]) -> None:
     from qwen3_rag import Index, ingest_documents
     from qwen3_rag.types import Document as CoreDocument
 
-    with Index.create(tmp_path / "core", hash_embedder, chunk_size=0) as index:
+    with Index.create(where("core"), hash_embedder, chunk_size=0) as index:
         ingest_documents([CoreDocument(id=i, text=t, source=f"{i}.txt", metadata=m) for i, t, m in corpus], index)
-    store = Qwen3VectorStore(tmp_path / "core")
+    store = Qwen3VectorStore(where("core"))
     res = _query(store, hash_embedder, "capital of China", 1, MetadataFilters(filters=[F("topic", "geo")]))
     node = res.nodes[0]
     assert node.node_id == "beijing#0" and node.ref_doc_id == "beijing"
@@ -242,10 +255,10 @@ def _documents(corpus: list[Any]) -> list[Document]:
 
 
 def test_vector_store_index_retriever_and_query_engine(
-    tmp_path: Path, hash_embedder: Any, tiny_reranker: Any, corpus: list[Any]
+    where: Callable[[str], Any], hash_embedder: Any, tiny_reranker: Any, corpus: list[Any]
 ) -> None:
     embed = Qwen3Embedding(embedder=hash_embedder)
-    store = Qwen3VectorStore(tmp_path / "vsi", embed_model=embed)
+    store = Qwen3VectorStore(where("vsi"), embed_model=embed)
     index = VectorStoreIndex.from_documents(
         _documents(corpus),
         storage_context=StorageContext.from_defaults(vector_store=store),
@@ -272,17 +285,17 @@ def test_vector_store_index_retriever_and_query_engine(
     }
     store.close()
     reopened = VectorStoreIndex.from_vector_store(
-        Qwen3VectorStore(tmp_path / "vsi", embed_model=embed), embed_model=embed
+        Qwen3VectorStore(where("vsi"), embed_model=embed), embed_model=embed
     )
     assert len(reopened.as_retriever(similarity_top_k=10).retrieve("capital")) == len(corpus) - 1
     reopened.vector_store.close()
 
 
 def test_ingestion_pipeline_writes_into_the_store(
-    tmp_path: Path, hash_embedder: Any, corpus: list[Any]
+    where: Callable[[str], Any], hash_embedder: Any, corpus: list[Any]
 ) -> None:
     embed = Qwen3Embedding(embedder=hash_embedder)
-    store = Qwen3VectorStore(tmp_path / "ingest")
+    store = Qwen3VectorStore(where("ingest"))
     pipeline = IngestionPipeline(
         transformations=[SentenceSplitter(chunk_size=16, chunk_overlap=0), embed], vector_store=store
     )

@@ -1,0 +1,741 @@
+"""The Milvus backend: an index in Milvus Lite (a local file) or a Milvus server, opened by URI.
+
+Locations:
+
+- ``milvus-lite://PATH/TO/FILE.db/COLLECTION``: embedded Milvus Lite in ``PATH/TO/FILE.db`` (relative or, with a
+  third slash, absolute); one process at a time opens a Lite file;
+- ``milvus://HOST:PORT/COLLECTION`` a Milvus server (Standalone, Distributed, Zilliz Cloud), ``milvuss://`` or
+  ``?secure=true`` over TLS, ``?db=NAME`` in a database other than the default. The token (``user:password`` or
+  an API key) comes from ``?token=``, from ``user:password@`` before the host, or from the environment variable
+  :data:`TOKEN_VARIABLE`; it is never part of :attr:`MilvusIndex.location`, a repr, a log line or an error.
+
+The code path is the same for both; only the URI differs. The rows are laid out in
+:mod:`qwen3_rag.indexers.milvus_store`.
+
+What the contract asks and how Milvus gives it:
+
+- *Transactions*: Milvus has none. Writes wait in memory until the commit (:class:`~qwen3_rag.DocumentWriter`
+  commits every few hundred chunks), so a rollback or a crash before the commit leaves nothing behind. The commit
+  notes the documents it touches in a journal, deletes their old rows, writes the new chunks and then each
+  document's row, the sign that it is complete, and clears the journal. A run killed in the middle leaves
+  documents without their row: :meth:`~MilvusIndex.changed` reports them, so the next run writes them again, and
+  the next writer to open the index deletes the chunks the journal names that no document row owns. A document
+  written in parts (see :meth:`~qwen3_rag.protocols.StorageBackend.write`) gets its row with each part, marked
+  partly written until the last one.
+- *Chunk ids* are hashes of the document, its content and the chunk's place in it, so writing the same chunk again
+  writes the same row.
+- *Reads inside a transaction* see the last commit, except :meth:`~MilvusIndex.document_states` (and so
+  :meth:`~MilvusIndex.changed`), which also sees the writes waiting.
+- *Filters* compile to Milvus expressions (:func:`~qwen3_rag.indexers.filters.to_milvus`) applied inside the
+  search; a callable filter is evaluated here over every document, then searched as a list of document ids.
+- *Keyword search* is Milvus's BM25 function over the terms of the local tokenizer (see
+  :mod:`~qwen3_rag.indexers.milvus_store`); scores are made positive (Milvus Lite returns them negated).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import numpy as np
+
+from qwen3_rag._optional import require
+from qwen3_rag.indexers.bm25 import BM25Config
+from qwen3_rag.indexers.chunking import ChunkingConfig
+from qwen3_rag.indexers.filters import to_milvus
+from qwen3_rag.indexers.index import (
+    LARGE_K,
+    Index,
+    Location,
+    check_k,
+    cut_k,
+    redact_location,
+    unique_ids,
+    unit_rows,
+)
+from qwen3_rag.indexers.local import EXACT_FILTER_LIMIT
+from qwen3_rag.indexers.manifest import (
+    IndexDamagedError,
+    IndexLockedError,
+    ManifestProperties,
+    check_embedder,
+    describe_embedder,
+    new_manifest,
+    warn_long_chunks,
+)
+from qwen3_rag.indexers.milvus_store import (
+    DOCUMENTS_SUFFIX,
+    MAX_WINDOW,
+    META_SUFFIX,
+    MilvusStore,
+    Terms,
+    batches,
+    chunk_rows,
+    document_row,
+    id_list,
+    vector_index_params,
+)
+from qwen3_rag.indexers.vector_index import IndexSpec
+from qwen3_rag.protocols import Filter, TextEmbedder
+from qwen3_rag.types import Chunk, Document, IndexCounts
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TOKEN_VARIABLE", "MilvusIndex", "MilvusLocation"]
+
+#: The environment variable a Milvus server's token is read from when the URI has none.
+TOKEN_VARIABLE = "QWEN3_RAG_MILVUS_TOKEN"
+#: Version of the layout of a Milvus index (its collections and rows, :mod:`~qwen3_rag.indexers.milvus_store`);
+#: the local index's format has its own number.
+FORMAT_VERSION = 1
+DEFAULT_PORT = 19530
+#: Seconds to wait for a Milvus server to answer when connecting.
+CONNECT_TIMEOUT = 10.0
+_SCHEMES = ("milvus", "milvuss", "milvus-lite")
+_COLLECTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_NAME = 255 - max(len(DOCUMENTS_SUFFIX), len(META_SUFFIX))
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+@dataclass(frozen=True)
+class MilvusLocation:
+    """A parsed Milvus location (see the module docstring); :attr:`public` is it without credentials.
+
+    Attributes:
+        scheme: ``milvus``, ``milvuss`` or ``milvus-lite``.
+        address: ``HOST:PORT``, or the path of the Lite file.
+        collection: The chunk collection.
+        secure: TLS to the server.
+        db_name: The server's database (empty: the default).
+        token: The server's token (never shown).
+    """
+
+    scheme: str
+    address: str
+    collection: str
+    secure: bool = False
+    db_name: str = ""
+    token: str = dataclasses.field(default="", repr=False)
+
+    @classmethod
+    def parse(cls, location: Location) -> MilvusLocation:
+        """Parse a ``milvus://``, ``milvuss://`` or ``milvus-lite://`` location.
+
+        Raises:
+            ValueError: naming what is wrong and the expected form (never showing a token).
+        """
+        text = os.fspath(location)
+        scheme, sep, rest = text.partition("://")
+        scheme = scheme.lower()
+        if not sep or scheme not in _SCHEMES:
+            raise ValueError(f"not a Milvus location: {redact_location(text)!r}; expected "
+                             "milvus://HOST:PORT/COLLECTION or milvus-lite://PATH/TO/FILE.db/COLLECTION")
+        if scheme == "milvus-lite":
+            return cls._parse_lite(rest)
+        return cls._parse_server(scheme, text)
+
+    @classmethod
+    def _parse_lite(cls, rest: str) -> MilvusLocation:
+        path, _, collection = rest.rpartition("/")
+        if "?" in rest or not path.endswith(".db"):
+            raise ValueError(f"expected milvus-lite://PATH/TO/FILE.db/COLLECTION (the Milvus Lite file ends in .db, "
+                             f"the collection follows it), got 'milvus-lite://{rest}'")
+        return cls("milvus-lite", path, _checked_collection(collection))
+
+    @classmethod
+    def _parse_server(cls, scheme: str, text: str) -> MilvusLocation:
+        parts, shown = urlsplit(text), redact_location(text)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        unknown = sorted(set(query) - {"token", "secure", "db"})
+        if unknown:
+            raise ValueError(f"unknown option {', '.join(unknown)} in {shown!r}; a Milvus URI takes token=, "
+                             "secure=true and db=NAME")
+        secure = query.get("secure", "true" if scheme == "milvuss" else "false").lower()
+        if secure not in _TRUE + _FALSE:
+            raise ValueError(f"secure= must be true or false, got {secure!r}")
+        if not parts.hostname:
+            raise ValueError(f"{shown!r} names no host; expected {scheme}://HOST:PORT/COLLECTION")
+        try:
+            port = parts.port or DEFAULT_PORT
+        except ValueError:
+            raise ValueError(f"{shown!r} has an invalid port; expected {scheme}://HOST:PORT/COLLECTION") from None
+        if parts.username and not query.get("token"):
+            query["token"] = unquote(parts.username) + (":" + unquote(parts.password) if parts.password else "")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return cls(scheme, f"{host}:{port}", _checked_collection(parts.path.lstrip("/")), secure=secure in _TRUE,
+                   db_name=query.get("db", ""), token=query.get("token") or os.environ.get(TOKEN_VARIABLE, ""))
+
+    @property
+    def lite(self) -> bool:
+        return self.scheme == "milvus-lite"
+
+    @property
+    def uri(self) -> str:
+        """What ``pymilvus.MilvusClient`` connects to."""
+        if self.lite:
+            return self.address
+        return f"{'https' if self.secure else 'http'}://{self.address}"
+
+    @property
+    def public(self) -> str:
+        """The location as shown: no token."""
+        if self.lite:
+            return f"milvus-lite://{self.address}/{self.collection}"
+        options = [f"db={self.db_name}"] if self.db_name else []
+        if self.secure and self.scheme == "milvus":
+            options.append("secure=true")
+        return f"{self.scheme}://{self.address}/{self.collection}" + ("?" + "&".join(options) if options else "")
+
+
+def _checked_collection(name: str) -> str:
+    if not _COLLECTION.fullmatch(name) or "__" in name or len(name) > _MAX_NAME:
+        raise ValueError(
+            f"{name!r} cannot name a Milvus index: use letters, digits and single underscores, starting with a "
+            f"letter or an underscore, at most {_MAX_NAME} characters (the index also uses the collections "
+            f"NAME{DOCUMENTS_SUFFIX} and NAME{META_SUFFIX})")
+    return name
+
+
+# -- connections ---------------------------------------------------------------------------------------------
+
+_LITE_LOCK = threading.Lock()
+# no keepalive pings to the in-process server: Milvus Lite answers idle pings with GOAWAY "too_many_pings", which
+# gRPC prints to stderr during a long ingest
+_LITE_GRPC = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": False}
+_LITE_USERS: dict[str, int] = {}  # Lite file -> open connections of this process
+
+
+def _connect(loc: MilvusLocation) -> Any:
+    """A ``pymilvus.MilvusClient`` for ``loc``; for Milvus Lite the file's in-process server is started (or shared)
+    and counted, so that closing the last index on it releases the file to other processes.
+
+    Raises:
+        IndexLockedError: another process has the Lite file open.
+        ConnectionError: the server cannot be reached.
+    """
+    pymilvus = require("pymilvus", "milvus", "a Milvus index")
+    if not loc.lite:
+        try:
+            return pymilvus.MilvusClient(uri=loc.uri, token=loc.token, db_name=loc.db_name, timeout=CONNECT_TIMEOUT)
+        except pymilvus.exceptions.MilvusException as exc:
+            raise ConnectionError(f"cannot connect to Milvus at {loc.public}: {exc.message}; check that the "
+                                  "server runs and the token is right") from None
+    require("milvus_lite", "milvus", "a Milvus Lite index (milvus-lite://)")
+    path = os.path.abspath(loc.address)
+    with _LITE_LOCK:
+        if not _LITE_USERS.get(path):
+            _check_lite_unlocked(loc, path)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        client = pymilvus.MilvusClient(uri=path, grpc_options=_LITE_GRPC)
+        _LITE_USERS[path] = _LITE_USERS.get(path, 0) + 1
+    return client
+
+
+def _check_lite_unlocked(loc: MilvusLocation, path: str) -> None:
+    """Raise IndexLockedError when another process holds the Lite file (Milvus Lite would log a traceback)."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    lock = Path(path) / "LOCK"  # Milvus Lite's flock; a server this process runs already holds it
+    if not lock.is_file() or path in getattr(server_manager_instance, "_servers", {}):
+        return
+    import fcntl
+
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise IndexLockedError(f"another process has the Milvus Lite file of {loc.public!r} open (Milvus Lite "
+                                   "serves one process at a time); wait for it to finish, or use a Milvus server "
+                                   "for several processes") from None
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _disconnect(loc: MilvusLocation, client: Any) -> None:
+    client.close()
+    if not loc.lite:
+        return
+    path = os.path.abspath(loc.address)
+    with _LITE_LOCK:
+        _LITE_USERS[path] -= 1
+        if _LITE_USERS[path] == 0:
+            del _LITE_USERS[path]
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(path)
+
+
+@contextmanager
+def _connected(loc: MilvusLocation) -> Iterator[MilvusStore]:
+    client = _connect(loc)
+    try:
+        yield MilvusStore(client, loc.collection)
+    finally:
+        _disconnect(loc, client)
+
+
+def _missing(loc: MilvusLocation) -> str:
+    return (f"no index at {loc.public!r} (no collection {loc.collection!r} with a qwen3-rag manifest); build one "
+            "with ingest(sources, index) or Index.create()")
+
+
+def _stored_manifest(store: MilvusStore, loc: MilvusLocation) -> dict[str, Any]:
+    if not store.client.has_collection(store.meta):
+        raise FileNotFoundError(_missing(loc))
+    store.client.load_collection(store.meta)
+    manifest = store.get_meta("manifest")
+    if not isinstance(manifest, dict):
+        raise FileNotFoundError(_missing(loc))
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexDamagedError(f"{loc.public!r} has Milvus index format version {manifest.get('format_version')}; "
+                                f"this qwen3-rag reads version {FORMAT_VERSION}. Upgrade qwen3-rag, or rebuild the "
+                                "index.")
+    return dict(manifest)
+
+
+def _model_record(embedder: TextEmbedder | None, dim: int | None) -> dict[str, Any]:
+    if embedder is None:
+        if dim is None:
+            raise ValueError("Index.create needs an embedder, or dim= when the vectors come with the documents")
+        return {"model": None, "dim": int(dim)}
+    record = describe_embedder(embedder)
+    if dim is not None and int(dim) != int(record["dim"]):
+        raise ValueError(f"dim={dim} but the embedder produces {record['dim']} dimensions; leave dim out, or set "
+                         "the dimension on the embedder (Embedder(dim=...))")
+    return record
+
+
+def _client_versions() -> dict[str, str]:
+    """The versions of the Milvus client and of Milvus Lite (recorded in the manifest beside the others)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("pymilvus", "milvus-lite"):
+        try:
+            out[name.replace("-", "_")] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _no_options(options: Mapping[str, Any]) -> None:
+    if options:
+        raise TypeError(f"a Milvus index takes no option {', '.join(map(repr, options))}; everything it needs is in "
+                        "its URI")
+
+
+@dataclass
+class _Pending:
+    """A document's writes waiting for the commit.
+
+    Attributes:
+        row: Its ``NAME__documents`` row (None: it is deleted).
+        chunks: The rows of the chunks to write.
+        replace: Delete its stored chunks first (False: ``chunks`` are a part appended to them).
+    """
+
+    row: dict[str, Any] | None
+    chunks: list[dict[str, Any]]
+    replace: bool
+
+
+# -- the index -------------------------------------------------------------------------------------------------
+
+
+class MilvusIndex(ManifestProperties, Index):
+    """An index in Milvus (see the module docstring); create it with :meth:`Index.create`, open it with
+    :meth:`Index.open`, giving a ``milvus://`` or ``milvus-lite://`` location.
+
+    Attributes:
+        ef_search: HNSW search breadth (None: ``max(64, 2k)``).
+        nprobe: IVF lists searched (None: ``max(16, nlist / 16)``).
+    """
+
+    ef_search: int | None = None
+    nprobe: int | None = None
+
+    def __init__(self, loc: MilvusLocation, store: MilvusStore, manifest: dict[str, Any],
+                 embedder: TextEmbedder | None, read_only: bool) -> None:
+        self._loc = loc
+        self._store = store
+        self._load_manifest(manifest, embedder, read_only)
+        self._terms = Terms(BM25Config.from_dict(manifest["index"].get("bm25_config", {})))
+        self._pending: dict[str, _Pending] = {}
+        self._depth = 0
+        self._journal_open = False
+        self._unflushed = loc.lite  # Milvus Lite searches rows not yet flushed by brute force, slowly
+        self._closed = False
+
+    # -- opening -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def _create(cls, location: Location, embedder: TextEmbedder | None, *, chunking: ChunkingConfig,
+                index_type: str, dim: int | None, bm25: bool, **options: Any) -> MilvusIndex:
+        _no_options(options)
+        loc = MilvusLocation.parse(location)
+        model = _model_record(embedder, dim)
+        warn_long_chunks(embedder, chunking.chunk_size)
+        spec = IndexSpec.parse(index_type)
+        spec.check_dim(int(model["dim"]))
+        if loc.lite and spec.pq_m:
+            raise ValueError(f"Milvus Lite has no PQ index ({spec.spec}); use Flat, HNSW<M> or IVF<n>,Flat, or a "
+                             "Milvus server")
+        bm25_config = BM25Config()
+        client = _connect(loc)
+        store = MilvusStore(client, loc.collection)
+        try:
+            cls._clear_for_create(store, loc)
+            store.create(int(model["dim"]), spec, bm25_config)
+            manifest = new_manifest(model, {**chunking.to_manifest(),
+                                            "tokenizer": "model" if getattr(embedder, "tokenizer", None) is not None
+                                            else "words"},
+                                    {"spec": spec.spec, "bm25": bm25, "bm25_config": dataclasses.asdict(bm25_config),
+                                     "milvus": vector_index_params(spec)["index_type"]})
+            manifest["format_version"] = FORMAT_VERSION
+            manifest["versions"].update(_client_versions())
+            store.set_meta("manifest", manifest)  # last: from here on the collections are an index
+        except BaseException:
+            _disconnect(loc, client)
+            raise
+        logger.info("created the Milvus index %s", loc.public)
+        return cls(loc, store, manifest, embedder, False)
+
+    @staticmethod
+    def _clear_for_create(store: MilvusStore, loc: MilvusLocation) -> None:
+        """Refuse an existing index or foreign collection; drop what a create() killed halfway left."""
+        existing = store.existing()
+        if store.meta in existing:
+            store.client.load_collection(store.meta)
+            if store.get_meta("manifest") is not None:
+                raise FileExistsError(f"{loc.public!r} already holds an index; open it with Index.open() or choose "
+                                      "another collection")
+        if not existing:
+            return
+        if len(existing) == 3:
+            store.load()
+            if store.count(store.chunks) == 0 and store.count(store.documents) == 0:
+                store.drop()
+                return
+        raise FileExistsError(f"the collections {', '.join(existing)} exist in Milvus at {loc.public!r} but are not "
+                              "a qwen3-rag index; choose another collection name, or drop them")
+
+    @classmethod
+    def _open(cls, location: Location, embedder: TextEmbedder | None, *, read_only: bool,
+              **options: Any) -> MilvusIndex:
+        _no_options(options)
+        loc = MilvusLocation.parse(location)
+        if loc.lite and not Path(loc.address).exists():
+            raise FileNotFoundError(_missing(loc))
+        client = _connect(loc)
+        try:
+            store = MilvusStore(client, loc.collection)
+            manifest = _stored_manifest(store, loc)
+            if embedder is not None:
+                check_embedder(manifest["model"], embedder, loc.public)
+            store.load()
+            index = cls(loc, store, manifest, embedder, read_only)
+            if not read_only:
+                index._recover()
+        except BaseException:
+            _disconnect(loc, client)
+            raise
+        return index
+
+    @classmethod
+    def _exists(cls, location: Location) -> bool:
+        loc = MilvusLocation.parse(location)
+        if loc.lite and not Path(loc.address).exists():
+            return False  # starting Milvus Lite would create the file
+        with _connected(loc) as store:
+            try:
+                _stored_manifest(store, loc)
+            except FileNotFoundError:
+                return False
+            except IndexDamagedError:
+                return True  # something is there; open() says what is wrong with it
+            return True
+
+    @classmethod
+    def _read_manifest(cls, location: Location) -> dict[str, Any]:
+        loc = MilvusLocation.parse(location)
+        if loc.lite and not Path(loc.address).exists():
+            raise FileNotFoundError(_missing(loc))
+        with _connected(loc) as store:
+            return _stored_manifest(store, loc)
+
+    def close(self) -> None:
+        """Commit pending writes, flush Milvus Lite's in-memory rows, and release the connection."""
+        if not self._closed:
+            try:
+                self._finish_writes()
+            finally:
+                self._closed = True
+                _disconnect(self._loc, self._store.client)
+
+    def _finish_writes(self) -> None:
+        if not self._read_only:
+            self.commit()
+            if self._loc.lite and self._unflushed:  # the next open then loads indexed segments
+                self._store.flush()
+
+    # -- properties ----------------------------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        return self._loc.public
+
+    @property
+    def collection(self) -> str:
+        """The Milvus collection of the chunks."""
+        return self._loc.collection
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The stored manifest with the current counts."""
+        counts = self.count()
+        return {**self._manifest, "counts": {"documents": counts.documents, "chunks": counts.chunks,
+                                             "vectors": counts.vectors},
+                "index": {**self._manifest["index"], "effective": self.spec.spec}}
+
+    # -- writing -------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, *, publish: bool = True) -> Iterator[MilvusIndex]:
+        """Group writes into one commit (they wait in memory until then); an exception drops them."""
+        self._require_writable()
+        outermost = self._depth == 0
+        self._depth += 1
+        done = False
+        try:
+            yield self
+            done = True
+        finally:
+            self._depth -= 1
+            if outermost and done:
+                self.commit(publish=publish)
+            elif outermost:
+                self.rollback()
+
+    def commit(self, *, publish: bool = True) -> None:
+        """Write the pending documents and deletions to Milvus (see the module docstring)."""
+        if self._read_only or not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        if self._journal_open:  # an earlier commit failed halfway
+            self._recover()
+        for part in batches(sorted(pending)):
+            self._store.set_meta("journal", {"doc_ids": part})
+            self._journal_open = True
+            self._store.delete_documents(part)  # first: a document without its row is rewritten by the next run
+            # also the chunks an interrupted run left; a part appended keeps the chunks of the parts before it
+            self._store.delete_chunks_of([d for d in part if pending[d].replace])
+            self._store.upsert(self._store.chunks, [row for d in part for row in pending[d].chunks])
+            # last: the document's row says it is stored (complete, or partly written)
+            self._store.upsert(self._store.documents, [row for row in (pending[d].row for d in part) if row])
+            self._store.delete_meta("journal")
+            self._journal_open = False
+        self._unflushed = True
+
+    def rollback(self) -> None:
+        """Drop the writes not committed yet."""
+        self._pending.clear()
+
+    def _recover(self) -> None:
+        """Delete the chunks a commit that was interrupted left without their document's row."""
+        journal = self._store.get_meta("journal")
+        if isinstance(journal, dict):
+            doc_ids = list(journal.get("doc_ids", []))
+            stored = self._store.document_states(doc_ids)
+            orphans = [d for d in doc_ids if d not in stored]
+            if orphans:
+                logger.warning("%s: a write was interrupted; removing the chunks it left of %d documents (they are "
+                               "written again when ingested again)", self.location, len(orphans))
+                self._store.delete_chunks_of(orphans)
+            self._store.delete_meta("journal")
+        self._journal_open = False
+
+    def write(self, items: Sequence[tuple[Document, Sequence[Chunk]]], vectors: np.ndarray, *,
+              append: bool = False, complete: bool = True) -> list[list[int]]:
+        """Store documents with their chunks and vectors (one unit row per chunk, in order), replacing earlier
+        versions, or, with ``append``, adding a part of each; ``complete=False`` marks them partly written (see
+        :meth:`StorageBackend.write <qwen3_rag.protocols.StorageBackend.write>`). Written at the commit.
+
+        Raises:
+            ValueError: a wrong number, width or value of vectors, a document id that repeats, a part appended to a
+                document that is not stored, or a value Milvus cannot hold (naming the document).
+        """
+        self._require_writable()
+        n = sum(len(chunks) for _, chunks in items)
+        vecs = unit_rows(vectors, n, self.dim) if n else np.zeros((0, self.dim), np.float32)
+        unique_ids(doc.id for doc, _ in items)
+        stored = self.document_states([doc.id for doc, _ in items]) if append else {}
+        missing = [doc.id for doc, _ in items if append and doc.id not in stored]
+        if missing:
+            raise ValueError(f"append=True for document {missing[0]!r}, which is not stored; write its first part "
+                             "without append")
+        entries: dict[str, _Pending] = {}
+        out, pos = [], 0
+        for doc, chunks in items:
+            before = self._pending.get(doc.id) if append else None
+            row = document_row(doc, stored[doc.id][1] + len(chunks) if append else len(chunks), complete)
+            ids, rows = chunk_rows(doc, chunks, vecs[pos:pos + len(chunks)], self._terms, row)
+            if before is not None:  # appended to a part written in this transaction
+                entries[doc.id] = _Pending(row, before.chunks + rows, before.replace)
+            else:
+                entries[doc.id] = _Pending(row, rows, replace=not append)
+            out.append(ids)
+            pos += len(chunks)
+        with self.transaction():
+            self._pending.update(entries)
+        return out
+
+    def delete(self, doc_ids: Iterable[str]) -> int:
+        """Delete documents and all their chunks (at the commit); returns how many documents existed."""
+        self._require_writable()
+        wanted = list(dict.fromkeys([doc_ids] if isinstance(doc_ids, str) else doc_ids))
+        existing = list(self.document_states(wanted))
+        with self.transaction():
+            self._pending.update({doc_id: _Pending(None, [], replace=True) for doc_id in existing})
+        return len(existing)
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def document_states(self, doc_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """Stored states, with the writes of the open transaction applied."""
+        stored = self._store.document_states([d for d in doc_ids if d not in self._pending])
+        for doc_id in doc_ids:
+            row = self._pending[doc_id].row if doc_id in self._pending else None
+            if row is not None:
+                stored[doc_id] = (row["content_hash"], int(row["n_chunks"]))
+        return stored
+
+    def count(self) -> IndexCounts:
+        chunks = self._store.count(self._store.chunks)
+        return IndexCounts(self._store.count(self._store.documents), chunks, chunks)
+
+    def iter_documents(self) -> Iterator[tuple[str, str, str]]:
+        rows = self._store.query_documents("", ["doc_id", "source", "content_hash"])
+        for row in sorted(rows, key=lambda r: r["doc_id"]):
+            yield row["doc_id"], row["source"], row["content_hash"]
+
+    def get_documents(self, doc_ids: Iterable[str]) -> list[Document]:
+        wanted = list(doc_ids)
+        found = self._store.documents_by_id(wanted)
+        return [found[d] for d in wanted if d in found]
+
+    def get_chunks(self, chunk_ids: Iterable[int]) -> list[Chunk]:
+        wanted = [int(i) for i in chunk_ids]
+        found = self._store.chunks_by_id(wanted)
+        return [found[i] for i in wanted if i in found]
+
+    def chunks_of(self, doc_id: str) -> list[Chunk]:
+        return self._store.chunks_of(doc_id)
+
+    def get_vectors(self, chunk_ids: Iterable[int]) -> np.ndarray:
+        wanted = [int(i) for i in chunk_ids]
+        found = self._store.vectors_by_id(wanted)
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise KeyError(f"no chunk with id {missing[:10]} in the index ({len(missing)} missing)")
+        return np.stack([found[i] for i in wanted]) if wanted else np.zeros((0, self.dim), np.float32)
+
+    def find_documents(self, filter: Filter) -> list[str]:
+        if callable(filter):
+            rows = self._store.query_documents("", ["doc_id", "source", "metadata"])
+            return sorted(r["doc_id"] for r in rows
+                          if filter({"doc_id": r["doc_id"], "source": r["source"], **(r["metadata"] or {})}))
+        return sorted(r["doc_id"] for r in self._store.query_documents(to_milvus(filter), ["doc_id"]))
+
+    # -- searching -----------------------------------------------------------------------------------------
+
+    def _expression(self, filter: Filter | None) -> str | None:
+        """The Milvus expression of a filter (``""``: none); None when no document can match."""
+        if filter is None:
+            return ""
+        if callable(filter):
+            doc_ids = self.find_documents(filter)
+            return id_list("doc_id", doc_ids) if doc_ids else None
+        return to_milvus(filter)
+
+    def _ready_to_search(self) -> None:
+        if self._unflushed:
+            self._store.flush()
+            self._unflushed = False
+
+    def _dense_params(self, k: int) -> dict[str, Any]:
+        if self.spec.kind == "hnsw":
+            return {"metric_type": "IP", "params": {"ef": max(k, self.ef_search or max(64, 2 * k))}}
+        if self.spec.kind == "ivf":
+            return {"metric_type": "IP", "params": {"nprobe": self.nprobe or max(16, self.spec.nlist // 16)}}
+        return {"metric_type": "IP"}
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10,
+                       filter: Filter | None = None) -> tuple[np.ndarray, np.ndarray]:
+        q = self._query_rows(queries)
+        check_k(k)
+        expr = self._expression(filter)
+        if k > LARGE_K:
+            k = cut_k(k, self._store.count(self._store.chunks))
+        ids = np.full((len(q), k), -1, np.int64)
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        if expr is None or not len(q):
+            return ids, scores
+        self._ready_to_search()
+        if k > MAX_WINDOW:  # more than one Milvus search returns
+            return self._exact(q, k, expr)
+        for row, hits in enumerate(self._store.search(list(q), k, expr, "vector", self._dense_params(k))):
+            ids[row, :len(hits)] = [i for i, _ in hits]
+            scores[row, :len(hits)] = [s for _, s in hits]
+        if filter is not None and self.spec.kind != "flat":
+            self._exact_where_short(q, k, expr, ids, scores)
+        return ids, scores
+
+    def _exact_where_short(self, q: np.ndarray, k: int, expr: str, ids: np.ndarray, scores: np.ndarray) -> None:
+        """An approximate index may find fewer matches than a filter has: search those rows exactly when the
+        filter matches few chunks."""
+        found = (ids >= 0).sum(axis=1)
+        short = np.flatnonzero(found < k)
+        if not len(short):
+            return
+        matching = self._store.count(self._store.chunks, expr)
+        short = short[found[short] < min(k, matching)]
+        if len(short) and matching <= EXACT_FILTER_LIMIT:
+            ids[short], scores[short] = self._exact(q[short], k, expr)
+
+    def _exact(self, q: np.ndarray, k: int, expr: str) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the chunks matching ``expr``, by brute force here."""
+        ids = np.full((len(q), k), -1, np.int64)
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        rows = self._store.query_all(self._store.chunks, expr, ["id", "vector"])
+        if not rows:
+            return ids, scores
+        all_ids = np.asarray([int(r["id"]) for r in rows], dtype=np.int64)
+        sims = q @ np.asarray([r["vector"] for r in rows], dtype=np.float32).T
+        kk = min(k, len(all_ids))
+        for row, row_sims in enumerate(sims):
+            order = np.argsort(-row_sims, kind="stable")[:kk]
+            ids[row, :kk], scores[row, :kk] = all_ids[order], row_sims[order]
+        return ids, scores
+
+    def keyword_search(self, queries: Sequence[str], k: int = 10,
+                       filter: Filter | None = None) -> list[list[tuple[int, float]]]:
+        check_k(k)
+        out: list[list[tuple[int, float]]] = [[] for _ in queries]
+        expr = self._expression(filter)
+        texts = [self._terms(q) for q in queries]
+        todo = [i for i, text in enumerate(texts) if text]
+        if expr is None or not todo:
+            return out
+        self._ready_to_search()
+        for i, hits in zip(todo, self._store.search([texts[i] for i in todo], k, expr, "sparse",
+                                                    {"metric_type": "BM25"}), strict=True):
+            out[i] = [(cid, abs(score)) for cid, score in hits if score]
+        return out
