@@ -57,6 +57,10 @@ __all__ = ["DEFAULT_BATCH_TOKENS", "RayOptions", "ingest_on_ray"]
 DEFAULT_BATCH_TOKENS = 65536
 #: Files read by one call of a preparing actor (a record file may hold any number of documents).
 FILES_PER_CALL = 16
+#: Ray Data's largest block for the run: the rows a preparing actor yields reach the embedding actors in blocks of
+#: about this size, while it still reads (with Ray's default, 128 MiB, a large record file's rows would wait for
+#: the whole file), and about one embedding call's rows each.
+BLOCK_BYTES = 2 << 20
 _ADDRESSES = "'local', 'auto' or a 'ray://HOST:PORT' address"
 
 
@@ -73,8 +77,9 @@ class RayOptions:
         gpus_per_actor: GPUs each embedding actor holds. Default 1 when the cluster has GPUs, else 0 (the model runs
             on the actor's CPU).
         batch_tokens: Tokens handed to an actor per call (as chunks of the index's chunk size).
-        embedder: Builds each actor's embedder from the index's model record; default
-            :func:`~qwen3_rag.load_embedder` with the run's device and batch settings.
+        embedder: Builds each actor's embedder from the index's model record (the preparing actors use its
+            tokenizer to chunk, so it should load its weights on first use, as :class:`~qwen3_rag.Embedder` does);
+            default :func:`~qwen3_rag.load_embedder` with the run's device and batch settings.
 
     Raises:
         ValueError: an address, a number of actors, of GPUs or of tokens that cannot be used.
@@ -203,12 +208,13 @@ def _connected(ray: Any, address: str) -> Iterator[None]:
 def _data_context(ray: Any) -> Iterator[None]:
     context = ray.data.DataContext.get_current()
     saved = (context.execution_options.preserve_order, context.enable_progress_bars,
-             context.print_on_execution_start)
+             context.print_on_execution_start, context.target_max_block_size)
     # in order: the writer sees the documents as a single process sees them (the same chunk ids, the first of two
     # documents with one id kept); progress is the writer's (documents, chunks, tokens/s)
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    context.target_max_block_size = BLOCK_BYTES
     ray_logger = logging.getLogger("ray.data")  # its notes on each run, unless this run logs at INFO (-v)
     level = ray_logger.level
     if not logger.isEnabledFor(logging.INFO):
@@ -217,7 +223,7 @@ def _data_context(ray: Any) -> Iterator[None]:
         yield
     finally:
         (context.execution_options.preserve_order, context.enable_progress_bars,
-         context.print_on_execution_start) = saved
+         context.print_on_execution_start, context.target_max_block_size) = saved
         ray_logger.setLevel(level)
 
 
@@ -231,7 +237,7 @@ def _pipeline(ray: Any, files: list[dict[str, bytes]], plan: _Plan, options: Ray
         compute=data.ActorPoolStrategy(min_size=1, max_size=plan.prepare_actors),
         fn_constructor_kwargs={"record": record, "chunk_size": index.chunking.chunk_size,
                                "chunk_overlap": index.chunking.chunk_overlap, "stored": ray.put(stored_keys(index)),
-                               "record_fields": record_fields})
+                               "record_fields": record_fields, "make": options.embedder})
     dataset = dataset.map_batches(
         EmbedStage, batch_size=plan.batch_rows, batch_format="pyarrow", num_cpus=1,
         num_gpus=plan.gpus_per_actor or None,

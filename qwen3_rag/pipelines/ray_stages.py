@@ -3,7 +3,8 @@
 Every stage takes and gives pyarrow tables of one row format (:data:`ROWS`): one row per chunk, with the document's
 text, metadata and token count on its first chunk's row, and one row per document that needs no embedding
 (``unchanged``) or per file that gave none (``skipped``, ``failed``), so that these reach the driver in order with
-the chunks. The embedding stage adds ``vector`` and ``embed_seconds``.
+the chunks. The embedding stage adds ``vector`` (empty on the rows that are no chunk, so a re-run that skips
+everything ships no vectors) and ``embed_seconds``.
 
 - :class:`PrepareStage` (CPU actors): reads files with the project's loaders, skips the documents whose content hash
   is stored (:func:`stored_keys`, taken from the index on the driver before the run), chunks the others with the
@@ -155,6 +156,10 @@ class _Group:
         return self.docs >= GROUP_DOCUMENTS or self.chars >= GROUP_CHARS
 
 
+#: Builds an embedder from an index's model record (its weights loaded on first use, if it has any).
+Make = Callable[[Mapping[str, Any]], TextEmbedder]
+
+
 class PrepareStage:
     """Files -> chunk rows: read with the project's loaders, skip what is stored unchanged, chunk the rest.
 
@@ -163,11 +168,13 @@ class PrepareStage:
         chunk_size, chunk_overlap: The index's chunking.
         stored: :func:`stored_keys` of the index (or a Ray object reference to them).
         record_fields: Id / text / metadata fields of record files.
+        make: What the embedding actors build their embedder with (here only its tokenizer is used).
     """
 
     def __init__(self, record: Mapping[str, Any], chunk_size: int, chunk_overlap: int, stored: Any,
-                 record_fields: RecordFields | None = None) -> None:
-        embedder = load_embedder(record=record, device="cpu")  # config and tokenizer only: nothing here embeds
+                 record_fields: RecordFields | None = None, make: Make | None = None) -> None:
+        # the config and tokenizer only: nothing here embeds, so no weights load
+        embedder = make(record) if make is not None else load_embedder(record=record, device="cpu")
         self.chunker = Chunker.for_embedder(embedder, chunk_size, chunk_overlap)
         self.with_ids = _token_framer(embedder, self.chunker) is not None
         self.stored = stored if isinstance(stored, np.ndarray) else require("ray", "ray").get(stored)
@@ -223,9 +230,6 @@ class PrepareStage:
         return rows.table(seconds)
 
 
-Make = Callable[[Mapping[str, Any]], TextEmbedder]
-
-
 class EmbedStage:
     """Chunk rows -> the same rows with ``vector`` (and ``embed_seconds``): one embedder per actor.
 
@@ -251,12 +255,14 @@ class EmbedStage:
         started = time.perf_counter()
         kinds, counts = batch.column("kind").to_pylist(), batch.column("n_chunks").to_pylist()
         todo = [i for i, (kind, n) in enumerate(zip(kinds, counts, strict=True)) if kind == "chunk" and n > 0]
-        vectors = np.zeros((batch.num_rows, self.dim), dtype=np.float32)
+        vectors = np.zeros((0, self.dim), dtype=np.float32)
         if todo:
-            vectors[todo] = self._embed(batch.column("ids").take(todo).to_pylist(),
-                                        batch.column("text").take(todo).to_pylist())
+            vectors = np.asarray(self._embed(batch.column("ids").take(todo).to_pylist(),
+                                             batch.column("text").take(todo).to_pylist()), dtype=np.float32)
         seconds = (time.perf_counter() - started) / max(1, batch.num_rows)
-        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim)
+        widths = np.zeros(batch.num_rows + 1, dtype=np.int32)
+        widths[np.asarray(todo, dtype=np.int64) + 1] = self.dim
+        column = pa.ListArray.from_arrays(pa.array(np.cumsum(widths, dtype=np.int32)), pa.array(vectors.reshape(-1)))
         return batch.append_column("vector", column).append_column(
             "embed_seconds", pa.array(np.full(batch.num_rows, seconds)))
 
@@ -314,7 +320,7 @@ class Assembler:
     def take(self, table: Any) -> Iterator[tuple[int, Status | Embedded | None]]:
         """``(row, item)`` for each status and each document completed at that row."""
         cols = {name: table.column(name).to_pylist() for name in _READ if name in table.column_names}
-        vectors = _vectors(table)
+        vectors = _Vectors(table)
         for row in range(table.num_rows):
             if cols["kind"][row] != "chunk":
                 yield row, _status(cols, row)
@@ -328,18 +334,26 @@ class Assembler:
             doc.rows.append(row)
             if doc.n_chunks > 0:
                 doc.chunks.append(_chunk(cols, row, doc))
-                doc.vectors.append(vectors[row] if vectors is not None else np.zeros(0, np.float32))
+                doc.vectors.append(vectors[row])
             if doc.complete:
                 self.open = None
                 yield row, doc
 
 
-def _vectors(table: Any) -> np.ndarray | None:
-    if "vector" not in table.column_names:
-        return None
-    dim = table.schema.field("vector").type.list_size
-    values = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float32).reshape(table.num_rows, dim)
+class _Vectors:
+    """The ``vector`` column: a row's vector by its row number (empty for a row without one, or no column)."""
+
+    def __init__(self, table: Any) -> None:
+        self._offsets = np.zeros(table.num_rows + 1, dtype=np.int64)
+        self._values = np.zeros(0, dtype=np.float32)
+        if "vector" in table.column_names:
+            column = table.column("vector").combine_chunks()
+            offsets = np.asarray(column.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+            self._offsets = offsets - offsets[0]  # flatten() starts at the first row's values, also in a slice
+            self._values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        return self._values[self._offsets[row]:self._offsets[row + 1]]
 
 
 def _status(cols: Mapping[str, list[Any]], row: int) -> Status:
