@@ -1,8 +1,9 @@
 """qwen3-rag: retrieval-augmented generation with Qwen3-Embedding and Qwen3-Reranker.
 
-``import qwen3_rag`` loads torch and transformers but nothing optional (no langchain, llama_index, vllm,
-fastapi, pymilvus, ray) and not faiss: the index and pipeline names below are imported on first access, so the
-model classes also work where faiss is not installed. The contracts between the layers are in
+``import qwen3_rag`` loads nothing heavy: torch and transformers (``Embedder``, ``Reranker``), faiss (``Index``)
+and the pipelines are imported on first access, and nothing optional (langchain, llama_index, vllm, fastapi,
+pymilvus, ray) until it is used. A process that only opens an index and searches it with a remote embedder
+never loads torch. The contracts between the layers are in
 :mod:`qwen3_rag.protocols`.
 """
 
@@ -11,13 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qwen3_rag._optional import lazy_attributes
-from qwen3_rag.retrieval import (
+from qwen3_rag.retrieval.prompts import (
     DEFAULT_EMBEDDING_MODEL,
     DEFAULT_INSTRUCTION,
     DEFAULT_RERANKER_MODEL,
     TASKS,
-    Embedder,
-    Reranker,
     format_query,
     format_reranker_input,
 )
@@ -27,6 +26,8 @@ __version__ = "0.1.0"
 
 # name -> module, imported on first access (they need faiss / bm25s)
 _LAZY = {
+    "Embedder": "qwen3_rag.retrieval.embedding",
+    "Reranker": "qwen3_rag.retrieval.reranking",
     "Index": "qwen3_rag.indexers.index",
     "IndexMismatchError": "qwen3_rag.indexers.manifest",
     "IndexLockedError": "qwen3_rag.indexers.manifest",
@@ -56,7 +57,9 @@ if TYPE_CHECKING:
     from qwen3_rag.pipelines.rag import answer, build_context
     from qwen3_rag.pipelines.search import Retriever
     from qwen3_rag.pipelines.writing import DocumentWriter, IngestReport, ingest_documents
+    from qwen3_rag.retrieval.embedding import Embedder
     from qwen3_rag.retrieval.models import load_embedder, load_reranker
+    from qwen3_rag.retrieval.reranking import Reranker
 
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -11,7 +11,7 @@ from typing import Any
 from qwen3_rag.cli import CLIError
 from qwen3_rag.cli._text import printable
 from qwen3_rag.pipelines.fusion import CONVEX_ALPHA
-from qwen3_rag.retrieval.reranking import DEFAULT_RERANKER_MODEL
+from qwen3_rag.retrieval.prompts import DEFAULT_RERANKER_MODEL
 
 
 def add_parser(subparsers: Any) -> None:

@@ -18,6 +18,7 @@ settings, counts), ``vocab`` (UTF-8, newline-separated tokens, position = token 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -35,7 +36,7 @@ from qwen3_rag.indexers.manifest import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BM25Component", "BM25Config", "BM25Index", "FORMAT_VERSION"]
+__all__ = ["BM25Component", "BM25Config", "BM25Index", "FORMAT_VERSION", "matching_spans"]
 
 FORMAT_VERSION = 1
 _FILE = "bm25.npz"
@@ -122,6 +123,57 @@ class _Tokenizer:
     def __call__(self, text: str) -> list[str]:
         terms = self.terms
         return [term for word in self.words(text) for term in terms(word)]
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(config: BM25Config) -> _Tokenizer:
+    return _Tokenizer(config)
+
+
+def matching_spans(text: str, query: str, config: BM25Config | None = None) -> list[tuple[int, int]]:
+    """Where ``text`` holds the query's BM25 terms: ``(start, end)`` character offsets of each word (or, in CJK
+    runs, each character or pair) whose terms are among the query's, in order; what a search page highlights.
+
+    Matching is BM25's own (:meth:`BM25Index.tokenize`): ``"Logs are rotated"`` matches the query ``"log
+    rotation"`` through stemming, stop words match nothing.
+
+    Example:
+        >>> matching_spans("Logs are rotated nightly.", "when are logs rotated?")
+        [(0, 4), (9, 16)]
+    """
+    tokenize = _tokenizer(config or BM25Config())
+    wanted = set(tokenize(query))
+    if not wanted:
+        return []
+    spans: list[tuple[int, int]] = []
+    for match in _TOKEN.finditer(text):
+        word = match.group()
+        if _CJK_RUN.match(word[0]):
+            spans.extend(_cjk_spans(word, match.start(), wanted, tokenize.config.cjk))
+        elif any(term in wanted for part in tokenize.words(word) for term in tokenize.terms(part)):
+            spans.append((match.start(), match.end()))
+    return spans
+
+
+def _cjk_spans(run: str, offset: int, wanted: set[str], cjk: str) -> list[tuple[int, int]]:
+    """The characters of a CJK run that a wanted unigram or bigram (or, for ``cjk="none"``, the whole run) covers,
+    as spans merged where they touch."""
+    chars = [unicodedata.normalize("NFKC", c).lower() for c in run]
+    if cjk == "none":
+        return [(offset, offset + len(run))] if "".join(chars) in wanted else []
+    marked = [False] * len(run)
+    for i, char in enumerate(chars):
+        if char in wanted:
+            marked[i] = True
+        if i + 1 < len(chars) and char + chars[i + 1] in wanted:
+            marked[i] = marked[i + 1] = True
+    spans: list[tuple[int, int]] = []
+    for i, on in enumerate(marked):
+        if on and spans and spans[-1][1] == offset + i:
+            spans[-1] = (spans[-1][0], offset + i + 1)
+        elif on:
+            spans.append((offset + i, offset + i + 1))
+    return spans
 
 
 def _quiet_bm25s_logger() -> None:

@@ -34,6 +34,7 @@ from qwen3_rag.types import Chunk, Document, Hit, IndexCounts, WriteStats
 
 __all__ = [
     "BACKENDS",
+    "LARGE_K",
     "Index",
     "IndexCounts",
     "IndexDamagedError",
@@ -41,6 +42,10 @@ __all__ = [
     "IndexMismatchError",
     "WriteStats",
     "backend_for",
+    "check_k",
+    "cut_k",
+    "unique_ids",
+    "unit_rows",
 ]
 
 #: URI scheme -> ``module:Class`` of the backend that opens it; a plain path is the local index.
@@ -50,6 +55,8 @@ BACKENDS: dict[str, str] = {
     "milvus-lite": "qwen3_rag.indexers.milvus:MilvusIndex",
 }
 _LOCAL = "qwen3_rag.indexers.local:LocalIndex"
+#: Above this ``k`` a search stops at the chunks the index holds instead of padding its results to ``k``.
+LARGE_K = 10_000
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 Location = str | os.PathLike[str]
@@ -302,3 +309,32 @@ def unique_ids(doc_ids: Iterable[str]) -> None:
         if doc_id in seen:
             raise ValueError(f"document id {doc_id!r} appears twice in one write; ids must be unique")
         seen.add(doc_id)
+
+
+def unit_rows(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
+    """``vectors`` checked to be ``n`` finite rows of ``dim`` and scaled to unit length (float32, contiguous)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if v.ndim == 1 and n == 1:
+        v = v[None, :]
+    if v.ndim != 2 or len(v) != n or v.shape[1] != dim:
+        raise ValueError(f"expected one vector per chunk, an array of shape ({n}, {dim}); got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("the vectors hold NaN or infinite values; check the embedding model's output")
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    if v.size and not np.allclose(norms, 1.0, atol=1e-3):
+        if (norms == 0).any():
+            raise ValueError("a vector is all zeros and has no direction; check the embedding model's output")
+        v = v / norms
+    return np.ascontiguousarray(v, dtype=np.float32)
+
+
+def check_k(k: int) -> None:
+    """Refuse a ``k`` that is not an int >= 1."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+
+
+def cut_k(k: int, held: int) -> int:
+    """``k``, or above :data:`LARGE_K` the number of chunks held (a huge ``k`` must not allocate for ids that
+    cannot exist)."""
+    return max(1, min(int(k), held)) if k > LARGE_K else int(k)

@@ -30,7 +30,7 @@ from qwen3_rag.indexers.chunking import ChunkingConfig
 from qwen3_rag.indexers.connection import GuardedConnection
 from qwen3_rag.indexers.derived import DerivedState
 from qwen3_rag.indexers.filters import to_sql
-from qwen3_rag.indexers.index import Index, Location, unique_ids
+from qwen3_rag.indexers.index import Index, Location, check_k, cut_k, unique_ids, unit_rows
 from qwen3_rag.indexers.manifest import (
     MANIFEST_FILE,
     OWN_FILES,
@@ -53,24 +53,6 @@ logger = logging.getLogger(__name__)
 
 #: A filtered search on an approximate index (HNSW, IVF) is done exactly when at most this many chunks match.
 EXACT_FILTER_LIMIT = 4096
-#: Above this ``k`` the search results stop at the chunks the index holds instead of being padded to ``k``.
-LARGE_K = 10_000
-
-
-def _unit_rows(vectors: np.ndarray, n: int, dim: int) -> np.ndarray:
-    v = np.asarray(vectors, dtype=np.float32)
-    if v.ndim == 1 and n == 1:
-        v = v[None, :]
-    if v.ndim != 2 or len(v) != n or v.shape[1] != dim:
-        raise ValueError(f"expected one vector per chunk, an array of shape ({n}, {dim}); got shape {v.shape}")
-    if not np.isfinite(v).all():
-        raise ValueError("the vectors hold NaN or infinite values; check the embedding model's output")
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    if v.size and not np.allclose(norms, 1.0, atol=1e-3):
-        if (norms == 0).any():
-            raise ValueError("a vector is all zeros and has no direction; check the embedding model's output")
-        v = v / norms
-    return np.ascontiguousarray(v, dtype=np.float32)
 
 
 class LocalIndex(Index):
@@ -355,7 +337,7 @@ class LocalIndex(Index):
                 to a document that is not stored.
         """
         n = sum(len(chunks) for _, chunks in items)
-        vecs = _unit_rows(vectors, n, self.dim) if n else np.zeros((0, self.dim), np.float32)
+        vecs = unit_rows(vectors, n, self.dim) if n else np.zeros((0, self.dim), np.float32)
         unique_ids(doc.id for doc, _ in items)
         if not items:
             return []
@@ -451,10 +433,10 @@ class LocalIndex(Index):
         q = q[None, :] if q.ndim == 1 else q
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape (n, {self.dim}), got {q.shape}")
-        _check_k(k)
+        check_k(k)
         with self.reading():
             vi = self.vectors
-            k = _cut_k(k, len(vi))
+            k = cut_k(k, len(vi))
             vi.ef_search, vi.nprobe = self.ef_search, self.nprobe
             allowed = None if filter is None else self.matching_ids(filter)
             if allowed is not None and vi.spec.kind != "flat" and len(allowed) <= EXACT_FILTER_LIMIT:
@@ -484,23 +466,12 @@ class LocalIndex(Index):
 
     def keyword_search(self, queries: Sequence[str], k: int = 10,
                        filter: Filter | None = None) -> list[list[tuple[int, float]]]:
-        _check_k(k)
+        check_k(k)
         with self.reading():
             bm25 = self.keyword_index()
-            k = _cut_k(k, len(bm25))
+            k = cut_k(k, len(bm25))
             allowed = None if filter is None else self.matching_ids(filter)
             return bm25.search_batch(list(queries), k, allowed)
-
-
-def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-
-
-def _cut_k(k: int, held: int) -> int:
-    """``k``, or above :data:`LARGE_K` the number of chunks held (a huge ``k`` must not allocate for ids that
-    cannot exist)."""
-    return max(1, min(int(k), held)) if k > LARGE_K else int(k)
 
 
 def _no_options(options: dict[str, Any]) -> None:
@@ -513,4 +484,4 @@ def _missing(root: Path) -> str:
             "ingest(sources, index) or Index.create()")
 
 
-__all__ = ["EXACT_FILTER_LIMIT", "LARGE_K", "STORE_FILE", "LocalIndex"]
+__all__ = ["EXACT_FILTER_LIMIT", "STORE_FILE", "LocalIndex"]

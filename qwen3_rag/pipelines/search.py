@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from qwen3_rag.indexers.index import LARGE_K, cut_k
 from qwen3_rag.pipelines.fusion import (
     CONVEX_ALPHA,
     RRF_K,
@@ -45,7 +46,7 @@ from qwen3_rag.pipelines.fusion import (
     reciprocal_rank_fusion,
 )
 from qwen3_rag.protocols import Filter, PairScorer, StorageBackend, TextEmbedder
-from qwen3_rag.retrieval._runner import check_queries
+from qwen3_rag.retrieval.inputs import check_queries
 from qwen3_rag.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -55,9 +56,6 @@ __all__ = ["MODES", "Retriever", "SearchMode", "hits_to_dicts"]
 SearchMode = Literal["dense", "bm25", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
 _OVERLAPS = ("merge", "dedup", "none")
-#: Above this ``k`` the lists are cut at what the index holds (a huge ``k`` must not allocate for ids that cannot
-#: exist).
-_LARGE_K = 10_000
 
 Reranking = bool | str | os.PathLike[str] | PairScorer | None
 
@@ -217,8 +215,8 @@ class Retriever:
         reranker = self._resolve_reranker(rerank)
         if not queries:
             return []
-        if k > _LARGE_K:
-            k = max(1, min(k, self.index.count().chunks))
+        if k > LARGE_K:
+            k = cut_k(k, self.index.count().chunks)
         depth = max(k, candidates) if (reranker is not None or mode == "hybrid") else k
         vectors = self._embed_queries(queries, instruction or self.instruction) if mode != "bm25" else None
         first_stage = self._first_stage(queries, vectors, mode, filter, depth, k, overlap)

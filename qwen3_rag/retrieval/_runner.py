@@ -5,79 +5,20 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from qwen3_rag.retrieval import _loading
+from qwen3_rag.retrieval.inputs import check_queries, check_texts, check_unicode  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
 #: Default padded-token budget of one forward pass, per device type. On CPUs small batches win, the working set
 #: staying in cache; on GPUs large ones do (see BENCHMARKS.md, 1. Embedding).
 DEFAULT_TOKEN_BUDGET = {"cuda": 65536, "cpu": 2048, "mps": 16384}
-
-
-def check_texts(texts: Any, name: str = "texts") -> list[str]:
-    """Return ``texts`` as a list of str.
-
-    Raises:
-        TypeError: ``texts`` is a single str or not iterable, or an item is not a str (naming its index).
-        ValueError: an item is not valid Unicode text (a lone surrogate, e.g. from undecodable bytes), naming its
-            index.
-    """
-    if isinstance(texts, str):
-        raise TypeError(f"{name} must be a list of strings, got a single str; wrap it in a list: [{texts[:40]!r}]")
-    if not isinstance(texts, Iterable):
-        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
-    out = list(texts)
-    for i, text in enumerate(out):
-        if not isinstance(text, str):
-            raise TypeError(
-                f"{name}[{i}] is {type(text).__name__} ({text!r:.60}), expected str; convert it with str() "
-                "or drop it before calling"
-            )
-        check_unicode(text, f"{name}[{i}]")
-    return out
-
-
-def check_unicode(text: str, name: str) -> None:
-    """Raise a ValueError when ``text`` cannot be encoded as UTF-8 (it holds a lone surrogate)."""
-    if text.isascii():
-        return
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"{name} holds {text[exc.start]!r} at position {exc.start}, a lone surrogate, which is not text "
-            "(often bytes that were not UTF-8, decoded with errors='surrogateescape'); decode the bytes with "
-            "their real encoding, or drop the character"
-        ) from None
-
-
-def check_queries(queries: str | Sequence[str]) -> list[str]:
-    """Check search queries: strings of valid Unicode, each with some text that is not whitespace.
-
-    Args:
-        queries: One query or a list of them.
-
-    Returns:
-        The queries as a list.
-
-    Raises:
-        TypeError: an item is not a str.
-        ValueError: a query is empty or only whitespace (``"query 3 is empty"``), or is not valid Unicode.
-    """
-    single = isinstance(queries, str)
-    out = check_texts([queries] if single else queries, "queries")
-    for i, query in enumerate(out):
-        if not query.strip():
-            which = "the query" if single else f"query {i}"
-            raise ValueError(f"{which} is empty{' (only whitespace)' if query else ''}: a search needs some "
-                             f"words, got {query!r:.40}")
-    return out
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:

@@ -16,6 +16,7 @@ import torch
 from qwen3_rag.retrieval import _loading
 from qwen3_rag.retrieval._runner import RunnerFacade, TransformerRunner, check_texts, positions_from_mask
 from qwen3_rag.retrieval.prompts import (
+    DEFAULT_EMBEDDING_MODEL,
     ENDOFTEXT,
     QUERY_TEMPLATE,
     format_query,
@@ -24,7 +25,6 @@ from qwen3_rag.retrieval.prompts import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 QWEN_MAX_LENGTH = 8192  # what the official code and evaluation truncate at
 MIN_DIM = 32  # smallest Matryoshka dimension Qwen3-Embedding was trained for
 _GROUP = 16384  # texts tokenized at a time: bounds memory for very large inputs

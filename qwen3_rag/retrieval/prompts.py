@@ -7,6 +7,10 @@ official evaluation code and are what the models saw in training: keep them.
 
 from __future__ import annotations
 
+#: The models used when none is named (model ids on the Hugging Face hub).
+DEFAULT_EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-0.6B"
+DEFAULT_RERANKER_MODEL = "Qwen/Qwen3-Reranker-0.6B"
+
 DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
 #: Named task instructions, as used by the official Qwen3-Embedding evaluation.

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from qwen3_rag.retrieval._runner import check_texts, check_unicode
+from qwen3_rag.retrieval.inputs import check_texts, check_unicode
 from qwen3_rag.retrieval.prompts import (
     QUERY_TEMPLATE,
     RERANKER_PREFIX,

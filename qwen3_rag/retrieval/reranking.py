@@ -20,6 +20,7 @@ from qwen3_rag.retrieval._runner import (
     positions_from_mask,
 )
 from qwen3_rag.retrieval.prompts import (
+    DEFAULT_RERANKER_MODEL,
     RERANKER_NO,
     RERANKER_PREFIX,
     RERANKER_SUFFIX,
@@ -31,7 +32,6 @@ from qwen3_rag.types import RerankResult
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RERANKER_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 
 
 class Reranker(RunnerFacade):

@@ -21,7 +21,7 @@ require("fastapi", "server", "qwen3-rag serve")
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse, Response  # noqa: E402
 
-from qwen3_rag.server import chat, index_routes, model_routes  # noqa: E402
+from qwen3_rag.server import chat, index_routes, model_routes, page  # noqa: E402
 from qwen3_rag.server.config import ServerConfig  # noqa: E402
 from qwen3_rag.server.errors import error_body, install_error_handlers  # noqa: E402
 from qwen3_rag.server.guard import Guard  # noqa: E402
@@ -84,6 +84,7 @@ def create_app(resources: Resources | Loader, config: ServerConfig | None = None
     app.include_router(model_routes.router)
     app.include_router(index_routes.router)
     app.include_router(chat.router)
+    app.include_router(page.router)
     _add_probes(app, metrics)
     return app
 

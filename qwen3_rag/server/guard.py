@@ -16,7 +16,7 @@ from qwen3_rag.server.config import ServerConfig
 from qwen3_rag.server.errors import error_body
 from qwen3_rag.server.metrics import Metrics
 
-__all__ = ["OPEN_PATHS", "Guard"]
+__all__ = ["OPEN_PATHS", "OPEN_PREFIXES", "Guard"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,8 +24,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: Routes that answer without the API key (probes of load balancers and orchestrators).
-OPEN_PATHS = ("/health", "/ready")
+#: Routes that answer without the API key: probes of load balancers and orchestrators, and the web page, which
+#: holds no data (it asks for the key and sends it with its API calls).
+OPEN_PATHS = ("/health", "/ready", "/")
+OPEN_PREFIXES = ("/static/",)
 #: Most bytes of an oversized body read (and dropped) so that the client, still sending, gets its 413.
 _DRAIN_LIMIT = 64 << 20
 
@@ -34,7 +36,7 @@ class Guard:
     """Refuse what must not reach a route, with a JSON error:
 
     - 401 without ``Authorization: Bearer KEY`` when the server has a key (constant-time comparison; the key is
-      never logged), except on :data:`OPEN_PATHS`;
+      never logged), except on :data:`OPEN_PATHS` and under :data:`OPEN_PREFIXES`;
     - 413 for a body over ``max_body_bytes`` (by its Content-Length, or while it streams);
     - 429 with ``Retry-After`` beyond ``max_in_flight`` API requests at once;
     - 504 when the answer has not begun after ``timeout`` seconds (a streamed answer, once begun, runs to its end).
@@ -86,7 +88,7 @@ class Guard:
 
     def _refusal(self, scope: Scope) -> tuple[int, str, str, dict[str, str]] | None:
         headers = dict(scope.get("headers") or [])
-        if self._key is not None and scope["path"] not in OPEN_PATHS:
+        if self._key is not None and not _open(scope["path"]):
             given = headers.get(b"authorization", b"")
             scheme, _, token = given.partition(b" ")
             if not given or scheme.lower() != b"bearer":
@@ -139,6 +141,10 @@ class Guard:
         except asyncio.CancelledError:
             task.cancel()
             raise
+
+
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def _too_large(limit: int) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from fastapi import APIRouter
 
+from qwen3_rag.indexers.bm25 import matching_spans
 from qwen3_rag.pipelines.rag import Context, build_context, cite
 from qwen3_rag.pipelines.search import hits_to_dicts
 from qwen3_rag.pipelines.writing import DocumentWriter, IngestReport, as_document
@@ -65,10 +66,26 @@ async def run_context(runtime: Runtime, served: ServedIndex, query: str, args: S
     return await served.slot.call(build_context, hits, max_tokens or runtime.config.context_tokens, counter)
 
 
-def citations(context: Context) -> list[dict[str, Any]]:
-    """The passages of a context as JSON: ``n`` (the number the context cites it by), ``citation`` and the hit."""
+def citations(context: Context, highlight: str | None = None) -> list[dict[str, Any]]:
+    """The passages of a context as JSON: ``n`` (the number the context cites it by), ``citation`` and the hit
+    (with its ``highlights`` for the query ``highlight``, when given)."""
+    dicts = _hit_dicts(context.hits, highlight)
     return [{"n": n, "citation": cite(hit), **hit_dict}
-            for n, (hit, hit_dict) in enumerate(zip(context.hits, hits_to_dicts(context.hits), strict=True), 1)]
+            for n, (hit, hit_dict) in enumerate(zip(context.hits, dicts, strict=True), 1)]
+
+
+def _hit_dicts(hits: list[Hit], highlight: str | None) -> list[dict[str, Any]]:
+    """The hits as JSON; with a query to ``highlight``, each with ``highlights``: where its text holds the query's
+    terms, as ``[start, end]`` character offsets into the hit's text."""
+    dicts = hits_to_dicts(hits)
+    if highlight is not None:
+        for hit_dict in dicts:
+            hit_dict["highlights"] = [list(span) for span in matching_spans(hit_dict["text"], highlight)]
+    return dicts
+
+
+def _results(texts: list[str], results: list[list[Hit]], highlight: bool) -> list[list[dict[str, Any]]]:
+    return [_hit_dicts(hits, query if highlight else None) for query, hits in zip(texts, results, strict=True)]
 
 
 @router.post("/v1/search")
@@ -76,10 +93,11 @@ async def search(body: SearchRequest, runtime: RuntimeDep) -> dict[str, Any]:
     """The best passages for ``query`` (or each of ``queries``), with every score, as ``Retriever.search``."""
     served = runtime.index(body.index)
     results = await run_search(runtime, served, body.texts, body)
+    hits = await runtime.run(_results, body.texts, results, body.highlight)
     if body.query is not None:
-        return {"index": served.name, "hits": hits_to_dicts(results[0])}
+        return {"index": served.name, "hits": hits[0]}
     return {"index": served.name,
-            "results": [{"query": q, "hits": hits_to_dicts(h)} for q, h in zip(body.texts, results, strict=True)]}
+            "results": [{"query": q, "hits": h} for q, h in zip(body.texts, hits, strict=True)]}
 
 
 @router.post("/v1/context")
@@ -89,8 +107,9 @@ async def context(body: ContextRequest, runtime: RuntimeDep) -> dict[str, Any]:
         raise APIError(400, "a context is built for one query: send 'query', not 'queries'", "invalid_value")
     served = runtime.index(body.index)
     built = await run_context(runtime, served, body.query, body, body.max_tokens)
+    cited = await runtime.run(citations, built, body.query if body.highlight else None)
     return {"index": served.name, "context": built.text, "tokens": built.tokens, "truncated": built.truncated,
-            "citations": citations(built)}
+            "citations": cited}
 
 
 def _describe(served: ServedIndex) -> dict[str, Any]:
@@ -112,6 +131,21 @@ async def indexes(runtime: RuntimeDep) -> dict[str, Any]:
 async def index_info(name: str, runtime: RuntimeDep) -> dict[str, Any]:
     """One served index: counts, model record, chunking, index type, whether it takes writes."""
     return await runtime.run(_describe, runtime.index(name))
+
+
+def _document(served: ServedIndex, doc_id: str) -> dict[str, Any]:
+    found = served.index.get_documents([doc_id])
+    if not found:
+        raise APIError(404, f"the index {served.name!r} holds no document {doc_id!r}", "not_found")
+    document = found[0]
+    return {"index": served.name, "id": document.id, "source": document.source, "text": document.text,
+            "metadata": dict(document.metadata)}
+
+
+@router.get("/v1/indexes/{name}/documents/{doc_id:path}")
+async def get_document(name: str, doc_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+    """One whole document: its text (which a hit's ``start`` and ``end`` index into), source and metadata."""
+    return await runtime.run(_document, runtime.index(name), doc_id)
 
 
 def _writable(runtime: Runtime, name: str) -> ServedIndex:

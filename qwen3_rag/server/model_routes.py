@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from qwen3_rag.pipelines.rag import approx_token_count
-from qwen3_rag.retrieval._runner import check_texts
 from qwen3_rag.retrieval.embedding import check_dim
+from qwen3_rag.retrieval.inputs import check_texts
 from qwen3_rag.retrieval.remote import rank_documents
 from qwen3_rag.server.batching import ModelSlot
 from qwen3_rag.server.errors import APIError
@@ -54,13 +54,17 @@ def checked_texts(texts: Sequence[str], name: str, limit: int) -> list[str]:
 
 @router.get("/v1/models")
 async def models(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
-    """The served models (OpenAI shape; ``record`` is an embedding model's identity)."""
+    """The served models (OpenAI shape; ``record`` is an embedding model's identity), and the language model chat
+    forwards to (``task: "chat"``) when there is one."""
     created = int(request.app.state.started_at)
     data = [{"id": slot.name, "object": "model", "created": created, "owned_by": "qwen3-rag", "task": "embed",
              "record": slot.model.describe()} for slot in runtime.embedders]
     if runtime.reranker is not None:
         data.append({"id": runtime.reranker.name, "object": "model", "created": created, "owned_by": "qwen3-rag",
                      "task": "rerank"})
+    llm = request.app.state.llm
+    if llm is not None:  # the language model /v1/chat/completions forwards to
+        data.append({"id": llm.model, "object": "model", "created": created, "owned_by": "qwen3-rag", "task": "chat"})
     return {"object": "list", "data": data}
 
 

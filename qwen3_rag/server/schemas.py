@@ -61,6 +61,8 @@ class SearchRequest(_Body):
     rerank: bool = Field(False, description="Rerank the first candidates with the server's reranker.")
     candidates: int = 50
     instruction: str | None = None
+    highlight: bool = Field(False, description="Add 'highlights' to each hit: the [start, end) character spans of "
+                                               "its text that hold the query's BM25 terms.")
 
     @model_validator(mode="after")
     def _one_of(self) -> SearchRequest:

@@ -1,4 +1,5 @@
-"""The BM25 index: scoring matches bm25s, add/delete stay in step, persistence without pickle."""
+"""The BM25 index: scoring matches bm25s, add/delete stay in step, persistence without pickle; the spans of a text
+that match a query (what the web page highlights)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import Stemmer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qwen3_rag.indexers.bm25 import BM25Config, BM25Index
+from qwen3_rag.indexers.bm25 import BM25Config, BM25Index, matching_spans
 
 TEXTS = [
     "The cat sat on the mat and purred.",
@@ -147,3 +148,34 @@ def test_words_follow_the_rule(text: str) -> None:
     vocab = index._vocab  # noqa: SLF001
     assert index._docs[1].tolist() == [vocab[t] for t in index.tokenize(text)]  # noqa: SLF001
     assert index._docs[2].tolist() == index._docs[1].tolist() * 2  # noqa: SLF001
+
+
+def test_matching_spans_are_the_words_whose_terms_the_query_has() -> None:
+    text = "Logs are ROTATED nightly; the log host keeps Ｌｏｇｓ for a week."
+    spans = matching_spans(text, "how are logs rotated?")
+    assert [text[a:b] for a, b in spans] == ["Logs", "ROTATED", "log", "Ｌｏｇｓ"]  # stemmed, any case, NFKC
+    assert matching_spans(text, "how are the") == []  # stop words match nothing
+    assert matching_spans(text, "rotated", BM25Config(stemmer=None)) == [(9, 16)]
+    assert matching_spans("rotation", "rotated", BM25Config(stemmer=None)) == []
+    chinese = "中国的首都是北京。"
+    assert [chinese[a:b] for a, b in matching_spans(chinese, "北京")] == ["北京"]
+    assert [chinese[a:b] for a, b in matching_spans(chinese, "首都", BM25Config(cjk="none"))] == []
+    assert matching_spans(chinese, chinese[:-1], BM25Config(cjk="none")) == [(0, 8)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.lists(_ALPHABET, max_size=60).map("".join), query=st.lists(_ALPHABET, max_size=12).map("".join))
+def test_matching_spans_cover_exactly_the_shared_terms(text: str, query: str) -> None:
+    """Spans are ordered and disjoint; outside CJK, a word is inside a span exactly when one of its BM25 terms is
+    one of the query's."""
+    from qwen3_rag.indexers import bm25
+
+    spans = matching_spans(text, query)
+    bounds = [offset for span in spans for offset in span]
+    assert bounds == sorted(bounds) and all(a < b for a, b in spans) and len(set(bounds[::2])) == len(spans)
+    wanted = set(BM25Index().tokenize(query))
+    starts = {a for a, _ in spans}
+    for match in bm25._TOKEN.finditer(text):
+        if bm25._CJK_RUN.match(match.group()[0]):
+            continue
+        assert (match.start() in starts) == bool(set(BM25Index().tokenize(match.group())) & wanted)

@@ -144,16 +144,23 @@ def qwen_server(tiny_embedder: Any, tiny_reranker: Any, qwen_index_dir: Path,
         yield url
 
 
+def _start(resources: Any, config: Any = None, *, ready: bool = True, **kwargs: Any) -> Any:
+    from qwen3_rag.server import create_app
+
+    return running(create_app(resources, config, **kwargs), ready=ready)
+
+
 @pytest.fixture()
 def serve() -> Callable[..., Any]:
     """``serve(resources, config, ready=True, **create_app_options) -> context manager`` yielding the URL of a
     server over them (once it is ready, unless ``ready=False``)."""
-    from qwen3_rag.server import create_app
+    return _start
 
-    def start(resources: Any, config: Any = None, *, ready: bool = True, **kwargs: Any) -> Any:
-        return running(create_app(resources, config, **kwargs), ready=ready)
 
-    return start
+@pytest.fixture(scope="module")
+def serve_for_module() -> Callable[..., Any]:
+    """:func:`serve` for a module-scoped server (one that a module's tests share)."""
+    return _start
 
 
 class FakeVLLM:

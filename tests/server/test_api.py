@@ -101,6 +101,32 @@ def test_search_equals_the_retriever(qwen_server, qwen_index_dir, tiny_embedder,
     assert [r["query"] for r in many["results"]] == [QUERY, "capital of China"]
 
 
+def test_search_highlights_the_query_terms_and_documents_are_read_whole(qwen_server, corpus):
+    from qwen3_rag.indexers.bm25 import matching_spans
+
+    body = {"index": "docs", "query": "when are old logs rotated?", "k": 5, "mode": "hybrid"}
+    plain = _post(qwen_server, "/v1/search", body)["hits"]
+    marked = _post(qwen_server, "/v1/search", {**body, "highlight": True})["hits"]
+    assert all("highlights" not in hit for hit in plain)
+    assert [{k: v for k, v in hit.items() if k != "highlights"} for hit in marked] == plain
+    for hit in marked:
+        assert hit["highlights"] == [list(span) for span in matching_spans(hit["text"], body["query"])]
+    shown = {hit["text"][a:b].lower() for hit in marked for a, b in hit["highlights"]}
+    assert {"logs", "old"} <= shown <= {"logs", "old", "rotated"}  # "are" is a stop word
+    cited = _post(qwen_server, "/v1/context", {**body, "highlight": True})["citations"]
+    assert [c["highlights"] for c in cited] == [h["highlights"] for h in marked][:len(cited)]
+
+    texts = {doc.id: doc for doc in corpus}
+    for hit in marked:  # a hit's start and end index the whole document
+        document = httpx.get(f"{qwen_server}/v1/indexes/docs/documents/{hit['doc_id']}").json()
+        assert document == {"index": "docs", "id": hit["doc_id"], "source": texts[hit["doc_id"]].source,
+                            "text": texts[hit["doc_id"]].text, "metadata": texts[hit["doc_id"]].metadata}
+        assert document["text"][hit["start"]:hit["end"]] == hit["text"]
+    missing = httpx.get(f"{qwen_server}/v1/indexes/docs/documents/nope.md")
+    assert missing.status_code == 404 and missing.json()["error"]["message"] == \
+        "the index 'docs' holds no document 'nope.md'"
+
+
 def test_context_equals_build_context(qwen_server, qwen_index_dir, tiny_embedder):
     answer = _post(qwen_server, "/v1/context", {"index": "docs", "query": QUERY, "k": 4, "max_tokens": 60})
     with Retriever(qwen_index_dir, embedder=tiny_embedder) as retriever:
@@ -152,7 +178,8 @@ def test_index_routes(qwen_server, qwen_index_dir):
     assert one["counts"]["documents"] == 5 and one["model"] == manifest["model"]
     assert one["chunking"]["chunk_size"] == 16
     models = httpx.get(qwen_server + "/v1/models").json()["data"]
-    assert [(m["id"], m["task"]) for m in models][0] == ("tiny-qwen3", "embed")
+    assert [(m["id"], m["task"]) for m in models] == [("tiny-qwen3", "embed"), (models[1]["id"], "rerank"),
+                                                       ("fake-qwen3", "chat")]  # chat: the model it forwards to
     assert models[0]["record"]["fingerprint"] == manifest["model"]["fingerprint"]
 
 

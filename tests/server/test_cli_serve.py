@@ -46,6 +46,8 @@ def test_serve_answers_like_the_library_and_stops_cleanly(notes_index, minilm_em
         while not _ready(url):
             assert proc.poll() is None and time.monotonic() < deadline, "the server did not get ready"
             time.sleep(0.2)
+        page = httpx.get(url + "/")  # the web page, which asks for the key itself
+        assert page.status_code == 200 and "<title>qwen3-rag</title>" in page.text
         body = {"index": "notes", "query": "when are logs rotated?", "k": 2}
         assert httpx.post(url + "/v1/search", json=body).status_code == 401
         hits = httpx.post(url + "/v1/search", json=body, headers=key, timeout=60).json()["hits"]

@@ -101,10 +101,19 @@ def test_api_key(keyed, headers, status, code):
         assert response.json()["error"]["code"] == code and response.headers["www-authenticate"] == "Bearer"
 
 
-def test_probes_need_no_key_and_the_rest_does(keyed):
+def test_probes_and_the_web_page_need_no_key_and_the_rest_does(keyed):
     assert httpx.get(keyed + "/health").status_code == 200 and httpx.get(keyed + "/ready").status_code == 200
-    for path in ("/metrics", "/docs", "/openapi.json", "/v1/models"):
+    for path in ("/metrics", "/docs", "/openapi.json", "/v1/models", "/v1/indexes", "/statics/app.js"):
         assert httpx.get(keyed + path).status_code == 401, path
+    page = httpx.get(keyed + "/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"] and "/static/app.js" in page.text
+    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        asset = httpx.get(f"{keyed}/static/{name}")
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind), name
+    for name in ("page.py", "..%2Fpage.py", "index.htm"):  # only the page's own files are served
+        missing = httpx.get(f"{keyed}/static/{name}")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found", name
 
 
 def test_the_key_is_never_logged(serve, tiny_embedder, caplog):
