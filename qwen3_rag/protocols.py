@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -146,6 +146,11 @@ class StorageBackend(Protocol):
     Content hashes make ingestion incremental. Searches apply the filter inside the search, so ``k`` hits come
     back when ``k`` chunks match.
     """
+
+    #: Whether many processes may open the backend for writing at once, each writing other documents (a database
+    #: server): distributed ingestion then writes from its workers, each opening the backend by :attr:`location`.
+    #: False for a backend with one writer at a time (the local index holds a lock): the driver writes.
+    concurrent_writers: ClassVar[bool] = False
 
     @property
     @abstractmethod

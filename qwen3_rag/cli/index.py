@@ -11,7 +11,7 @@ from qwen3_rag.indexers.chunking import CHUNK_CONTEXTS, DEFAULT_CHUNK_CONTEXT, D
 #: ``ingest`` arguments taken from the flags of the same name as they are.
 _PASSED = ("model", "chunk_size", "chunk_overlap", "chunk_context", "index_type", "dim", "device", "batch_size",
            "max_tokens_per_batch", "compile", "include", "exclude", "prune", "follow_links")
-_POSITIVE = ("commit_every", "batch_size", "max_tokens_per_batch")
+_POSITIVE = ("commit_every", "batch_size", "max_tokens_per_batch", "ray_batch_tokens")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -54,6 +54,55 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
                    help="record files: a metadata field, repeatable (default every other field)")
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="read, chunk and embed on Ray: local (start Ray on this machine for the run), auto (join "
+                        "the running cluster, RAY_ADDRESS) or ray://HOST:10001 (a cluster's Ray Client address)")
+    p.add_argument("--ray-actors", default=None, metavar="N|MIN,MAX",
+                   help="embedding actors on Ray: a number, or MIN,MAX for a pool that grows with the work (default: "
+                        "one per GPU of the cluster, or 1 without GPUs)")
+    p.add_argument("--ray-gpus-per-actor", type=float, default=None, metavar="G",
+                   help="GPUs each embedding actor holds (default 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--ray-batch-tokens", type=int, default=None, metavar="N",
+                   help="tokens handed to an embedding actor per call (default 65536; --max-tokens-per-batch splits "
+                        "them into forward passes)")
+
+
+def _ray_options(args: argparse.Namespace) -> Any:
+    """The ``ray=`` of :func:`~qwen3_rag.pipelines.ingest.ingest` for the ``--ray*`` flags (None without ``--ray``)."""
+    from qwen3_rag.cli import CLIError
+
+    given = [f"--{name.replace('_', '-')}" for name in ("ray_actors", "ray_gpus_per_actor", "ray_batch_tokens")
+             if getattr(args, name) is not None]
+    if args.ray is None:
+        if given:
+            raise CLIError(f"{given[0]} needs --ray ADDRESS (local, auto or ray://HOST:PORT)")
+        return None
+    if args.ray not in ("local", "auto") and not args.ray.startswith("ray://"):
+        raise CLIError(f"--ray takes local, auto or ray://HOST:PORT, got {args.ray!r}")
+    if args.ray_gpus_per_actor is not None and not args.ray_gpus_per_actor >= 0:
+        raise CLIError(f"--ray-gpus-per-actor must be 0 or more, got {args.ray_gpus_per_actor}")
+    from qwen3_rag.pipelines.distributed import DEFAULT_BATCH_TOKENS, RayOptions
+
+    return RayOptions(address=args.ray, actors=_actors(args.ray_actors), gpus_per_actor=args.ray_gpus_per_actor,
+                      batch_tokens=args.ray_batch_tokens or DEFAULT_BATCH_TOKENS)
+
+
+def _actors(value: str | None) -> int | tuple[int, int] | None:
+    """``--ray-actors N`` or ``MIN,MAX``."""
+    from qwen3_rag.cli import CLIError
+
+    if value is None:
+        return None
+    parts = value.split(",")
+    if len(parts) not in (1, 2) or not all(part.strip().isdigit() for part in parts):
+        raise CLIError(f"--ray-actors takes N or MIN,MAX (whole numbers), got {value!r}")
+    low, high = int(parts[0]), int(parts[-1])
+    if not 1 <= low <= high:
+        raise CLIError(f"--ray-actors needs 1 <= MIN <= MAX, got {value!r}")
+    return low if len(parts) == 1 else (low, high)
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "index", help="build or update an index from files and folders",
@@ -67,6 +116,7 @@ def add_parser(subparsers: Any) -> None:
                         "milvus-lite://FILE.db/COLLECTION")
     _add_model_options(p)
     _add_source_options(p)
+    _add_ray_options(p)
     p.add_argument("--commit-every", type=int, default=None, metavar="N", help="chunks per commit (default 512)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -85,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     report = ingest(args.sources, args.index, **{name: getattr(args, name) for name in _PASSED},
                     record_fields=RecordFields(id=args.id_field, text=args.text_field, metadata=args.metadata_field),
                     commit_every=args.commit_every or DEFAULT_COMMIT_EVERY,
-                    show_progress=not args.no_progress and sys.stderr.isatty())
+                    show_progress=not args.no_progress and sys.stderr.isatty(), ray=_ray_options(args))
     print(printable(report.summary(), multiline=True))  # failure lines name files: no terminal controls
     if report.embedded_nothing and not report.failed:
         print("index is up to date")

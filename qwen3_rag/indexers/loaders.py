@@ -329,19 +329,26 @@ def iter_documents(
         FileNotFoundError: if a source does not exist.
     """
     report = report if report is not None else LoadReport()
-    fields = record_fields or RecordFields()
     for path, doc_id in iter_files(sources, include, exclude, report, follow_links=follow_links):
-        report.files += 1
-        source = display_path(path)
-        if not (_is_utf8(doc_id) and _is_utf8(str(path))):
-            report.fail(source, "the file name is not valid UTF-8; rename it (e.g. `convmv -f latin1 -t utf8`)")
-            continue
-        try:
-            yield from load_file(path, doc_id=doc_id, record_fields=fields, report=report)
-        except SkipFile as exc:
-            report.skip(source, str(exc))
-        except Exception as exc:  # a bad file must not stop the run
-            report.fail(source, _reason(exc))
+        yield from load_listed(path, doc_id, record_fields=record_fields, report=report)
+
+
+def load_listed(path: Path, doc_id: str, *, record_fields: RecordFields | None = None,
+                report: LoadReport) -> Iterator[Document]:
+    """The documents of one file that :func:`iter_files` listed (with its id base); problems go to ``report``, never
+    raise. :func:`iter_documents` is this over the listing; distributed ingestion lists on the driver and loads
+    each file on a worker."""
+    report.files += 1
+    source = display_path(path)
+    if not (_is_utf8(doc_id) and _is_utf8(str(path))):
+        report.fail(source, "the file name is not valid UTF-8; rename it (e.g. `convmv -f latin1 -t utf8`)")
+        return
+    try:
+        yield from load_file(path, doc_id=doc_id, record_fields=record_fields or RecordFields(), report=report)
+    except SkipFile as exc:
+        report.skip(source, str(exc))
+    except Exception as exc:  # a bad file must not stop the run
+        report.fail(source, _reason(exc))
 
 
 def _reason(exc: BaseException) -> str:

@@ -8,19 +8,23 @@ is interrupted (Ctrl-C, ``kill -9``) loses at most the batch in flight and the n
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qwen3_rag.indexers.chunking import ChunkContext
 from qwen3_rag.indexers.index import Index
 from qwen3_rag.indexers.loaders import LoadReport, RecordFields, iter_documents
-from qwen3_rag.pipelines.writing import DEFAULT_COMMIT_EVERY, DocumentWriter, IngestReport
+from qwen3_rag.pipelines.writing import DEFAULT_COMMIT_EVERY, DocumentWriter, IngestReport, timed
 from qwen3_rag.protocols import StorageBackend, TextEmbedder
 from qwen3_rag.retrieval.models import load_embedder
+
+if TYPE_CHECKING:
+    from qwen3_rag.pipelines.distributed import RayOptions
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +80,7 @@ def ingest(sources: Iterable[str | os.PathLike[str]], index: str | os.PathLike[s
            compile: bool = False, include: Sequence[str] = (), exclude: Sequence[str] = (), prune: bool = False,
            record_fields: RecordFields | None = None, follow_links: bool = False,
            commit_every: int = DEFAULT_COMMIT_EVERY, show_progress: bool = False, bm25: bool = True,
-           pipelined: bool | None = None) -> IngestReport:
+           pipelined: bool | None = None, ray: RayOptions | str | None = None) -> IngestReport:
     """Index files and folders into an index (created on first use), incrementally.
 
     Args:
@@ -107,6 +111,11 @@ def ingest(sources: Iterable[str | os.PathLike[str]], index: str | os.PathLike[s
         pipelined: Embed in a background thread, and chunk in another, while the calling thread reads and writes.
             None (default): on when the embedder runs on an accelerator, where it hides chunking behind the model;
             off on a CPU, whose cores the model already fills (BENCHMARKS.md, "4. Ingestion").
+        ray: Read, chunk and embed on Ray (:mod:`qwen3_rag.pipelines.distributed`): ``"local"`` (Ray started on
+            this machine for the run), ``"auto"`` (the running cluster, ``RAY_ADDRESS``), a ``ray://HOST:PORT``
+            address, or :class:`~qwen3_rag.pipelines.distributed.RayOptions` (actors, GPUs per actor, batch
+            size). The workers build the index's model from its record with ``device``, ``batch_size``,
+            ``max_tokens_per_batch`` and ``compile``; the index is written as without Ray.
 
     Returns:
         An :class:`~qwen3_rag.pipelines.writing.IngestReport`.
@@ -122,13 +131,18 @@ def ingest(sources: Iterable[str | os.PathLike[str]], index: str | os.PathLike[s
     if not isinstance(commit_every, int) or commit_every < 1:
         raise ValueError(f"commit_every must be an int >= 1, got {commit_every!r}")
     started = time.perf_counter()
+    settings = {"device": device, "batch_size": batch_size, "max_tokens_per_batch": max_tokens_per_batch,
+                "compile": compile}
+    distributed = _distributed(ray, settings)
+    # with Ray the model runs on the workers; here it only names the model and tokenizes (no weights load)
+    here = {**settings, "device": "cpu", "compile": False} if distributed else settings
     idx, owned = open_for_writing(index, embedder=embedder, model=model, chunk_size=chunk_size,
                                   chunk_overlap=chunk_overlap, chunk_context=chunk_context, index_type=index_type,
-                                  bm25=bm25, dim=dim, device=device, batch_size=batch_size,
-                                  max_tokens_per_batch=max_tokens_per_batch, compile=compile)
+                                  bm25=bm25, dim=dim, **here)
     try:
         walk = {"include": include, "exclude": exclude, "record_fields": record_fields, "follow_links": follow_links}
-        report = _run(idx, paths, walk, prune, commit_every, show_progress, _pipelined(idx, pipelined))
+        report = _run(idx, paths, walk, prune, commit_every, show_progress, distributed or _read_here,
+                      _pipelined(idx, pipelined) and distributed is None)
     finally:
         closing = time.perf_counter()
         if owned:
@@ -139,6 +153,15 @@ def ingest(sources: Iterable[str | os.PathLike[str]], index: str | os.PathLike[s
     return report
 
 
+def _distributed(ray: RayOptions | str | None, settings: dict[str, Any]) -> _Feed | None:
+    """How the writer is fed on Ray (None: read, chunk and embed in this process)."""
+    if ray is None:
+        return None
+    from qwen3_rag.pipelines.distributed import RayOptions, ingest_on_ray
+
+    return functools.partial(ingest_on_ray, options=RayOptions.of(ray), settings=settings)
+
+
 def _pipelined(index: StorageBackend, pipelined: bool | None) -> bool:
     if pipelined is not None:
         return pipelined
@@ -146,8 +169,17 @@ def _pipelined(index: StorageBackend, pipelined: bool | None) -> bool:
     return device is not None and getattr(device, "type", str(device)) not in ("cpu", "auto")
 
 
+_Feed = Callable[[DocumentWriter, list[Path], dict[str, Any], LoadReport], None]
+
+
+def _read_here(writer: DocumentWriter, sources: list[Path], walk: dict[str, Any], loads: LoadReport) -> None:
+    """Read the documents in this process, one at a time, into the writer."""
+    for doc in timed(iter_documents(sources, report=loads, **walk), writer.report.timings, "load"):
+        writer.add(doc)
+
+
 def _run(idx: StorageBackend, sources: list[Path], walk: dict[str, Any], prune: bool, commit_every: int,
-         show_progress: bool, pipelined: bool) -> IngestReport:
+         show_progress: bool, feed: _Feed, pipelined: bool) -> IngestReport:
     if idx.embedder is None:
         raise ValueError("ingest needs an index opened with an embedder")
     loads = LoadReport()
@@ -157,14 +189,7 @@ def _run(idx: StorageBackend, sources: list[Path], walk: dict[str, Any], prune: 
     report = writer.report
     try:
         with writer:
-            documents = iter(iter_documents(sources, report=loads, **walk))
-            while True:
-                started = time.perf_counter()
-                doc = next(documents, None)
-                report.timings["load"] += time.perf_counter() - started
-                if doc is None:
-                    break
-                writer.add(doc)
+            feed(writer, sources, walk, loads)
         if prune:
             report.pruned, pruned_chunks = _prune(idx, writer.seen, loads)
             report.chunks_removed += pruned_chunks

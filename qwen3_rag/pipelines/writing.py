@@ -21,10 +21,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 
@@ -36,13 +36,13 @@ from qwen3_rag.indexers.chunking import (
     Chunker,
     chunk_contexts,
 )
-from qwen3_rag.protocols import StorageBackend, TextEmbedder, TokenEmbedder
+from qwen3_rag.protocols import PARTIAL, StorageBackend, TextEmbedder, TokenEmbedder
 from qwen3_rag.types import Chunk, Document, WriteStats, check_metadata, line_spans
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_COMMIT_EVERY", "ChunkInputs", "DocumentError", "DocumentWriter", "IngestReport", "as_document",
-           "ingest_documents", "whole_document"]
+           "ingest_documents", "stats_of_replacing", "whole_document"]
 
 #: Chunks embedded and committed together; bounds memory and the work lost by an interruption.
 DEFAULT_COMMIT_EVERY = 512
@@ -354,7 +354,8 @@ class DocumentWriter:
         self._seen: set[str] = set()
         self._group: list[Document] = []
         self._group_chars = 0
-        self._embedded: list[tuple[Document, np.ndarray]] = []
+        self._embedded: list[tuple[_Part, np.ndarray]] = []  # chunks that came with their vectors
+        self._embedded_chunks = 0
         frame = _token_framer(self.embedder, self.chunker) if self.embedder is not None else None
         # documents stored whole ("whole": a framework's own splits) are embedded exactly as given
         self._pending = _Pending(frame, ChunkInputs(index.chunking.context if self.chunker else "none", self.chunker))
@@ -378,17 +379,10 @@ class DocumentWriter:
                 :func:`~qwen3_rag.types.check_metadata` (nothing of it is queued).
         """
         document = checked(document)
-        if document.id in self._seen:
-            reason = f"duplicate document id {document.id!r} (the first one was kept)"
-            if self._on_duplicate is None:
-                raise ValueError(f"document id {document.id!r} appears twice in one write; ids must be unique")
-            self._on_duplicate(document, reason)
+        if not self._first(document):
             return
-        self._seen.add(document.id)
         if vector is not None:
-            self._embedded.append((document, np.asarray(vector, dtype=np.float32)))
-            if len(self._embedded) >= self.commit_every:
-                self._write_embedded()
+            self._queue_embedded(*whole_document(document), np.asarray(vector, dtype=np.float32).reshape(1, -1))
             return
         if self.embedder is None:
             raise ValueError("writing documents without vectors needs an embedder: open the index with one, or "
@@ -397,6 +391,40 @@ class DocumentWriter:
         self._group_chars += len(document.text)
         if len(self._group) >= self.group_documents or self._group_chars >= GROUP_CHARS:
             self._chunk_group()
+
+    def add_embedded(self, document: Document, chunks: Sequence[Chunk], vectors: np.ndarray, *,
+                     tokens: int = 0) -> None:
+        """Queue a document that was chunked and embedded elsewhere (by a worker of distributed ingestion): its
+        chunks in order with one vector each. It replaces a stored version, like :meth:`add`; one with more chunks
+        than ``commit_every`` is written in parts.
+
+        Args:
+            document: The whole document (its text and metadata are stored).
+            chunks: Its chunks, ``index`` 0, 1, ... (none for a whitespace-only document).
+            vectors: ``(len(chunks), dim)``, in the order of the chunks.
+            tokens: Its content tokens, for the report's throughput.
+
+        Raises:
+            ValueError: as :meth:`add`, or a number of vectors that is not the number of chunks.
+        """
+        rows = np.asarray(vectors, dtype=np.float32)
+        if rows.ndim != 2 or len(rows) != len(chunks):
+            raise ValueError(f"document {document.id!r}: {len(chunks)} chunks need {len(chunks)} vectors (one row "
+                             f"each), got an array of shape {rows.shape}")
+        document = checked(document)
+        if self._first(document):
+            self.report.tokens += tokens
+            self._queue_embedded(document, list(chunks), rows)
+
+    def add_handled(self, document: Document, stats: WriteStats, *, tokens: int = 0) -> None:
+        """Count a document that another process handled, with its counts: a worker of distributed ingestion found
+        it unchanged (``WriteStats(unchanged=1)``), or wrote it to a backend that takes many writers. Pruning keeps
+        it, and the same id again is a duplicate. ``document`` needs only its id and source."""
+        if self._first(document):
+            self.report.count(stats)
+            self.report.chunks_added += stats.chunks_added
+            self.report.tokens += tokens
+            self._progress(1)
 
     @property
     def seen(self) -> set[str]:
@@ -436,6 +464,29 @@ class DocumentWriter:
                     worker.close()
 
     # -- stages ----------------------------------------------------------------------------------------------
+
+    def _first(self, document: Document) -> bool:
+        """Whether ``document``'s id is new in this run; a repeat goes to ``on_duplicate`` (without one it is a
+        ValueError)."""
+        if document.id not in self._seen:
+            self._seen.add(document.id)
+            return True
+        if self._on_duplicate is None:
+            raise ValueError(f"document id {document.id!r} appears twice in one write; ids must be unique")
+        self._on_duplicate(document, f"duplicate document id {document.id!r} (the first one was kept)")
+        return False
+
+    def _parts(self, n_chunks: int, queued: Callable[[], int]) -> Iterator[tuple[int, int]]:
+        """``(start, end)`` of the parts a document of ``n_chunks`` chunks is queued in: what fits beside the
+        ``queued()`` chunks of the batch, then the rest (``queued`` is asked again after each part, whose batch the
+        caller may have written). One part, maybe empty, for a document that fits."""
+        start = 0
+        while True:
+            end = min(n_chunks, start + self.commit_every - queued())
+            yield start, end
+            if end == n_chunks:
+                return
+            start = end
 
     def _time(self, stage: str, started: float) -> float:
         now = time.perf_counter()
@@ -500,18 +551,14 @@ class DocumentWriter:
         for i, (doc, chunks) in enumerate(zip(docs, chunked.chunks, strict=True)):
             self.report.chunks_added += len(chunks)
             token_ids = chunked.token_ids[i] if chunked.token_ids is not None else None
-            start = 0
-            while True:  # a document with more chunks than fit goes in parts, one per commit
-                end = min(len(chunks), start + self.commit_every - self._pending.n_chunks)
+            # a document with more chunks than fit goes in parts, one per commit
+            for start, end in self._parts(len(chunks), lambda: self._pending.n_chunks):
                 part = _Part(doc, chunks[start:end], append=start > 0, complete=end == len(chunks))
                 started = time.perf_counter()
                 self._pending.add(part, token_ids[start:end] if token_ids is not None else None)
                 self._time("tokenize", started)  # framing the chunker's ids for the model
                 if self._pending.n_chunks >= self.commit_every:
                     self._flush()
-                if end == len(chunks):
-                    break
-                start = end
         self._progress(len(docs))
 
     def _flush(self) -> None:
@@ -557,23 +604,55 @@ class DocumentWriter:
             started = self._time("index", started)
         self._time("commit", started)
 
+    def _queue_embedded(self, document: Document, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        for start, end in self._parts(len(chunks), lambda: self._embedded_chunks):
+            part = _Part(document, chunks[start:end], append=start > 0, complete=end == len(chunks))
+            self._embedded.append((part, vectors[start:end]))
+            self._embedded_chunks += end - start
+            if self._embedded_chunks >= self.commit_every:
+                self._write_embedded()
+
     def _write_embedded(self) -> None:
         if not self._embedded:
             return
-        items, self._embedded = self._embedded, []
-        stored = self.index.document_states([d.id for d, _ in items])
-        for doc, _ in items:
-            self.report.added += doc.id not in stored
-            self.report.updated += doc.id in stored
-            self.report.chunks_removed += stored[doc.id][1] if doc.id in stored else 0
-        self.report.chunks_added += len(items)
-        vectors = np.stack([v.reshape(-1) for _, v in items]) if items else np.zeros((0, self.index.dim))
-        self._write([_Part(*whole_document(d)) for d, _ in items], vectors)
-        self._progress(len(items))
+        items, self._embedded, self._embedded_chunks = self._embedded, [], 0
+        firsts = [part.document.id for part, _ in items if not part.append]  # counted once, at their first part
+        stored = self.index.document_states(firsts)
+        for doc_id in firsts:
+            self.report.count(stats_of_replacing(stored.get(doc_id)))
+        self.report.chunks_added += sum(len(part.chunks) for part, _ in items)
+        self._write([part for part, _ in items], np.concatenate([v for _, v in items]))
+        self._progress(sum(part.complete for part, _ in items))
 
     def _progress(self, n: int) -> None:
         if self._on_progress is not None:
             self._on_progress(n, self.report)
+
+
+_T = TypeVar("_T")
+
+
+def timed(items: Iterable[_T], seconds: dict[str, float], stage: str) -> Iterator[_T]:
+    """``items``, one at a time, adding the time spent waiting for each to ``seconds[stage]`` (a reader, a
+    loader, a distributed pipeline)."""
+    stream = iter(items)
+    while True:
+        started = time.perf_counter()
+        try:
+            item = next(stream)
+        except StopIteration:
+            return
+        finally:
+            seconds[stage] += time.perf_counter() - started
+        yield item
+
+
+def stats_of_replacing(state: tuple[str, int] | None) -> WriteStats:
+    """The counts of writing a document whose stored state (:meth:`StorageBackend.document_states
+    <qwen3_rag.protocols.StorageBackend.document_states>`) is ``state``: added when it is not stored or only partly
+    written, else updated; the chunks it had are removed."""
+    new = state is None or state[0] == PARTIAL
+    return WriteStats(added=int(new), updated=int(not new), chunks_removed=state[1] if state is not None else 0)
 
 
 def ingest_documents(documents: Iterable[Document | str | dict[str, Any]], index: StorageBackend, *,
