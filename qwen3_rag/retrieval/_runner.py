@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 #: Default padded-token budget of one forward pass, per device type. On CPUs small batches win, the working set
 #: staying in cache; on GPUs large ones do (see BENCHMARKS.md, 1. Embedding).
-DEFAULT_TOKEN_BUDGET = {"cuda": 65536, "cpu": 2048, "mps": 16384}
+DEFAULT_TOKEN_BUDGET = {"cuda": 65536, "cpu": 8192, "mps": 16384}
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
