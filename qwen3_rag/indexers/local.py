@@ -40,7 +40,8 @@ from qwen3_rag.indexers.manifest import (
     WriterLock,
     atomic_write,
     check_embedder,
-    describe_embedder,
+    chunking_record,
+    model_record,
     new_manifest,
     refuse_foreign,
     warn_long_chunks,
@@ -92,13 +93,7 @@ class LocalIndex(ManifestProperties, Index):
             raise FileExistsError(f"{str(root)!r} already holds an index; open it with Index.open() or choose "
                                   "another directory")
         refuse_foreign(root)
-        if embedder is None and dim is None:
-            raise ValueError("Index.create needs an embedder, or dim= when the vectors come with the documents")
-        model: dict[str, Any] = (describe_embedder(embedder) if embedder is not None
-                                 else {"model": None, "dim": int(dim or 0)})
-        if dim is not None and int(dim) != int(model["dim"]):
-            raise ValueError(f"dim={dim} but the embedder produces {model['dim']} dimensions; set the dimension on "
-                             "the embedder (Embedder(dim=...))")
+        model = model_record(embedder, dim)
         warn_long_chunks(embedder, chunking.chunk_size)
         spec = IndexSpec.parse(index_type)
         spec.check_dim(int(model["dim"]))
@@ -106,8 +101,7 @@ class LocalIndex(ManifestProperties, Index):
         lock = WriterLock(root)
         try:
             store = Store(root / STORE_FILE)
-            tokenizer = "model" if getattr(embedder, "tokenizer", None) is not None else "words"
-            manifest = new_manifest(model, {**chunking.to_manifest(), "tokenizer": tokenizer},
+            manifest = new_manifest(model, chunking_record(chunking, embedder),
                                     {"spec": spec.spec, "bm25": bm25})
             store.begin()
             for key, value in (("manifest", manifest), ("generation", 0), ("next_id", 0)):

@@ -78,6 +78,31 @@ def describe_embedder(embedder: TextEmbedder) -> dict[str, Any]:
     return info
 
 
+def model_record(embedder: TextEmbedder | None, dim: int | None) -> dict[str, Any]:
+    """The ``model`` section of a new index: the embedder's description, or only ``dim`` for an index whose
+    vectors come with the documents.
+
+    Raises:
+        ValueError: neither an embedder nor ``dim``, or a ``dim`` the embedder does not produce.
+    """
+    if embedder is None:
+        if dim is None:
+            raise ValueError("Index.create needs an embedder, or dim= when the vectors come with the documents")
+        return {"model": None, "dim": int(dim)}
+    record = describe_embedder(embedder)
+    if dim is not None and int(dim) != int(record["dim"]):
+        raise ValueError(f"dim={dim} but the embedder produces {record['dim']} dimensions; leave dim out, or set "
+                         "the dimension on the embedder (Embedder(dim=...))")
+    return record
+
+
+def chunking_record(chunking: ChunkingConfig, embedder: TextEmbedder | None) -> dict[str, Any]:
+    """The ``chunking`` section of a new index: the settings, and whether chunks were counted in the model's tokens
+    or in words (an embedder without a tokenizer)."""
+    tokenizer = "model" if getattr(embedder, "tokenizer", None) is not None else "words"
+    return {**chunking.to_manifest(), "tokenizer": tokenizer}
+
+
 def new_manifest(model: Mapping[str, Any], chunking: Mapping[str, Any], index: Mapping[str, Any]) -> dict[str, Any]:
     """The record a new index stores: format version, creation time, model record, chunking, index type and the
     library versions."""

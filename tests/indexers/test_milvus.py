@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 pytest.importorskip("milvus_lite", reason="the [milvus] extra is not installed")
 
 from qwen3_rag import Document, Index, IndexMismatchError, ingest_documents  # noqa: E402
-from qwen3_rag.indexers import milvus  # noqa: E402
+from qwen3_rag.indexers import milvus, milvus_connection  # noqa: E402
 from qwen3_rag.indexers.filters import FilterError, matches, milvus_fields, to_milvus  # noqa: E402
 from qwen3_rag.indexers.index import redact_location  # noqa: E402
 from qwen3_rag.indexers.manifest import IndexLockedError  # noqa: E402
@@ -109,7 +109,7 @@ def test_the_token_is_used_but_never_shown(location: str, monkeypatch: pytest.Mo
     assert SECRET not in str(err.value)
     # a server that cannot be reached: the error and the logs name the server, never the token
     monkeypatch.setattr(MilvusLocation, "uri", property(lambda self: "http://127.0.0.1:9"))
-    monkeypatch.setattr(milvus, "CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(milvus_connection, "CONNECT_TIMEOUT", 0.5)
     with caplog.at_level(logging.DEBUG), pytest.raises(ConnectionError, match="cannot connect to Milvus at") as err:
         Index.open(location)
     assert SECRET not in str(err.value) and SECRET not in caplog.text
@@ -370,7 +370,7 @@ def test_an_interrupted_commit_is_repaired_by_the_next_writer(where: str, hash_e
     monkeypatch.setattr(MilvusStore, "upsert", real)
     assert index.count().documents == 2  # d2 was being replaced: without its row it is reported as changed
     index._closed = True  # noqa: SLF001 - as if the process had died here
-    from qwen3_rag.indexers.milvus import _disconnect
+    from qwen3_rag.indexers.milvus_connection import disconnect as _disconnect
 
     _disconnect(index._loc, index._store.client)  # noqa: SLF001
     with Index.open(where, hash_embedder) as index:  # the next writer removes what the journal names
