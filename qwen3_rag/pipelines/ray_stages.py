@@ -46,8 +46,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["ROWS", "Assembler", "EmbedStage", "Embedded", "PrepareStage", "Status", "WriteStage", "stored_keys"]
 
 #: The columns of a row and their pyarrow types (``list<int32>`` and ``list<string>`` for ``ids`` and
-#: ``headings``). ``input`` and ``ids``: what the model reads for the chunk (its text, or its text after its
-#: context line: :class:`~qwen3_rag.pipelines.writing.ChunkInputs`), as text and as the chunker's token ids.
+#: ``headings``). ``input`` and ``ids``: what the model reads for the chunk, as text (empty when it is the chunk's
+#: own ``text``, i.e. without a context line: :class:`~qwen3_rag.pipelines.writing.ChunkInputs`) and as the
+#: chunker's token ids.
 #: ``kind``: ``chunk`` (``n_chunks`` 0: a document without chunks, one row), ``unchanged``,
 #: ``skipped``, ``failed`` or, from :class:`WriteStage`, ``written`` (with ``added`` and ``chunks_removed``).
 ROWS: dict[str, str] = {
@@ -114,7 +115,7 @@ class _Rows:
     def status(self, kind: str, doc_id: str, source: str, reason: str = "") -> None:
         self.add(kind=kind, doc_id=doc_id, source=source, reason=reason)
 
-    def document(self, doc: Document, chunks: Sequence[Chunk], inputs: Sequence[str],
+    def document(self, doc: Document, chunks: Sequence[Chunk], inputs: Sequence[str] | None,
                  ids: Sequence[Sequence[int]] | None, tokens: int) -> None:
         """One row per chunk (one row for a document without chunks), the document itself on the first."""
         whole = {"document": doc.text, "metadata": json.dumps(doc.metadata, ensure_ascii=False),
@@ -126,7 +127,8 @@ class _Rows:
         for i, c in enumerate(chunks):
             self.add(**base, **(whole if i == 0 else {}), index=c.index, text=c.text, start=c.start, end=c.end,
                      page=-1 if c.page is None else c.page, start_line=c.start_line, end_line=c.end_line,
-                     headings=list(c.headings), input=inputs[i], ids=list(ids[i]) if ids is not None else [])
+                     headings=list(c.headings), input=inputs[i] if inputs else "",
+                     ids=list(ids[i]) if ids is not None else [])
 
     def table(self, seconds: Mapping[str, float] | None = None) -> Any:
         """The rows as a pyarrow table; ``seconds`` (stage -> time) spread evenly over them, so sums add up."""
@@ -231,7 +233,8 @@ class PrepareStage:
             i = next(done)
             chunks = chunked.chunks[i]
             ids = self.inputs.ids(item, chunks, chunked.token_ids[i]) if chunked.token_ids is not None else None
-            rows.document(item, chunks, self.inputs.texts(item, chunks), ids, chunked.doc_tokens[i])
+            inputs = self.inputs.texts(item, chunks) if self.inputs.context != "none" else None
+            rows.document(item, chunks, inputs, ids, chunked.doc_tokens[i])
         seconds["chunk"] += time.perf_counter() - started
         return rows.table(seconds)
 
@@ -263,8 +266,9 @@ class EmbedStage:
         todo = [i for i, (kind, n) in enumerate(zip(kinds, counts, strict=True)) if kind == "chunk" and n > 0]
         vectors = np.zeros((0, self.dim), dtype=np.float32)
         if todo:
-            vectors = np.asarray(self._embed(batch.column("ids").take(todo).to_pylist(),
-                                             batch.column("input").take(todo).to_pylist()), dtype=np.float32)
+            texts = [given or text for given, text in zip(batch.column("input").take(todo).to_pylist(),
+                                                          batch.column("text").take(todo).to_pylist(), strict=True)]
+            vectors = np.asarray(self._embed(batch.column("ids").take(todo).to_pylist(), texts), dtype=np.float32)
         seconds = (time.perf_counter() - started) / max(1, batch.num_rows)
         widths = np.zeros(batch.num_rows + 1, dtype=np.int32)
         widths[np.asarray(todo, dtype=np.int64) + 1] = self.dim
