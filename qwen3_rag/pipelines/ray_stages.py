@@ -36,7 +36,8 @@ from qwen3_rag._optional import require
 from qwen3_rag.indexers.chunking import GROUP_CHARS, GROUP_DOCUMENTS, ChunkContext, Chunker
 from qwen3_rag.indexers.loaders import LoadReport, RecordFields, load_listed
 from qwen3_rag.indexers.manifest import check_embedder
-from qwen3_rag.pipelines.writing import ChunkInputs, DocumentWriter, _token_framer, checked, stats_of_replacing, timed
+from qwen3_rag.pipelines.model_inputs import ChunkInputs, token_framer
+from qwen3_rag.pipelines.writing import DocumentWriter, checked, stats_of_replacing, timed
 from qwen3_rag.protocols import PARTIAL, StorageBackend, TextEmbedder, TokenEmbedder
 from qwen3_rag.retrieval.models import load_embedder
 from qwen3_rag.types import Chunk, Document, WriteStats
@@ -47,7 +48,7 @@ __all__ = ["ROWS", "Assembler", "EmbedStage", "Embedded", "PrepareStage", "Statu
 
 #: The columns of a row and their pyarrow types (``list<int32>`` and ``list<string>`` for ``ids`` and
 #: ``headings``). ``input`` and ``ids``: what the model reads for the chunk, as text (empty when it is the chunk's
-#: own ``text``, i.e. without a context line: :class:`~qwen3_rag.pipelines.writing.ChunkInputs`) and as the
+#: own ``text``, i.e. without a context line: :class:`~qwen3_rag.pipelines.model_inputs.ChunkInputs`) and as the
 #: chunker's token ids.
 #: ``kind``: ``chunk`` (``n_chunks`` 0: a document without chunks, one row), ``unchanged``,
 #: ``skipped``, ``failed`` or, from :class:`WriteStage`, ``written`` (with ``added`` and ``chunks_removed``).
@@ -182,7 +183,7 @@ class PrepareStage:
         # the config and tokenizer only: nothing here embeds, so no weights load
         embedder = make(record) if make is not None else load_embedder(record=record, device="cpu")
         self.chunker = Chunker.for_embedder(embedder, chunk_size, chunk_overlap)
-        self.with_ids = _token_framer(embedder, self.chunker) is not None
+        self.with_ids = token_framer(embedder, self.chunker) is not None
         self.inputs = ChunkInputs(context, self.chunker)
         self.stored = stored if isinstance(stored, np.ndarray) else require("ray", "ray").get(stored)
         self.record_fields = record_fields

@@ -28,14 +28,8 @@ from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 
-from qwen3_rag.indexers.chunking import (
-    GROUP_CHARS,
-    GROUP_DOCUMENTS,
-    ChunkBatch,
-    ChunkContext,
-    Chunker,
-    chunk_contexts,
-)
+from qwen3_rag.indexers.chunking import GROUP_CHARS, GROUP_DOCUMENTS, ChunkBatch, Chunker
+from qwen3_rag.pipelines.model_inputs import ChunkInputs, Framer, token_framer
 from qwen3_rag.protocols import PARTIAL, StorageBackend, TextEmbedder, TokenEmbedder
 from qwen3_rag.types import Chunk, Document, WriteStats, check_metadata, line_spans
 
@@ -191,18 +185,6 @@ def whole_document(doc: Document) -> tuple[Document, list[Chunk]]:
                        start_line=first, end_line=last)]
 
 
-Framer = Callable[[list[list[int]]], list[list[int]]]
-
-
-def _token_framer(embedder: TextEmbedder, chunker: Chunker | None) -> Framer | None:
-    """``embedder.ids_from_content`` when the embedder can be fed the token ids the chunker makes (its tokenizer
-    is the chunker's and its special tokens form a fixed frame), else None: then the texts are embedded."""
-    if chunker is None or chunker.tokenizer is None or not isinstance(embedder, TokenEmbedder) \
-            or chunker.tokenizer is not embedder.tokenizer or embedder.ids_from_content([]) is None:
-        return None
-    return cast(Framer, embedder.ids_from_content)
-
-
 class _Worker:
     """Runs one call of ``fn`` at a time, in order, in a daemon thread (so Ctrl-C never waits for it to finish)."""
 
@@ -227,48 +209,6 @@ class _Worker:
                 future.set_result(self._fn(items))
             except BaseException as exc:  # handed to the caller through the future
                 future.set_exception(exc)
-
-
-class ChunkInputs:
-    """What the model reads for each chunk: the one place that decides it.
-
-    With ``context="title+headings"`` a chunk is read after a first line holding its document's title and its
-    heading path (:func:`~qwen3_rag.indexers.chunking.chunk_contexts`), which a chunk cut from the middle of a long
-    document has lost; with ``"none"`` it is read alone. The stored chunk keeps its own text and offsets either
-    way. Token ids and texts give the same input: the context line ends in a newline, where every tokenizer
-    starts a new token.
-
-    Args:
-        context: The index's :attr:`ChunkingConfig.context <qwen3_rag.indexers.chunking.ChunkingConfig.context>`.
-        chunker: The chunker whose tokenizer made the chunks' token ids (needed for :meth:`ids`).
-    """
-
-    def __init__(self, context: ChunkContext, chunker: Chunker | None = None) -> None:
-        self.context = context
-        self.chunker = chunker
-
-    def _lines(self, document: Document, chunks: Sequence[Chunk]) -> list[str]:
-        return chunk_contexts(document, chunks) if self.context != "none" else [""] * len(chunks)
-
-    def texts(self, document: Document, chunks: Sequence[Chunk]) -> list[str]:
-        """The text the model reads for each chunk."""
-        return [f"{line}\n{c.text}" if line else c.text
-                for line, c in zip(self._lines(document, chunks), chunks, strict=True)]
-
-    def ids(self, document: Document, chunks: Sequence[Chunk], content_ids: list[list[int]]) -> list[list[int]]:
-        """The content token ids of :meth:`texts` from the chunks' own ids (``content_ids``, as the chunker made
-        them): only the context lines are tokenized, in one call."""
-        lines = self._lines(document, chunks)
-        todo = [i for i, line in enumerate(lines) if line]
-        if not todo:
-            return content_ids
-        if self.chunker is None:
-            raise ValueError("ChunkInputs.ids needs the chunker that tokenized the chunks")
-        heads = self.chunker.token_ids([lines[i] + "\n" for i in todo])
-        out = list(content_ids)
-        for i, head in zip(todo, heads, strict=True):
-            out[i] = [*head, *out[i]]
-        return out
 
 
 @dataclass
@@ -356,7 +296,7 @@ class DocumentWriter:
         self._group_chars = 0
         self._embedded: list[tuple[_Part, np.ndarray]] = []  # chunks that came with their vectors
         self._embedded_chunks = 0
-        frame = _token_framer(self.embedder, self.chunker) if self.embedder is not None else None
+        frame = token_framer(self.embedder, self.chunker) if self.embedder is not None else None
         # documents stored whole ("whole": a framework's own splits) are embedded exactly as given
         self._pending = _Pending(frame, ChunkInputs(index.chunking.context if self.chunker else "none", self.chunker))
         # An embedder that takes token ids is fed the ones the chunker made (nothing is tokenized twice); otherwise,
