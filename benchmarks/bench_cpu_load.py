@@ -4,6 +4,8 @@ model card's reference loop, side by side, alternating.
 The load is a bounded background process doing float32 matrix products on as many threads as the machine has
 cores (a fair stand-in for "other jobs on the same cores"); it runs only during the loaded rounds. Each round times
 every configuration once, in an order that alternates between rounds, so drift of the machine hits every side.
+Every side starts with one torch thread per core; the Embedder then follows the cores other processes leave free
+(qwen3_rag/retrieval/_threads.py), except the "fixed threads" side, which keeps the count as the reference does.
 
     python benchmarks/bench_cpu_load.py --rounds 3 --out benchmarks/results/cpu-load.json
 
@@ -36,6 +38,7 @@ N_DOCS = 160
 BUDGETS = (2048, 8192, 16384)   # Embedder max_tokens_per_batch values compared
 REF_BATCH = 32                  # the reference loop's fixed batch
 LOAD_SIZE = 384                 # matrix size of the background load's products
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 # ------------------------------------------------------------------------------------------------------------------
 
 
@@ -54,7 +57,13 @@ class Load:
         self._proc = mp.get_context("spawn").Process(target=_burn, args=(self._stop, threads), daemon=True)
 
     def __enter__(self) -> Load:
-        self._proc.start()
+        # The load stands for other people's jobs: it keeps the OpenMP defaults whatever the measured process uses
+        # (the spawned interpreter reads these variables when its torch loads).
+        saved = {k: os.environ.pop(k) for k in WAIT_VARIABLES if k in os.environ}
+        try:
+            self._proc.start()
+        finally:
+            os.environ.update(saved)
         time.sleep(2.0)  # let it reach full speed
         return self
 
@@ -89,12 +98,17 @@ def main() -> None:
     ref_model = AutoModel.from_pretrained(path, dtype=torch.bfloat16).eval()
     ref_tok = C.real_tokenizer()
     ref_tok.padding_side = "left"
-    embedders = {b: Embedder(path, device="cpu", max_tokens_per_batch=b, max_length=8192) for b in BUDGETS}
+    embedders = {f"embedder {b}": Embedder(path, device="cpu", max_tokens_per_batch=b, max_length=8192)
+                 for b in BUDGETS}
+    fixed = Embedder(path, device="cpu", max_tokens_per_batch=BUDGETS[0], max_length=8192)
+    embedders[f"embedder {BUDGETS[0]}, fixed threads"] = fixed
     reference = reference_embed(ref_model, ref_tok, texts, REF_BATCH, "cpu")
-    for b, emb in embedders.items():  # warm up, and check the outputs agree
+    for name, emb in embedders.items():  # warm up, and check the outputs agree
         cos = float(np.min(np.sum(emb.embed_documents(texts) * reference, axis=1)))
-        print(f"budget {b}: min cosine to the reference {cos:.5f}")
-    sides = ["reference", *[f"embedder {b}" for b in BUDGETS]]
+        print(f"{name}: min cosine to the reference {cos:.5f}")
+    fixed._runner.cpu_threads = None  # the thread count of the process, whatever other processes do
+    cores = len(os.sched_getaffinity(0))
+    sides = ["reference", *embedders]
     rows = []
     for condition in ("quiet", "loaded"):
         seconds: dict[str, list[float]] = {s: [] for s in sides}
@@ -106,10 +120,11 @@ def main() -> None:
                 ctx.__enter__()
             try:
                 for side in order:
+                    torch.set_num_threads(cores)  # every side starts from one thread per core
                     if side == "reference":
                         _, t = _time(lambda: reference_embed(ref_model, ref_tok, texts, REF_BATCH, "cpu"))
                     else:
-                        _, t = _time(lambda side=side: embedders[int(side.split()[1])].embed_documents(texts))
+                        _, t = _time(lambda side=side: embedders[side].embed_documents(texts))
                     seconds[side].append(t)
                 loads.append(os.getloadavg()[0])
             finally:
@@ -124,7 +139,8 @@ def main() -> None:
     table = C.print_table(rows, ["condition", "side", "median s", "tokens/s", "x reference", "load avg (1 min)"])
     if args.out:
         C.write_results(args.out, shape=SHAPE, documents=N_DOCS, tokens=tokens, rounds=args.rounds,
-                        torch_threads=torch.get_num_threads(), rows=rows, table=table)
+                        torch_threads=torch.get_num_threads(),
+                        openmp_wait={k: os.environ.get(k, "(unset)") for k in WAIT_VARIABLES}, rows=rows, table=table)
 
 
 if __name__ == "__main__":

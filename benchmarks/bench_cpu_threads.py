@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--n-docs", type=int, default=80)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--loaded", action="store_true", help="run under the bounded background load")
+    parser.add_argument("--sides", default=None,
+                        help="comma-separated budget:threads pairs to time (default: every budget at 2 and 1)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -46,10 +48,12 @@ def main() -> None:
     ref_model = AutoModel.from_pretrained(path, dtype=torch.bfloat16).eval()
     ref_tok = C.real_tokenizer()
     ref_tok.padding_side = "left"
-    embedders = {b: Embedder(path, device="cpu", max_tokens_per_batch=b, max_length=8192) for b in BUDGETS}
+    timed: list[tuple[int, int]] = ([(int(b), int(t)) for b, t in (p.split(":") for p in args.sides.split(","))]
+                                    if args.sides else [(b, t) for b in BUDGETS for t in (2, 1)])
+    embedders = {b: Embedder(path, device="cpu", max_tokens_per_batch=b, max_length=8192) for b, _ in timed}
     for emb in embedders.values():  # warm up
         emb.embed_documents(texts[:8])
-    sides: list[tuple[int | None, int]] = [(None, 2)] + [(b, t) for b in BUDGETS for t in (2, 1)]
+    sides: list[tuple[int | None, int]] = [(None, 2), *timed]
     seconds: dict[str, list[float]] = {}
     loads = []
     with Load(2) if args.loaded else contextlib.nullcontext():
@@ -68,6 +72,7 @@ def main() -> None:
     rows = [{"side": name, "median s": round(float(np.median(v)), 1),
              "x reference": round(ref / float(np.median(v)), 2),
              "loaded": args.loaded, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+             "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", "(default)"),
              "load avg (1 min)": round(float(np.mean(loads)), 1)} for name, v in seconds.items()]
     table = C.print_table(rows, list(rows[0]))
     if args.out:

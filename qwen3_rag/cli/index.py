@@ -33,7 +33,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="cap on texts per forward pass of the embedder")
     p.add_argument("--max-tokens-per-batch", type=int, default=None, metavar="N",
-                   help="padded tokens per forward pass of the embedder (default 65536 on CUDA, 8192 on a CPU)")
+                   help="padded tokens per forward pass of the embedder (default 65536 on CUDA, 2048 on a CPU)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model: about twice the GPU throughput after a compile of about two "
                         "minutes (large corpora)")

@@ -11,14 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from qwen3_rag.retrieval import _loading
+from qwen3_rag.retrieval import _loading, _threads
 from qwen3_rag.retrieval.inputs import check_queries, check_texts, check_unicode  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
 #: Default padded-token budget of one forward pass, per device type. On CPUs small batches win, the working set
-#: staying in cache; on GPUs large ones do (see BENCHMARKS.md, 1. Embedding).
-DEFAULT_TOKEN_BUDGET = {"cuda": 65536, "cpu": 8192, "mps": 16384}
+#: staying in cache (on a busy machine too, since the thread count follows the free cores: _threads.py); on GPUs
+#: large ones do (BENCHMARKS.md, 1. Embedding and 7. Footprint and CPU under load).
+DEFAULT_TOKEN_BUDGET = {"cuda": 65536, "cpu": 2048, "mps": 16384}
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
@@ -101,7 +102,7 @@ class TransformerRunner:
         self._dtype_request = dtype
         _loading.check_dtype(dtype)
         self.batch_size = batch_size
-        self.max_tokens_per_batch = max_tokens_per_batch or DEFAULT_TOKEN_BUDGET.get(self.device.type, 8192)
+        self.max_tokens_per_batch = max_tokens_per_batch or DEFAULT_TOKEN_BUDGET.get(self.device.type, 2048)
         self.show_progress = show_progress
         self._attn_request = attn_implementation
         self.compile = bool(compile)
@@ -115,6 +116,9 @@ class TransformerRunner:
         self.cache_argument = "past_key_values"
         #: The attention kernel the model was loaded with (set when it loads).
         self.attn_implementation: str | None = None
+        #: On a CPU, what keeps torch's threads at the cores other processes leave free (set when the model loads;
+        #: None keeps the count fixed).
+        self.cpu_threads: _threads.ThreadGovernor | None = None
 
     # -- loading -------------------------------------------------------------------------------------------------
     @property
@@ -165,6 +169,7 @@ class TransformerRunner:
 
             if self.device.type == "cpu":
                 _loading.limit_cpu_threads()
+                self.cpu_threads = _threads.governor()
 
             bars_were_on = hf_logging.is_progress_bar_enabled()
             if not self.show_progress:  # transformers draws a "Loading weights" bar on every load
@@ -219,6 +224,8 @@ class TransformerRunner:
 
         with torch.inference_mode(), tqdm(total=len(sequences), desc=desc, disable=not self.show_progress) as bar:
             for batch in batches:
+                if self.cpu_threads is not None:
+                    self.cpu_threads.update()
                 self._run_one(batch, sequences, forward, out)
                 bar.update(len(batch))
 

@@ -53,7 +53,7 @@ class Embedder(RunnerFacade):
             sentence-transformers ``max_seq_length`` (else the model's position limit) for other models.
         instruction: Default query instruction (text or a name from :data:`qwen3_rag.TASKS`).
         batch_size: Cap on rows per forward pass (``None``: only the token budget limits it).
-        max_tokens_per_batch: Padded tokens per forward pass (default 65536 on CUDA, 8192 on CPU).
+        max_tokens_per_batch: Padded tokens per forward pass (default 65536 on CUDA, 2048 on CPU).
         show_progress: Show a tqdm progress bar.
         pooling: Override the pooling (``"last_token"``, ``"mean"``, ``"cls"``); default from the model.
         normalize: Override L2 normalisation; default True for Qwen3 and as configured otherwise.

@@ -49,7 +49,7 @@ class Reranker(RunnerFacade):
         max_length: Tokens per pair, prefix and suffix included (8192 as the reference code).
         instruction: Default instruction (text or a name from :data:`qwen3_rag.TASKS`).
         batch_size: Cap on pairs per forward pass.
-        max_tokens_per_batch: Padded tokens per forward pass (default 65536 on CUDA, 8192 on CPU).
+        max_tokens_per_batch: Padded tokens per forward pass (default 65536 on CUDA, 2048 on CPU).
         show_progress: Show a tqdm progress bar.
         revision: Hub revision.
         attn_implementation: Override the attention kernel.
