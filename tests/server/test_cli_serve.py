@@ -87,3 +87,45 @@ def test_serve_usage_errors(argv, message, capsys):
 
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_serve_a_milvus_index_by_uri(tmp_path, minilm_embedder):
+    """The same server over a Milvus Lite collection: named by URI on the command line, answers equal to the
+    library's over that URI (dense, BM25 and hybrid), a document added through the API is committed there."""
+    pytest.importorskip("milvus_lite", reason="the [milvus] extra is not installed")
+    uri = f"milvus-lite://{tmp_path / 'rag.db'}/notes"
+    docs = [Document(id="ops", text="Logs are rotated nightly by logrotate.", source="ops.md"),
+            Document(id="deploy", text="Deploys go out on Tuesdays.", source="deploy.md"),
+            Document(id="backup", text="Backups run every Sunday night.", source="backup.md")]
+    with Index.create(uri, minilm_embedder) as index:
+        ingest_documents(docs, index)
+    query = "when are logs rotated?"
+    with Retriever(uri, embedder=minilm_embedder) as retriever:  # before the server holds the Lite file
+        expected = {mode: hits_to_dicts(retriever.search(query, k=2, mode=mode))
+                    for mode in ("dense", "bm25", "hybrid")}
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "qwen3_rag", "serve", f"notes={uri}", "--port", str(port),
+                             "--device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not _ready(url):
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not get ready"
+            time.sleep(0.2)
+        got = {mode: httpx.post(url + "/v1/search", json={"index": "notes", "query": query, "k": 2, "mode": mode},
+                                timeout=60).json()["hits"] for mode in expected}
+        added = httpx.post(url + "/v1/indexes/notes/documents", timeout=60,
+                           json={"documents": [{"id": "lunch", "text": "Lunch is served at noon."}]})
+        assert added.status_code == 200 and added.json()["added"] == 1
+        counts = httpx.get(url + "/v1/indexes/notes", timeout=30).json()["counts"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    for mode, hits in got.items():
+        assert [h["doc_id"] for h in hits] == [h["doc_id"] for h in expected[mode]], mode
+        assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in expected[mode]], abs=1e-5), mode
+    assert got["dense"][0]["doc_id"] == "ops" and counts["documents"] == 4
+    with Index.open(uri, minilm_embedder, read_only=True) as index:
+        assert index.get_document("lunch") is not None
