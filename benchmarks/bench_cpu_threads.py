@@ -4,8 +4,9 @@ bench_cpu_load.py. The OpenMP wait policy is read when torch loads, so compare i
     python benchmarks/bench_cpu_threads.py --n-docs 80 --loaded
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_cpu_threads.py --n-docs 80 --loaded
 
-Model and texts as bench_cpu_load.py (random bf16 Qwen3, hidden 512, 8 layers, SciFact documents). Prints median
-seconds and the ratio to the model card's reference loop (batch 32, 2 threads) per side.
+Model and texts as bench_cpu_load.py (random bf16 Qwen3, hidden 512, 8 layers, SciFact documents). Every side runs
+at a fixed thread count (the Embedder's adaptation to free cores is switched off). Prints median seconds and the
+ratio to the model card's reference loop (batch 32, 2 threads) per side.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main() -> None:
     embedders = {b: Embedder(path, device="cpu", max_tokens_per_batch=b, max_length=8192) for b, _ in timed}
     for emb in embedders.values():  # warm up
         emb.embed_documents(texts[:8])
+        emb._runner.cpu_threads = None  # each side's thread count is fixed here, not adapted to the load
     sides: list[tuple[int | None, int]] = [(None, 2), *timed]
     seconds: dict[str, list[float]] = {}
     loads = []
