@@ -94,6 +94,7 @@ def test_busy_seconds_reads_the_cores_asked_for(tmp_path: Path) -> None:
 
 def test_stays_out_of_the_way_when_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_threads, "_governor_made", False)
+    monkeypatch.setattr(_threads, "_governor", None)  # both restored after: other tests keep the process's
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert _threads.governor() is None
 
