@@ -24,21 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from qwen3_rag.indexers.file_text import (  # noqa: F401  (SkipFile, decode_bytes, html_to_text: re-exported)
-    LEGACY_HIGH_BYTES,
     SkipFile,
     decode_bytes,
     display_path,
     html_to_text,
     load_pdf,
 )
-from qwen3_rag.indexers.records import (  # noqa: F401  (re-exported)
-    CSV_FIELD_LIMIT,
+from qwen3_rag.indexers.records import (  # noqa: F401  (MAX_RECORD_FAILURES, RecordFields: re-exported)
     MAX_RECORD_FAILURES,
     RecordFields,
     iter_records,
     json_records,
     load_records,
-    record_to_document,
 )
 from qwen3_rag.types import Document
 

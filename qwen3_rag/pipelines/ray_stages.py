@@ -116,9 +116,10 @@ class _Rows:
     def status(self, kind: str, doc_id: str, source: str, reason: str = "") -> None:
         self.add(kind=kind, doc_id=doc_id, source=source, reason=reason)
 
-    def document(self, doc: Document, chunks: Sequence[Chunk], inputs: Sequence[str] | None,
+    def document(self, doc: Document, chunks: Sequence[Chunk], inputs: Sequence[str],
                  ids: Sequence[Sequence[int]] | None, tokens: int) -> None:
-        """One row per chunk (one row for a document without chunks), the document itself on the first."""
+        """One row per chunk (one row for a document without chunks), the document itself on the first; a chunk's
+        model input is kept only where it differs from its text (a context line), so a text crosses once."""
         whole = {"document": doc.text, "metadata": json.dumps(doc.metadata, ensure_ascii=False),
                  "chunk_metadata": json.dumps(chunks[0].metadata if chunks else {}, ensure_ascii=False),
                  "tokens": tokens}
@@ -128,7 +129,7 @@ class _Rows:
         for i, c in enumerate(chunks):
             self.add(**base, **(whole if i == 0 else {}), index=c.index, text=c.text, start=c.start, end=c.end,
                      page=-1 if c.page is None else c.page, start_line=c.start_line, end_line=c.end_line,
-                     headings=list(c.headings), input=inputs[i] if inputs else "",
+                     headings=list(c.headings), input=inputs[i] if inputs[i] != c.text else "",
                      ids=list(ids[i]) if ids is not None else [])
 
     def table(self, seconds: Mapping[str, float] | None = None) -> Any:
@@ -234,8 +235,7 @@ class PrepareStage:
             i = next(done)
             chunks = chunked.chunks[i]
             ids = self.inputs.ids(item, chunks, chunked.token_ids[i]) if chunked.token_ids is not None else None
-            inputs = self.inputs.texts(item, chunks) if self.inputs.context != "none" else None
-            rows.document(item, chunks, inputs, ids, chunked.doc_tokens[i])
+            rows.document(item, chunks, self.inputs.texts(item, chunks), ids, chunked.doc_tokens[i])
         seconds["chunk"] += time.perf_counter() - started
         return rows.table(seconds)
 

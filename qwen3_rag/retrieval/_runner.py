@@ -102,7 +102,8 @@ class TransformerRunner:
         self._dtype_request = dtype
         _loading.check_dtype(dtype)
         self.batch_size = batch_size
-        self.max_tokens_per_batch = max_tokens_per_batch or DEFAULT_TOKEN_BUDGET.get(self.device.type, 2048)
+        self.max_tokens_per_batch = (max_tokens_per_batch
+                                     or DEFAULT_TOKEN_BUDGET.get(self.device.type, DEFAULT_TOKEN_BUDGET["cpu"]))
         self.show_progress = show_progress
         self._attn_request = attn_implementation
         self.compile = bool(compile)
