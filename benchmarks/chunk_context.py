@@ -38,7 +38,7 @@ import _common as C  # noqa: E402
 from qwen3_rag.indexers.index import Index  # noqa: E402
 from qwen3_rag.pipelines.evaluation import (  # noqa: E402
     BeirDataset,
-    _run_from_hits,
+    document_run,
     evaluate_index,
     index_corpus,
     load_beir,
@@ -130,7 +130,7 @@ def ndcg_per_query(ds: BeirDataset, retriever: Retriever, mode: str) -> dict[str
     depth = 300 if retriever.index.chunking.chunk_size else 100
     hits = retriever.search_batch([ds.queries[q] for q in ids], k=depth, mode=mode,  # type: ignore[arg-type]
                                   candidates=depth, overlap="none")
-    run = _run_from_hits(hits, ids, 100, rank_scores=mode == "hybrid")
+    run = document_run(hits, ids, 100, rank_scores=mode == "hybrid")
     return {q: m["ndcg@10"] for q, m in per_query_metrics(ds.qrels, run, (10, 100)).items()}
 
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import _common as C  # noqa: E402
 
-from qwen3_rag.indexers.bm25 import BM25Index  # noqa: E402
+from qwen3_rag.indexers.bm25 import BM25Config, BM25Index  # noqa: E402
 from qwen3_rag.pipelines.evaluation import BeirDataset, evaluate_run, load_beir  # noqa: E402
 from qwen3_rag.pipelines.fusion import (  # noqa: E402
     CONVEX_ALPHA,
@@ -117,10 +117,11 @@ def _term_bounds(bm25: BM25Index) -> tuple[np.ndarray, np.ndarray]:
     return idf, top
 
 
-def query_lists(name: str, embedder: object) -> tuple[BeirDataset, list[QueryLists]]:
+def query_lists(name: str, embedder: object,
+                bm25_config: BM25Config | None = None) -> tuple[BeirDataset, list[QueryLists]]:
     ds = load_beir(DATA / name)
     sims, doc_ids, query_ids = dense_scores(name, ds, embedder)
-    bm25 = BM25Index()
+    bm25 = BM25Index(bm25_config)
     bm25.add(list(range(len(doc_ids))), [ds.document_text(i) for i in doc_ids])
     texts = [ds.queries[q] for q in query_ids]
     keyword = bm25.search_batch(texts, k=DEPTH)

@@ -181,6 +181,17 @@ class StorageBackend(Protocol):
 
     @property
     @abstractmethod
+    def hybrid_settings(self) -> dict[str, Any] | None:
+        """The hybrid fusion calibrated for this index's data (``fusion``, ``alpha`` and how it was chosen), which
+        a :class:`~qwen3_rag.Retriever` uses unless told otherwise; None when there is none."""
+
+    @abstractmethod
+    def set_hybrid_settings(self, settings: dict[str, Any] | None) -> None:
+        """Store (None: remove) :attr:`hybrid_settings`; durable when it returns. Retrievers opened afterwards use
+        them."""
+
+    @property
+    @abstractmethod
     def embedder(self) -> TextEmbedder | None:
         """The embedder the index was opened with (checked against the model record), if any."""
 

@@ -96,6 +96,17 @@ class JsonIndex(Index):
     def chunking(self) -> ChunkingConfig:
         return ChunkingConfig.from_manifest(self._state["manifest"]["chunking"])
 
+    @property
+    def hybrid_settings(self) -> dict[str, Any] | None:
+        return copy.deepcopy(self._committed["manifest"].get("hybrid"))
+
+    def set_hybrid_settings(self, settings: dict[str, Any] | None) -> None:
+        self._writable()
+        with self.transaction():
+            self._state["manifest"].pop("hybrid", None)
+            if settings is not None:
+                self._state["manifest"]["hybrid"] = json.loads(json.dumps(settings))
+
     # -- writing
     def _writable(self) -> None:
         if self._read_only:

@@ -119,12 +119,25 @@ Path("data/scifact/queries.jsonl").write_text(
 Path("data/scifact/qrels/test.tsv").write_text("query-id\\tcorpus-id\\tscore\\nq1\\td1\\t1\\nq2\\td2\\t1\\n")
 """
 
+_LABELS_FOLDER = """
+Path("my-labels/qrels").mkdir(parents=True)
+Path("my-labels/corpus.jsonl").write_text("")
+_asked = [("when are logs rotated?", "docs/ops.md"), ("when do deploys go out?", "docs/deploy.md")] * 10
+Path("my-labels/queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": q}) + "\\n"
+                                                  for i, (q, _) in enumerate(_asked)))
+Path("my-labels/qrels/test.tsv").write_text("query-id\\tcorpus-id\\tscore\\n" + "".join(
+    f"q{i}\\t{doc}\\t1\\n" for i, (_, doc) in enumerate(_asked)))
+"""
+
 PAGES = {
     "docs/python-api.md": Page(
-        prelude=_DOCS_FOLDER + _BEIR_FOLDER,
+        prelude=_DOCS_FOLDER + _BEIR_FOLDER + _LABELS_FOLDER,
         epilogue="assert report.num_queries == 2 and set(report.metrics) == {'dense', 'bm25', 'hybrid'}\n"
-                 "assert context.sources[0].startswith('[1] ') and result.context.hits\n",
-        expect=("(2, 384) 384 mean 256", "docs/ops.md", FAKE_ANSWER, "'mrr@10': 0.5"),
+                 "assert context.sources[0].startswith('[1] ') and result.context.hits\n"
+                 "assert calibration.queries == 20 and Index.read_manifest('my-index')['hybrid']['alpha'] == "
+                 "calibration.alpha\n",
+        expect=("(2, 384) 384 mean 256", "docs/ops.md", FAKE_ANSWER, "'mrr@10': 0.5",
+                "hybrid calibrated on 20 queries of my-labels", "(calibrated on 20 queries of my-labels)"),
     ),
     "docs/index-format.md": Page(
         prelude=_DOCS_FOLDER + "from qwen3_rag import ingest\n"

@@ -10,6 +10,7 @@ from typing import Any
 
 from qwen3_rag.cli import CLIError
 from qwen3_rag.indexers.chunking import CHUNK_CONTEXTS, DEFAULT_CHUNK_CONTEXT, DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+from qwen3_rag.pipelines.calibration import MIN_GAIN, MIN_QUERIES  # light: evaluation and fusion
 from qwen3_rag.pipelines.evaluation import EVAL_MODES  # standard library only
 from qwen3_rag.pipelines.fusion import CONVEX_ALPHA  # standard library only
 
@@ -56,6 +57,11 @@ def add_parser(subparsers: Any) -> None:
                    help=f"dense weight of the convex fusion, 0..1 (default {CONVEX_ALPHA:g})")
     p.add_argument("--weights", default="1,1", metavar="DENSE,BM25",
                    help="RRF weights (--fusion rrf; default 1,1)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="choose the convex fusion's alpha on these labelled queries and store it in --index, so "
+                        "that hybrid search over that index (query, serve, integrations) uses it; needs --index "
+                        f"and at least {MIN_QUERIES} queries; the default alpha stays unless another gains at "
+                        f"least {MIN_GAIN:g} nDCG")
     p.add_argument("--instruction", default=None, help="query instruction for the embedder")
     p.add_argument("--k", type=int, default=10, help="cut-off for nDCG and MRR (default 10)")
     p.add_argument("--ignore-identical-ids", action="store_true",
@@ -139,6 +145,11 @@ def _check_args(args: argparse.Namespace) -> tuple[list[str], tuple[float, float
     weights = _parse_weights(args.weights)
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise CLIError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    if args.calibrate and not args.index:
+        raise CLIError("--calibrate stores the chosen alpha in the index: give --index LOCATION, the index your "
+                       "queries search")
+    if args.calibrate and (args.fusion != "convex" or args.alpha is not None):
+        raise CLIError("--calibrate chooses the alpha of the convex fusion; leave out --fusion rrf and --alpha")
     for flag, value in (("--k", args.k), ("--candidates", args.candidates)):
         if value < 1:
             raise CLIError(f"{flag} must be at least 1, got {value}")
@@ -174,8 +185,8 @@ def _models(args: argparse.Namespace, location: str, modes: list[str]) -> tuple[
 
 
 def _evaluate(args: argparse.Namespace, dataset: Any, location: str, modes: list[str],
-              weights: tuple[float, float]) -> Any:
-    """Index the corpus (what is not indexed yet) and run the queries."""
+              weights: tuple[float, float]) -> tuple[Any, Any]:
+    """Index the corpus (what is not indexed yet), calibrate hybrid search with --calibrate, run the queries."""
     from qwen3_rag.indexers.index import Index
     from qwen3_rag.pipelines.evaluation import evaluate_index, index_corpus
     from qwen3_rag.pipelines.search import Retriever
@@ -188,10 +199,22 @@ def _evaluate(args: argparse.Namespace, dataset: Any, location: str, modes: list
         fusion: dict[str, Any] = {"fusion": args.fusion, "weights": weights}
         if args.alpha is not None:
             fusion["alpha"] = args.alpha
+        calibration = None
+        if args.calibrate:
+            from qwen3_rag.pipelines.calibration import calibrate_hybrid
+
+            try:
+                calibration = calibrate_hybrid(dataset, Retriever(index, embedder=embedder), k=args.k,
+                                               instruction=args.instruction,
+                                               ignore_identical_ids=args.ignore_identical_ids)
+            except ValueError as exc:
+                raise CLIError(str(exc)) from None
+            index.set_hybrid_settings(calibration.settings())
         retriever = Retriever(index, embedder=embedder, reranker=reranker, **fusion)
-        return evaluate_index(dataset, retriever, modes, k=args.k, reranker=reranker, candidates=args.candidates,
-                              instruction=args.instruction, ignore_identical_ids=args.ignore_identical_ids,
-                              show_progress=not args.no_progress)
+        report = evaluate_index(dataset, retriever, modes, k=args.k, reranker=reranker, candidates=args.candidates,
+                                instruction=args.instruction, ignore_identical_ids=args.ignore_identical_ids,
+                                show_progress=not args.no_progress)
+        return report, calibration
 
 
 def _load_dataset(args: argparse.Namespace) -> Any:
@@ -206,11 +229,14 @@ def _load_dataset(args: argparse.Namespace) -> Any:
     return dataset
 
 
-def _write_report(args: argparse.Namespace, dataset: Any, model: str, report: Any) -> None:
-    """The table on stdout, a warning on stderr for each fused mode that does worse than a single one, and
-    the --json / --plot files."""
+def _write_report(args: argparse.Namespace, dataset: Any, model: str, report: Any, calibration: Any) -> None:
+    """The table on stdout (after the calibration, when one was made), a warning on stderr for each fused mode
+    that does worse than a single one, and the --json / --plot files."""
     import sys
 
+    if calibration is not None:
+        print(calibration.summary())
+        print(f"stored in {args.index}: hybrid search over it uses alpha {calibration.alpha:g}\n")
     print(f"{dataset.path} ({len(dataset.corpus)} documents, {report.num_queries} queries, model {model})")
     if report.settings.get("fusion"):
         print(f"hybrid fusion: {report.settings['fusion']}")
@@ -233,6 +259,6 @@ def run(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args)
     with tempfile.TemporaryDirectory(prefix="qwen3-rag-eval-") as tmp:
         index_dir = args.index or str(Path(tmp) / "index")
-        report = _evaluate(args, dataset, index_dir, modes, weights)
-    _write_report(args, dataset, str(report.settings.get("model")), report)
+        report, calibration = _evaluate(args, dataset, index_dir, modes, weights)
+    _write_report(args, dataset, str(report.settings.get("model")), report, calibration)
     return 0

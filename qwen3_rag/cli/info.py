@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         f"chunking    {chunking['chunk_size']} tokens, overlap {chunking['chunk_overlap']}, context "
         f"{chunking.get('context', 'none')}",
         f"index type  {info['index'].get('spec')} (searching as {info['index'].get('effective')})",
+        f"hybrid      {_hybrid(info.get('hybrid'))}",
         f"documents   {info['documents']}",
         f"chunks      {info['chunks']}",
         f"vectors     {info['vectors']}",
@@ -67,3 +68,12 @@ def run(args: argparse.Namespace) -> int:
     ]
     print("\n".join(lines))
     return 0
+
+
+def _hybrid(settings: dict[str, Any] | None) -> str:
+    if not settings:
+        return "the default fusion (calibrate with qwen3-rag eval --calibrate)"
+    calibration = settings.get("calibration") or {}
+    where = (f", calibrated on {calibration['queries']} queries of {calibration.get('dataset')} "
+             f"({calibration.get('date', '?')})" if "queries" in calibration else "")
+    return f"{settings.get('fusion')}, alpha {settings.get('alpha')}{where}"

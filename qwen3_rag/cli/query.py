@@ -35,8 +35,8 @@ def add_parser(subparsers: Any) -> None:
                    help=f"how --hybrid combines the lists: convex (default: {CONVEX_ALPHA:g} x cosine + "
                         f"{1 - CONVEX_ALPHA:g} x BM25 over "
                         "the query's best BM25 score, weighted by how far that best hit stands out from the "
-                        "tenth, so weak keyword matches barely move the dense order) or rrf (reciprocal rank "
-                        "fusion)")
+                        "tenth, so weak keyword matches barely move the dense order; an index calibrated with "
+                        "qwen3-rag eval --calibrate uses its own weight) or rrf (reciprocal rank fusion)")
     p.add_argument("--rerank", nargs="?", const=DEFAULT_RERANKER_MODEL, default=None, metavar="MODEL",
                    help=f"rerank the top --candidates with a Qwen3-Reranker (default model "
                         f"{DEFAULT_RERANKER_MODEL})")

@@ -9,6 +9,8 @@ default ``\\w\\w+``), English stop words removed, Snowball stemming (PyStemmer) 
 scores exactly what ``bm25s.tokenize(stopwords="en", stemmer=Stemmer("english"))`` scores. Runs of CJK characters
 (Chinese, Japanese kana, Korean Hangul), which have no spaces between words, become character unigrams plus
 bigrams, where bm25s's default keeps a whole clause as one token (see BENCHMARKS.md, 5. Retrieval quality).
+A code identifier (``write_boolean``, ``writeBoolean``) is kept whole and also gives its parts
+(``write``, ``boolean``), so a question in words finds the code that names them; prose has almost no such words.
 
 On disk: one ``.npz`` file (``np.savez``, no pickle; a local index publishes it as ``bm25.<generation>.npz``
 through :class:`BM25Component`) with the arrays ``manifest`` (UTF-8 JSON: format version, BM25 and tokeniser
@@ -25,7 +27,7 @@ import logging
 import re
 import unicodedata
 import zipfile
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BM25Component", "BM25Config", "BM25Index", "FORMAT_VERSION", "matching_spans"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the config has ``identifiers``; a version-1 file reads as ``identifiers="none"``
+_READABLE = (1, 2)
 _FILE = "bm25.npz"
 
 _CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
@@ -46,6 +49,12 @@ _CJK_RUN = re.compile(f"[{_CJK_RANGES}]+")
 _CACHE_LIMIT = 1_000_000  # words whose vocabulary ids BM25Index remembers
 # a CJK run, or two or more word characters that are not CJK ([^\W...]: a class, no look-ahead per character)
 _TOKEN = re.compile(f"[{_CJK_RANGES}]+|[^\\W{_CJK_RANGES}]{{2,}}")
+# where an identifier splits: underscores, and a lower-case letter before a capital (writeBoolean); not inside a
+# run of capitals (HTTPServer), which in prose cuts plurals of acronyms (SNPs, URLs) into noise; ASCII case only
+_IDENTIFIER_CUT = re.compile(r"_+|(?<=[a-z])(?=[A-Z])")
+# where an identifier is: found first (rare in prose, so a text is scanned once), then widened to its word
+_IDENTIFIER_MARK = re.compile(r"_|[a-z][A-Z]")
+_WORD_TAIL = re.compile(f"[^\\W{_CJK_RANGES}]*")
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,9 @@ class BM25Config:
         stopwords: ``"en"`` for bm25s's English list, or None.
         cjk: How runs of CJK characters become tokens: ``"unigram+bigram"`` (best measured on XQuAD zh),
             ``"bigram"`` or ``"none"`` (keep the run as one token, as bm25s does).
+        identifiers: ``"split"``: a word with underscores or inner capitals also gives its parts
+            (``parse_json_file`` -> ``parse_json_file``, ``parse``, ``json``, ``file``); ``"none"``: words stay
+            whole, as bm25s does (and as indexes written before the setting existed do).
     """
 
     k1: float = 1.5
@@ -68,11 +80,18 @@ class BM25Config:
     stemmer: str | None = "english"
     stopwords: Literal["en"] | None = "en"
     cjk: Literal["unigram+bigram", "bigram", "none"] = "unigram+bigram"
+    identifiers: Literal["split", "none"] = "split"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BM25Config:
+        """The settings stored with an index; a setting added later takes the value that matches what an index
+        written without it holds."""
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{**_BEFORE_SETTING, **{k: v for k, v in data.items() if k in known}})
+
+
+#: What an index written before a setting existed did, by setting.
+_BEFORE_SETTING: dict[str, Any] = {"identifiers": "none"}
 
 
 class _Tokenizer:
@@ -100,10 +119,20 @@ class _Tokenizer:
             self._stop = frozenset()
         else:
             raise ValueError(f"stopwords must be 'en' or None, got {config.stopwords!r}")
+        if config.identifiers not in ("split", "none"):
+            raise ValueError(f"identifiers must be 'split' or 'none', got {config.identifiers!r}")
 
     def words(self, text: str) -> list[str]:
-        """The words of a text (NFKC, lower case): CJK runs, or runs of two or more other word characters."""
-        return _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+        """The words of a text (NFKC, lower case): CJK runs, or runs of two or more other word characters; then,
+        with ``identifiers="split"``, the parts of each identifier among them."""
+        text = unicodedata.normalize("NFKC", text)
+        words = _TOKEN.findall(text.lower())
+        if self.config.identifiers == "split":
+            # BM25 counts terms, so the parts may follow all the words; a part is cut from the original case and
+            # lower-cased into words as the text is (U+0130 lower-cases to two characters)
+            words.extend(word for identifier in _identifiers(text) for part in _IDENTIFIER_CUT.split(identifier)
+                         for word in _TOKEN.findall(part.lower()))
+        return words
 
     def terms(self, word: str) -> list[str]:
         """The BM25 terms of one word: CJK unigrams / bigrams, nothing for a stopword, else the stemmed word."""
@@ -123,6 +152,25 @@ class _Tokenizer:
     def __call__(self, text: str) -> list[str]:
         terms = self.terms
         return [term for word in self.words(text) for term in terms(word)]
+
+
+def _identifiers(text: str) -> Iterator[str]:
+    """The words of ``text`` (runs of non-CJK word characters) that hold an identifier cut, each once per
+    occurrence."""
+    end = 0
+    for mark in _IDENTIFIER_MARK.finditer(text):
+        if mark.start() < end:  # another cut of the word just given
+            continue
+        start = mark.start()
+        while start > end and _is_word_character(text[start - 1]):
+            start -= 1
+        end = _WORD_TAIL.match(text, mark.start()).end()  # type: ignore[union-attr]  # matches the empty string
+        yield text[start:end]
+
+
+def _is_word_character(char: str) -> bool:
+    """What ``[^\\W<CJK>]`` matches: ``\\w`` (alphanumeric or underscore) outside the CJK ranges."""
+    return (char.isalnum() or char == "_") and not _CJK_RUN.match(char)
 
 
 @functools.lru_cache(maxsize=8)
@@ -365,8 +413,9 @@ class BM25Index:
             with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
                 manifest = json.loads(arrays["manifest"].tobytes().decode("utf-8"))
                 version = manifest.get("format_version")
-                if version != FORMAT_VERSION:
-                    raise ValueError(f"BM25 format version {version!r}; this qwen3-rag reads {FORMAT_VERSION}")
+                if version not in _READABLE:
+                    raise ValueError(f"BM25 format version {version!r}; this qwen3-rag reads "
+                                     f"{', '.join(map(str, _READABLE))}")
                 vocab_text = arrays["vocab"].tobytes().decode("utf-8")
                 ids, offsets, token_ids = arrays["chunk_ids"], arrays["offsets"], arrays["token_ids"]
         except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:

@@ -264,6 +264,12 @@ class LocalIndex(ManifestProperties, Index):
         """Drop uncommitted writes."""
         self._store.rollback()
 
+    def set_hybrid_settings(self, settings: dict[str, Any] | None) -> None:
+        with self.transaction():
+            self._store.set_meta("manifest", self._with_hybrid(self._store.get_meta("manifest"), settings))
+        self._manifest = self._with_hybrid(self._manifest, settings)
+        self._write_manifest_file()
+
     def _publish(self) -> None:
         names = set(self._derived.recorded())  # every published structure is kept in step, so its file is too
         if self._manifest["index"].get("bm25", True):

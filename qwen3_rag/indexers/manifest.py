@@ -7,8 +7,10 @@ Shared by every storage backend: a backend stores :func:`new_manifest`'s record 
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import errno
+import json
 import logging
 import os
 import platform
@@ -218,6 +220,21 @@ class ManifestProperties:
     def model_info(self) -> dict[str, Any]:
         """The embedder as recorded in the manifest (model id, revision, pooling, dim, ...)."""
         return dict(self._manifest.get("model", {}))
+
+    @property
+    def hybrid_settings(self) -> dict[str, Any] | None:
+        """The hybrid fusion calibrated for this index (``qwen3-rag eval --calibrate``), or None."""
+        settings = self._manifest.get("hybrid")
+        return copy.deepcopy(settings) if settings is not None else None
+
+    def _with_hybrid(self, manifest: dict[str, Any], settings: dict[str, Any] | None) -> dict[str, Any]:
+        """``manifest`` with ``settings`` as its hybrid settings (None: without any); TypeError for a value JSON
+        cannot hold."""
+        self._require_writable()
+        out = {key: value for key, value in manifest.items() if key != "hybrid"}
+        if settings is not None:
+            out["hybrid"] = json.loads(json.dumps(settings))
+        return out
 
     @property
     def embedder(self) -> TextEmbedder | None:

@@ -86,8 +86,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["TOKEN_VARIABLE", "MilvusIndex", "MilvusLocation"]
 
 #: Version of the layout of a Milvus index (its collections and rows, :mod:`~qwen3_rag.indexers.milvus_store`);
-#: the local index's format has its own number.
-FORMAT_VERSION = 1
+#: the local index's format has its own number. 2: the BM25 settings name how identifiers are tokenised (a
+#: version-1 index keeps them whole); an older qwen3-rag refuses a version-2 index rather than search its BM25
+#: terms with another tokeniser.
+FORMAT_VERSION = 2
+_READABLE = (1, 2)
 
 
 def _missing(loc: MilvusLocation) -> str:
@@ -102,10 +105,10 @@ def _stored_manifest(store: MilvusStore, loc: MilvusLocation) -> dict[str, Any]:
     manifest = store.get_meta("manifest")
     if not isinstance(manifest, dict):
         raise FileNotFoundError(_missing(loc))
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in _READABLE:
         raise IndexDamagedError(f"{loc.public!r} has Milvus index format version {manifest.get('format_version')}; "
-                                f"this qwen3-rag reads version {FORMAT_VERSION}. Upgrade qwen3-rag, or rebuild the "
-                                "index.")
+                                f"this qwen3-rag reads versions {', '.join(map(str, _READABLE))}. Upgrade "
+                                "qwen3-rag, or rebuild the index.")
     return dict(manifest)
 
 
@@ -342,6 +345,11 @@ class MilvusIndex(ManifestProperties, Index):
     def rollback(self) -> None:
         """Drop the writes not committed yet."""
         self._pending.clear()
+
+    def set_hybrid_settings(self, settings: dict[str, Any] | None) -> None:
+        manifest = self._with_hybrid(self._store.get_meta("manifest"), settings)
+        self._store.set_meta("manifest", manifest)
+        self._manifest = self._with_hybrid(self._manifest, settings)
 
     def _recover(self) -> None:
         """Delete the chunks a commit that was interrupted left without their document's row."""

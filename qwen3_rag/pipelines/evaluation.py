@@ -48,12 +48,15 @@ __all__ = [
     "METRIC_NAMES",
     "REGRESSION_TOLERANCE",
     "SINGLE_MODES",
+    "document_run",
     "evaluate_index",
     "evaluate_run",
     "index_corpus",
     "load_beir",
     "per_query_metrics",
     "rank_run",
+    "ranked_documents",
+    "scored_documents",
     "recall_curve",
 ]
 
@@ -362,22 +365,40 @@ class EvalReport:
         return "\n".join(rows)
 
 
-def _run_from_hits(hit_lists: Sequence[Sequence[Hit]], query_ids: Sequence[str], depth: int,
-                   rank_scores: bool) -> dict[str, dict[str, float]]:
-    """Document-level run: a document takes its best chunk's place; at most ``depth`` documents per query."""
-    run: dict[str, dict[str, float]] = {}
-    for qid, hits in zip(query_ids, hit_lists, strict=True):
-        scores: dict[str, float] = {}
-        for hit in hits:
-            doc_id = hit.doc_id
-            if doc_id in scores:
-                continue
-            # rank-derived scores keep the pipeline's own order exactly (trec_eval would re-sort ties by id)
-            scores[doc_id] = float(depth - len(scores)) if rank_scores else float(hit.score)
+def document_run(hit_lists: Sequence[Sequence[Hit]], query_ids: Sequence[str], depth: int,
+                 rank_scores: bool) -> dict[str, dict[str, float]]:
+    """Document-level run: a document takes its best chunk's place; at most ``depth`` documents per query.
+    ``rank_scores``: each document scores by its rank, which keeps the pipeline's own order exactly (trec_eval
+    would re-sort ties by id); else by its best hit's score."""
+    if rank_scores:
+        return {qid: ranked_documents((hit.doc_id for hit in hits), depth)
+                for qid, hits in zip(query_ids, hit_lists, strict=True)}
+    return {qid: scored_documents(((hit.doc_id, float(hit.score)) for hit in hits), depth)
+            for qid, hits in zip(query_ids, hit_lists, strict=True)}
+
+
+def scored_documents(pairs: Iterable[tuple[str, float]], depth: int) -> dict[str, float]:
+    """The first ``depth`` distinct documents of a ranked list of (chunks') ``(document id, score)``, each at
+    its first (best) score."""
+    scores: dict[str, float] = {}
+    for doc_id, value in pairs:
+        if doc_id not in scores:
+            scores[doc_id] = value
             if len(scores) >= depth:
                 break
-        run[qid] = scores
-    return run
+    return scores
+
+
+def ranked_documents(doc_ids: Iterable[str], depth: int) -> dict[str, float]:
+    """The first ``depth`` distinct documents of a ranked list of (chunks') document ids, each scored by its
+    rank (``depth`` for the first, then ``depth - 1``, ...)."""
+    scores: dict[str, float] = {}
+    for doc_id in doc_ids:
+        if doc_id not in scores:
+            scores[doc_id] = float(depth - len(scores))
+            if len(scores) >= depth:
+                break
+    return scores
 
 
 def evaluate_index(
@@ -483,7 +504,7 @@ def _evaluate_modes(ds: BeirDataset, retriever: Retriever, modes: Sequence[str],
             hybrid_lists = hit_lists
         elif mode == "rerank" and hybrid_lists:
             report.seconds[mode] += report.seconds["hybrid"]  # what a rerank run costs: the hybrid search too
-        run = _run_from_hits(hit_lists, query_ids, depth, rank_scores=mode in ("hybrid", "rerank"))
+        run = document_run(hit_lists, query_ids, depth, rank_scores=mode in ("hybrid", "rerank"))
         full = evaluate_run(ds.qrels, run, sorted({k, depth}), ignore_identical_ids)
         report.metrics[mode] = {f"ndcg@{k}": full[f"ndcg@{k}"], f"recall@{depth}": full[f"recall@{depth}"],
                                 f"mrr@{k}": full[f"mrr@{k}"], f"map@{depth}": full[f"map@{depth}"]}

@@ -74,8 +74,11 @@ class Retriever:
             BM25 score weighted by how clearly its best hit stands out, so that hybrid stays close to the
             better of dense and BM25 when one of them is noise, e.g. an embedding model that does not know
             the language, or questions against code) or ``"rrf"`` (reciprocal rank fusion). BENCHMARKS.md,
-            "Hybrid fusion", compares them.
-        alpha: Dense weight of the convex fusion.
+            "Hybrid fusion", compares them. None: the fusion calibrated for the index
+            (:attr:`~qwen3_rag.protocols.StorageBackend.hybrid_settings`, ``qwen3-rag eval --calibrate``), else
+            ``"convex"``.
+        alpha: Dense weight of the convex fusion. None: the index's calibrated alpha (when its fusion is the one
+            used), else :data:`~qwen3_rag.pipelines.fusion.CONVEX_ALPHA`.
         weights: RRF weights of the (dense, BM25) lists.
         rrf_k: The RRF constant.
         overlap: What to do with overlapping chunks of one document in a result list: ``"merge"``, ``"dedup"`` or
@@ -91,18 +94,23 @@ class Retriever:
     """
 
     def __init__(self, index: str | os.PathLike[str] | StorageBackend, *, model: str | None = None,
-                 embedder: TextEmbedder | None = None, reranker: Reranking = None, fusion: FusionMethod = "convex",
-                 alpha: float = CONVEX_ALPHA, weights: Sequence[float] = (1.0, 1.0), rrf_k: int = RRF_K,
+                 embedder: TextEmbedder | None = None, reranker: Reranking = None, fusion: FusionMethod | None = None,
+                 alpha: float | None = None, weights: Sequence[float] = (1.0, 1.0), rrf_k: int = RRF_K,
                  overlap: OverlapMode = "merge", instruction: str | None = None, device: str = "auto",
                  query_cache_size: int = 1024) -> None:
-        _check_options(overlap=overlap, weights=weights, rrf_k=rrf_k, fusion=fusion, alpha=alpha)
+        _check_options(overlap=overlap, weights=weights, rrf_k=rrf_k, fusion=fusion or "convex",
+                       alpha=CONVEX_ALPHA if alpha is None else alpha)
         self._owns_index = isinstance(index, (str, os.PathLike))
         self.index = _open(index, model, embedder, device) if isinstance(index, (str, os.PathLike)) else index
-        self._embedder = _embedder_for(self.index, model, embedder, device)
+        try:
+            self._embedder = _embedder_for(self.index, model, embedder, device)
+            self.fusion, self.alpha, self.calibration = _fusion_for(self.index, fusion, alpha)
+        except BaseException:
+            if self._owns_index:
+                self.index.close()
+            raise
         self.device = device
         self.reranker = reranker
-        self.fusion: FusionMethod = fusion
-        self.alpha = float(alpha)
         self.weights = (float(weights[0]), float(weights[1]))
         self.rrf_k = int(rrf_k)
         self.overlap: OverlapMode = overlap
@@ -146,8 +154,15 @@ class Retriever:
 
     @property
     def fusion_description(self) -> str:
-        """The fusion of hybrid search in words, e.g. ``"convex, BM25 confidence-weighted, alpha 0.35"``."""
-        return describe_fusion(self.fusion, self.alpha, self.rrf_k, self.weights)
+        """The fusion of hybrid search in words, e.g. ``"convex, BM25 confidence-weighted, alpha 0.35"``, and
+        where its weight came from when the index's calibration chose it."""
+        text = describe_fusion(self.fusion, self.alpha, self.rrf_k, self.weights)
+        calibration = self.calibration
+        if calibration is not None and "queries" in calibration:
+            text += f" (calibrated on {calibration['queries']} queries of {calibration.get('dataset', '?')})"
+        elif calibration is not None:
+            text += " (the index's hybrid settings)"
+        return text
 
     # -- reranking -----------------------------------------------------------------------------------------------
     def _resolve_reranker(self, rerank: Reranking) -> PairScorer | None:
@@ -360,6 +375,29 @@ def _embedder_for(index: StorageBackend, model: str | None, embedder: TextEmbedd
         embedder = load_embedder(model, record=index.model_info, device=device)
     check_embedder(index.model_info, embedder, index.location)
     return embedder
+
+
+def _fusion_for(index: StorageBackend, fusion: FusionMethod | None,
+                alpha: float | None) -> tuple[FusionMethod, float, dict[str, Any] | None]:
+    """The fusion, its alpha and, where the index's stored settings supplied them, their calibration record."""
+    explicit: tuple[FusionMethod, float, None] = (fusion or "convex", CONVEX_ALPHA if alpha is None else float(alpha),
+                                                  None)
+    stored = None if alpha is not None or fusion == "rrf" else index.hybrid_settings
+    if stored is None:
+        return explicit
+    try:
+        missing = [key for key in ("fusion", "alpha") if key not in stored]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} missing")
+        stored_fusion, stored_alpha = stored["fusion"], float(stored["alpha"])
+        _check_options(overlap="merge", weights=(1.0, 1.0), rrf_k=RRF_K, fusion=stored_fusion, alpha=stored_alpha)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the index at {index.location!r} has unusable hybrid settings {stored!r} ({exc}); "
+                         "calibrate again with qwen3-rag eval --calibrate, or remove them with "
+                         "index.set_hybrid_settings(None)") from None
+    if fusion not in (None, stored_fusion):
+        return explicit
+    return stored_fusion, stored_alpha, dict(stored.get("calibration") or {})
 
 
 def _check_options(*, overlap: str, weights: Sequence[float], rrf_k: int, fusion: str, alpha: float) -> None:

@@ -228,6 +228,25 @@ def test_a_read_only_index_refuses_writes(location: str, hash_embedder: Any) -> 
             index.delete(["d1"])
 
 
+def test_hybrid_settings_are_stored_with_the_index(location: str, hash_embedder: Any) -> None:
+    settings = {"fusion": "convex", "alpha": 0.8, "calibration": {"dataset": "mine", "queries": 40}}
+    with build(location, hash_embedder) as index:
+        assert index.hybrid_settings is None
+        index.set_hybrid_settings(settings)
+        assert index.hybrid_settings == settings
+        index.hybrid_settings["alpha"] = 0.1  # a copy: the stored settings do not change
+        before = stored(index)
+    with Index.open(location, hash_embedder, read_only=True) as index:
+        assert index.hybrid_settings == settings and Index.read_manifest(location)["hybrid"] == settings
+        assert stored(index) == before  # the documents are untouched
+        with pytest.raises(PermissionError):
+            index.set_hybrid_settings(None)
+    with Index.open(location, hash_embedder) as index:
+        index.set_hybrid_settings(None)
+    with Index.open(location, hash_embedder, read_only=True) as index:
+        assert index.hybrid_settings is None and "hybrid" not in index.manifest
+
+
 LONG = Document(id="long", text=" ".join(f"word{i % 97} and more text {i}." for i in range(150)), source="long.txt",
                 metadata={"n": -1, "group": 1})
 PARTS_CORPUS = [*corpus(6), LONG, *corpus(4, "after")]

@@ -6,6 +6,7 @@ test."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ pytest.importorskip("milvus_lite", reason="the [milvus] extra is not installed")
 
 from qwen3_rag import Document, Index, IndexMismatchError, ingest_documents  # noqa: E402
 from qwen3_rag.indexers import milvus, milvus_connection  # noqa: E402
+from qwen3_rag.indexers.bm25 import BM25Config  # noqa: E402
 from qwen3_rag.indexers.filters import FilterError, matches, milvus_fields, to_milvus  # noqa: E402
 from qwen3_rag.indexers.index import redact_location  # noqa: E402
 from qwen3_rag.indexers.manifest import IndexLockedError  # noqa: E402
@@ -334,7 +336,7 @@ def test_keyword_search_analyses_text_like_the_local_index(where: str, hash_embe
             Document(id="zh", text="北京是中国的首都。"),
             Document(id="de", text="Größenordnung der Straße"),
             Document(id="code", text="call parse_config_file() then x_ray")]
-    queries = ["ranked", "中国首都", "straße", "parse_config_file", "xray x_ray", "the of"]
+    queries = ["ranked", "中国首都", "straße", "parse_config_file", "xray x_ray", "the of", "config"]
     with Index.create(where, hash_embedder, chunk_size=0) as milvus, \
             Index.create(tmp_path / "local", hash_embedder, chunk_size=0) as local:
         found = []
@@ -343,8 +345,40 @@ def test_keyword_search_analyses_text_like_the_local_index(where: str, hash_embe
             results = index.keyword_search(queries, 5)
             found.append([[c.doc_id for c in index.get_chunks([i for i, _ in hits])] for hits in results])
         scores = [s for hits in milvus.keyword_search(queries, 5) for _, s in hits]
-    assert found[0] == found[1] == [["en"], ["zh"], ["de"], ["code"], ["code"], []]  # stop words match nothing
+    # stop words match nothing; an identifier's parts match
+    assert found[0] == found[1] == [["en"], ["zh"], ["de"], ["code"], ["code"], [], ["code"]]
     assert scores and all(s > 0 for s in scores)  # positive, as BM25 scores are (Milvus Lite negates them)
+
+
+def test_an_index_from_before_identifier_splitting_searches_as_it_was_written(
+        where: str, hash_embedder: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version-1 index stored identifiers whole; its queries must be tokenised so too (otherwise the query's
+    parts would find prose the stored identifiers never matched), and an unknown version is refused."""
+    docs = [Document(id="code", text="call parse_config_file() first"),
+            Document(id="prose", text="the config file is read at start")]
+    @dataclasses.dataclass(frozen=True)
+    class BeforeSplitting(BM25Config):
+        identifiers: Literal["split", "none"] = "none"
+
+    monkeypatch.setattr(milvus, "BM25Config", BeforeSplitting)
+    with Index.create(where, hash_embedder, chunk_size=0) as index:
+        ingest_documents(docs, index)
+        manifest = index._store.get_meta("manifest")  # noqa: SLF001
+    monkeypatch.undo()
+    manifest["format_version"] = 1
+    del manifest["index"]["bm25_config"]["identifiers"]
+    with Index.open(where, hash_embedder) as index:
+        index._store.set_meta("manifest", manifest)  # noqa: SLF001
+    with Index.open(where, hash_embedder) as index:
+        [hits] = index.keyword_search(["parse_config_file"], 5)
+        assert [c.doc_id for c in index.get_chunks([i for i, _ in hits])] == ["code"]
+        ingest_documents([Document(id="more", text="then write_boolean")], index)
+        assert index.keyword_search(["boolean"], 5) == [[]]  # new chunks are written the old way too
+    manifest["format_version"] = 99
+    with Index.open(where, hash_embedder) as index:
+        index._store.set_meta("manifest", manifest)  # noqa: SLF001
+    with pytest.raises(milvus.IndexDamagedError, match="format version 99; this qwen3-rag reads versions 1, 2"):
+        Index.open(where, hash_embedder)
 
 
 # -- interrupted writes ----------------------------------------------------------------------------------------
