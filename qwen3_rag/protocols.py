@@ -21,6 +21,7 @@ import numpy as np
 from qwen3_rag.types import Chunk, Document, IndexCounts, RerankResult, WriteStats
 
 if TYPE_CHECKING:
+    from qwen3_rag.indexers.bm25 import BM25Config
     from qwen3_rag.indexers.chunking import ChunkingConfig
 
 __all__ = [
@@ -184,6 +185,11 @@ class StorageBackend(Protocol):
     def hybrid_settings(self) -> dict[str, Any] | None:
         """The hybrid fusion calibrated for this index's data (``fusion``, ``alpha`` and how it was chosen), which
         a :class:`~qwen3_rag.Retriever` uses unless told otherwise; None when there is none."""
+
+    @property
+    @abstractmethod
+    def keyword_config(self) -> BM25Config:
+        """The BM25 settings keyword search tokenises with (what a highlight of the query's terms must follow)."""
 
     @abstractmethod
     def set_hybrid_settings(self, settings: dict[str, Any] | None) -> None:

@@ -96,6 +96,8 @@ class JsonIndex(Index):
     def chunking(self) -> ChunkingConfig:
         return ChunkingConfig.from_manifest(self._state["manifest"]["chunking"])
 
+    keyword_config = property(lambda self: BM25Index().config)  # keyword_search builds a default BM25Index
+
     @property
     def hybrid_settings(self) -> dict[str, Any] | None:
         return copy.deepcopy(self._committed["manifest"].get("hybrid"))

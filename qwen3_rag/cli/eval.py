@@ -59,7 +59,7 @@ def add_parser(subparsers: Any) -> None:
                    help="RRF weights (--fusion rrf; default 1,1)")
     p.add_argument("--calibrate", action="store_true",
                    help="choose the convex fusion's alpha on these labelled queries and store it in --index, so "
-                        "that hybrid search over that index (query, serve, integrations) uses it; needs --index "
+                        "that hybrid search over that index (query, serve, LangChain) uses it; needs --index "
                         f"and at least {MIN_QUERIES} queries; the default alpha stays unless another gains at "
                         f"least {MIN_GAIN:g} nDCG")
     p.add_argument("--instruction", default=None, help="query instruction for the embedder")

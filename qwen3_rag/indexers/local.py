@@ -211,6 +211,14 @@ class LocalIndex(ManifestProperties, Index):
     def _component(self, name: str) -> VectorComponent | BM25Component:
         return VectorComponent(self.dim, self.spec, self._use_gpu) if name == "vectors" else BM25Component()
 
+    @property
+    def keyword_config(self) -> BM25Config:
+        """The BM25 settings of the keyword index (loaded for an index that keeps one; one that does not builds it
+        with the defaults when first searched)."""
+        if "bm25" in self._derived or self._manifest["index"].get("bm25", True):
+            return self.keyword_index().config
+        return BM25Config()
+
     def keyword_index(self, config: BM25Config | None = None) -> BM25Index:
         """The BM25 index at the last commit, loaded or built on first use; a writer keeps it in step and
         publishes it from then on. ``config`` other than the stored settings rebuilds it."""

@@ -346,6 +346,10 @@ class MilvusIndex(ManifestProperties, Index):
         """Drop the writes not committed yet."""
         self._pending.clear()
 
+    @property
+    def keyword_config(self) -> BM25Config:
+        return self._terms.config
+
     def set_hybrid_settings(self, settings: dict[str, Any] | None) -> None:
         manifest = self._with_hybrid(self._store.get_meta("manifest"), settings)
         self._store.set_meta("manifest", manifest)

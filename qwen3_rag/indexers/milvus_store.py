@@ -113,6 +113,10 @@ class Terms:
     def __init__(self, config: BM25Config) -> None:
         self._bm25 = BM25Index(config)
 
+    @property
+    def config(self) -> BM25Config:
+        return self._bm25.config
+
     def __call__(self, text: str, what: str = "") -> str:
         words = [t if _PLAIN_TERM.fullmatch(t) else "x" + t.encode("utf-8").hex() for t in self._bm25.tokenize(text)]
         out = " ".join(words)

@@ -8,7 +8,7 @@ labelled queries' dense and BM25 lists once, fuses them at every weight of :data
 :data:`MIN_GAIN` over the default (a difference that small is noise at a few hundred queries). Stored with
 ``index.set_hybrid_settings(calibration.settings())`` (what ``qwen3-rag eval --calibrate`` does), the weight is
 what every retriever over that index uses from then on: ``qwen3-rag query --hybrid``, ``qwen3-rag serve``,
-the framework integrations.
+LangChain's ``Qwen3Retriever``.
 
 The choice is made on the queries given and measured on them too, so it is optimistic; the more queries, the
 closer the gain is to what new queries will see. Fewer than :data:`MIN_QUERIES` are refused.
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from qwen3_rag.pipelines.evaluation import (
     BeirDataset,
+    chunks_for_documents,
     evaluate_run,
     load_beir,
     ranked_documents,
@@ -112,7 +113,7 @@ def calibrate_hybrid(dataset: BeirDataset | str | Path, retriever: Retriever, *,
     alphas = sorted({float(a) for a in alphas} | {CONVEX_ALPHA})
     if alphas[0] < 0 or alphas[-1] > 1:
         raise ValueError(f"alphas must be in [0, 1], got {alphas}")
-    chunk_depth = depth * 3 if retriever.index.chunking.chunk_size else depth
+    chunk_depth = chunks_for_documents(retriever.index, depth)
     dense: list[list[tuple[int, float]]] = []
     keyword: list[list[tuple[int, float]]] = []
     doc_of: dict[int, str] = {}

@@ -48,6 +48,7 @@ __all__ = [
     "METRIC_NAMES",
     "REGRESSION_TOLERANCE",
     "SINGLE_MODES",
+    "chunks_for_documents",
     "document_run",
     "evaluate_index",
     "evaluate_run",
@@ -389,6 +390,12 @@ def scored_documents(pairs: Iterable[tuple[str, float]], depth: int) -> dict[str
     return scores
 
 
+def chunks_for_documents(index: StorageBackend, depth: int) -> int:
+    """How many chunks to ask for so that ``depth`` distinct documents come back: more when a document has
+    several chunks."""
+    return depth * 3 if index.chunking.chunk_size else depth
+
+
 def ranked_documents(doc_ids: Iterable[str], depth: int) -> dict[str, float]:
     """The first ``depth`` distinct documents of a ranked list of (chunks') document ids, each scored by its
     rank (``depth`` for the first, then ``depth - 1``, ...)."""
@@ -447,9 +454,7 @@ def evaluate_index(
     if "rerank" in modes and reranker is None:
         raise ValueError("the 'rerank' mode needs a reranker (--rerank-model MODEL)")
     query_ids = list(ds.queries)
-    chunked = bool(retriever.index.chunking.chunk_size)
-    # with several chunks per document, ask for more chunks so that `depth` distinct documents come back
-    chunk_depth = depth * 3 if chunked else depth
+    chunk_depth = chunks_for_documents(retriever.index, depth)
     report = EvalReport(num_queries=len(query_ids))
     report.settings = {"dataset": str(ds.path), "model": retriever.index.model_info.get("model"),
                        "split": ds.split, "k": k, "depth": depth,

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from fastapi import APIRouter
 
-from qwen3_rag.indexers.bm25 import matching_spans
+from qwen3_rag.indexers.bm25 import BM25Config, matching_spans
 from qwen3_rag.pipelines.rag import Context, build_context, cite
 from qwen3_rag.pipelines.search import hits_to_dicts
 from qwen3_rag.pipelines.writing import DocumentWriter, IngestReport, as_document
@@ -66,26 +66,32 @@ async def run_context(runtime: Runtime, served: ServedIndex, query: str, args: S
     return await served.slot.call(build_context, hits, max_tokens or runtime.config.context_tokens, counter)
 
 
-def citations(context: Context, highlight: str | None = None) -> list[dict[str, Any]]:
+def citations(context: Context, highlight: str | None = None,
+              keyword_config: BM25Config | None = None) -> list[dict[str, Any]]:
     """The passages of a context as JSON: ``n`` (the number the context cites it by), ``citation`` and the hit
-    (with its ``highlights`` for the query ``highlight``, when given)."""
-    dicts = _hit_dicts(context.hits, highlight)
+    (with its ``highlights`` for the query ``highlight``, when given, as the index's BM25 ``keyword_config``
+    matches it)."""
+    dicts = _hit_dicts(context.hits, highlight, keyword_config)
     return [{"n": n, "citation": cite(hit), **hit_dict}
             for n, (hit, hit_dict) in enumerate(zip(context.hits, dicts, strict=True), 1)]
 
 
-def _hit_dicts(hits: list[Hit], highlight: str | None) -> list[dict[str, Any]]:
+def _hit_dicts(hits: list[Hit], highlight: str | None,
+               keyword_config: BM25Config | None = None) -> list[dict[str, Any]]:
     """The hits as JSON; with a query to ``highlight``, each with ``highlights``: where its text holds the query's
     terms, as ``[start, end]`` character offsets into the hit's text."""
     dicts = hits_to_dicts(hits)
     if highlight is not None:
         for hit_dict in dicts:
-            hit_dict["highlights"] = [list(span) for span in matching_spans(hit_dict["text"], highlight)]
+            hit_dict["highlights"] = [list(span)
+                                      for span in matching_spans(hit_dict["text"], highlight, keyword_config)]
     return dicts
 
 
-def _results(texts: list[str], results: list[list[Hit]], highlight: bool) -> list[list[dict[str, Any]]]:
-    return [_hit_dicts(hits, query if highlight else None) for query, hits in zip(texts, results, strict=True)]
+def _results(texts: list[str], results: list[list[Hit]], highlight: bool,
+             keyword_config: BM25Config) -> list[list[dict[str, Any]]]:
+    return [_hit_dicts(hits, query if highlight else None, keyword_config)
+            for query, hits in zip(texts, results, strict=True)]
 
 
 @router.post("/v1/search")
@@ -93,7 +99,7 @@ async def search(body: SearchRequest, runtime: RuntimeDep) -> dict[str, Any]:
     """The best passages for ``query`` (or each of ``queries``), with every score, as ``Retriever.search``."""
     served = runtime.index(body.index)
     results = await run_search(runtime, served, body.texts, body)
-    hits = await runtime.run(_results, body.texts, results, body.highlight)
+    hits = await runtime.run(_results, body.texts, results, body.highlight, served.keyword_config)
     if body.query is not None:
         return {"index": served.name, "hits": hits[0]}
     return {"index": served.name,
@@ -107,7 +113,7 @@ async def context(body: ContextRequest, runtime: RuntimeDep) -> dict[str, Any]:
         raise APIError(400, "a context is built for one query: send 'query', not 'queries'", "invalid_value")
     served = runtime.index(body.index)
     built = await run_context(runtime, served, body.query, body, body.max_tokens)
-    cited = await runtime.run(citations, built, body.query if body.highlight else None)
+    cited = await runtime.run(citations, built, body.query if body.highlight else None, served.keyword_config)
     return {"index": served.name, "context": built.text, "tokens": built.tokens, "truncated": built.truncated,
             "citations": cited}
 

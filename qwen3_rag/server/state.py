@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from qwen3_rag.indexers.bm25 import BM25Config
 from qwen3_rag.indexers.chunking import Chunker
 from qwen3_rag.pipelines.search import Retriever
 from qwen3_rag.protocols import StorageBackend
@@ -81,6 +82,7 @@ class ServedIndex:
     retriever: Retriever
     chunker: Chunker
     write_lock: threading.Lock
+    keyword_config: BM25Config  # what highlights follow: the index's BM25 tokenisation, read at start
 
     @property
     def writable(self) -> bool:
@@ -173,4 +175,5 @@ def _serve(opened: OpenIndex, slot: ModelSlot) -> ServedIndex:
     chunker = Chunker.for_embedder(opened.embedder, chunking.chunk_size, chunking.chunk_overlap)
     chunker.count_tokens("warm-up")  # makes the chunker's own tokenizer copy now, before the model thread runs
     retriever = Retriever(index, embedder=BatchedEmbedder(slot), query_cache_size=0)
-    return ServedIndex(opened.name, opened, index, slot, retriever, chunker, threading.Lock())
+    return ServedIndex(opened.name, opened, index, slot, retriever, chunker, threading.Lock(),
+                       opened.index.keyword_config)

@@ -20,6 +20,7 @@ import pytest
 from index_helpers import TOPICS, corpus, oracle
 
 from qwen3_rag import Document, Index, IndexMismatchError, ingest_documents
+from qwen3_rag.indexers.bm25 import BM25Config
 from qwen3_rag.indexers.chunking import Chunker
 from qwen3_rag.indexers.filters import FilterError, matches
 from qwen3_rag.pipelines.writing import DocumentWriter
@@ -232,6 +233,7 @@ def test_hybrid_settings_are_stored_with_the_index(location: str, hash_embedder:
     settings = {"fusion": "convex", "alpha": 0.8, "calibration": {"dataset": "mine", "queries": 40}}
     with build(location, hash_embedder) as index:
         assert index.hybrid_settings is None
+        assert index.keyword_config == BM25Config()  # a new index tokenises as the defaults say
         index.set_hybrid_settings(settings)
         assert index.hybrid_settings == settings
         index.hybrid_settings["alpha"] = 0.1  # a copy: the stored settings do not change

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import bm25s
 import numpy as np
@@ -230,3 +231,18 @@ def test_matching_spans_cover_exactly_the_shared_terms(text: str, query: str) ->
         if bm25._CJK_RUN.match(match.group()[0]):
             continue
         assert (match.start() in starts) == bool(set(BM25Index().tokenize(match.group())) & wanted)
+
+
+def test_a_local_index_reports_the_settings_its_bm25_file_holds(tmp_path: Path, hash_embedder: Any) -> None:
+    from qwen3_rag import Document, Index, ingest_documents
+
+    with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0) as index:
+        ingest_documents([Document(id="code", text="call parse_config_file() first"),
+                          Document(id="prose", text="the config file is read at start")], index)
+        index.keyword_index(BM25Config(identifiers="none"))  # rebuilt with these settings, published at close
+    with Index.open(tmp_path / "ix", hash_embedder, read_only=True) as index:
+        assert index.keyword_config.identifiers == "none"
+        [hits] = index.keyword_search(["parse_config_file"], 5)
+        assert [c.doc_id for c in index.get_chunks([i for i, _ in hits])] == ["code"]
+    with Index.create(tmp_path / "dense-only", hash_embedder, chunk_size=0, bm25=False) as index:
+        assert index.keyword_config == BM25Config()  # what a first keyword search would build

@@ -288,3 +288,16 @@ def test_concurrent_writes_and_searches_on_one_index(serve, tmp_path, minilm_emb
         assert httpx.get(url + "/v1/indexes/notes").json()["counts"] == {"documents": 16, "chunks": 16, "vectors": 16}
         hits = _post(url, "/v1/search", {"index": "notes", "query": "Note 6: all about backups", "k": 1})["hits"]
         assert hits[0]["doc_id"] == "d6"
+
+
+def test_highlights_follow_the_index_s_bm25_settings() -> None:
+    """An index written before identifiers were split matches ``parse_config_file`` only whole: its highlights
+    must not mark it for "config file", as a new index's do."""
+    from qwen3_rag.indexers.bm25 import BM25Config
+    from qwen3_rag.server.index_routes import _results
+    from qwen3_rag.types import Hit
+
+    hit = Hit(chunk_id=1, doc_id="code", text="call parse_config_file() first", score=1.0)
+    new, old = (_results(["the config file"], [[hit]], True, BM25Config(identifiers=setting))[0][0]
+                for setting in ("split", "none"))
+    assert new["highlights"] == [[5, 22]] and old["highlights"] == []
