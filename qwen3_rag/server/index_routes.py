@@ -124,7 +124,7 @@ def _describe(served: ServedIndex) -> dict[str, Any]:
     return {"name": served.name, "object": "index", "writable": served.writable,
             "read_only_reason": served.opened.read_only_reason, "counts": dataclasses.asdict(index.count()),
             "model": index.model_info, "chunking": dict(manifest.get("chunking", {})),
-            "index_type": manifest.get("index", {}).get("spec")}
+            "index_type": manifest.get("index", {}).get("spec"), "hybrid": served.retriever.fusion_description}
 
 
 @router.get("/v1/indexes")
@@ -135,7 +135,7 @@ async def indexes(runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.get("/v1/indexes/{name}")
 async def index_info(name: str, runtime: RuntimeDep) -> dict[str, Any]:
-    """One served index: counts, model record, chunking, index type, whether it takes writes."""
+    """One served index: counts, model record, chunking, index type, hybrid fusion, whether it takes writes."""
     return await runtime.run(_describe, runtime.index(name))
 
 
