@@ -54,7 +54,8 @@ def add_parser(subparsers: Any) -> None:
                         "best BM25 score, weighted by how far that best hit stands out from the tenth) or rrf "
                         "(reciprocal rank fusion)")
     p.add_argument("--alpha", type=float, default=None,
-                   help=f"dense weight of the convex fusion, 0..1 (default {CONVEX_ALPHA:g})")
+                   help=f"dense weight of the convex fusion, 0..1 (default: the one calibrated for --index, "
+                        f"else {CONVEX_ALPHA:g})")
     p.add_argument("--weights", default="1,1", metavar="DENSE,BM25",
                    help="RRF weights (--fusion rrf; default 1,1)")
     p.add_argument("--calibrate", action="store_true",
@@ -204,7 +205,9 @@ def _evaluate(args: argparse.Namespace, dataset: Any, location: str, modes: list
             from qwen3_rag.pipelines.calibration import calibrate_hybrid
 
             try:
-                calibration = calibrate_hybrid(dataset, Retriever(index, embedder=embedder), k=args.k,
+                # explicit fusion settings: the weights are tried whatever the index has stored, even if unusable
+                searcher = Retriever(index, embedder=embedder, fusion="convex", alpha=CONVEX_ALPHA)
+                calibration = calibrate_hybrid(dataset, searcher, k=args.k,
                                                instruction=args.instruction,
                                                ignore_identical_ids=args.ignore_identical_ids)
             except ValueError as exc:

@@ -140,3 +140,10 @@ def test_eval_calibrate_stores_the_weight_in_the_index(tmp_path: Path, tiny_qwen
         stored["calibration"]["chosen"], abs=1e-4)
     assert main(["info", str(tmp_path / "ix")]) == 0
     assert f"hybrid      convex, alpha {alpha}, calibrated on 24 queries of set" in capsys.readouterr().out
+    with Index.open(tmp_path / "ix") as index:  # settings no retriever can use ...
+        index.set_hybrid_settings({"fusion": "convex", "alpha": 2})
+    assert main([*base, "--index", str(tmp_path / "ix"), "--modes", "dense"]) == 2
+    assert "unusable hybrid settings" in capsys.readouterr().err
+    assert main([*base, "--calibrate", "--index", str(tmp_path / "ix"), "--modes", "dense"]) == 0  # ... replaced
+    assert Index.read_manifest(tmp_path / "ix")["hybrid"] == stored | {"calibration": {
+        **stored["calibration"], "date": Index.read_manifest(tmp_path / "ix")["hybrid"]["calibration"]["date"]}}
