@@ -78,8 +78,8 @@ class HybridCalibration:
         metric = f"ndcg@{self.k}"
         return {"fusion": "convex", "alpha": self.alpha,
                 "calibration": {"dataset": self.dataset, "queries": self.queries, "metric": metric,
-                                "chosen": round(self.ndcg[self.alpha], 4),
-                                f"default (alpha {CONVEX_ALPHA:g})": round(self.default, 4),
+                                "chosen": round(self.ndcg[self.alpha], 4), "default": round(self.default, 4),
+                                "default_alpha": CONVEX_ALPHA,
                                 "dense": round(self.dense, 4), "bm25": round(self.bm25, 4),
                                 "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}}
 
