@@ -117,9 +117,9 @@ def _term_bounds(bm25: BM25Index) -> tuple[np.ndarray, np.ndarray]:
     return idf, top
 
 
-def query_lists(name: str, embedder: object,
-                bm25_config: BM25Config | None = None) -> tuple[BeirDataset, list[QueryLists]]:
-    ds = load_beir(DATA / name)
+def query_lists(name: str, embedder: object, bm25_config: BM25Config | None = None,
+                root: Path = DATA) -> tuple[BeirDataset, list[QueryLists]]:
+    ds = load_beir(root / name)
     sims, doc_ids, query_ids = dense_scores(name, ds, embedder)
     bm25 = BM25Index(bm25_config)
     bm25.add(list(range(len(doc_ids))), [ds.document_text(i) for i in doc_ids])
