@@ -49,8 +49,8 @@ def main() -> None:
     results: dict[str, dict[str, dict]] = {s: {} for s in SETTINGS}
     for identifiers in SETTINGS:
         tuning = {name: _lists(name, identifiers, embedder) for name in F.TUNING}
-        best = {n: max(F.singles(ds, ls)["dense"]["ndcg@10"], F.singles(ds, ls)["bm25"]["ndcg@10"])
-                for n, (ds, ls) in tuning.items()}
+        best = {n: max(m["dense"]["ndcg@10"], m["bm25"]["ndcg@10"])
+                for n, m in ((n, F.singles(ds, ls)) for n, (ds, ls) in tuning.items())}
         changes = {a: [F.score(ds, ls, F._default, a)["ndcg@10"] - best[n]  # noqa: SLF001
                        for n, (ds, ls) in tuning.items()] for a in F.ALPHAS}
         alpha = max(F.ALPHAS, key=lambda a: (round(min(changes[a]), 4), round(float(np.mean(changes[a])), 4)))

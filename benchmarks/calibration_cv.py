@@ -27,16 +27,10 @@ import _common as C  # noqa: E402
 import fusion_weights as F  # noqa: E402
 
 from qwen3_rag.pipelines.calibration import ALPHAS, choose_alpha  # noqa: E402
-from qwen3_rag.pipelines.evaluation import per_query_metrics  # noqa: E402
 from qwen3_rag.pipelines.fusion import CONVEX_ALPHA  # noqa: E402
 
 OUT = F.ROOT / "benchmarks" / "results" / "calibration_cv.json"
 SETS = F.TUNING + ["mbpp", "cranfield", "cisi"]
-
-
-def _per_query(ds: F.BeirDataset, lists: list[F.QueryLists], fuse: F.Callable, alpha: float) -> dict[str, float]:
-    run = {q.qid: dict(fuse(q, alpha)[:F.DEPTH]) for q in lists}
-    return {qid: m["ndcg@10"] for qid, m in per_query_metrics(ds.qrels, run, [10]).items()}
 
 
 def main() -> None:
@@ -48,9 +42,9 @@ def main() -> None:
     alphas = sorted(set(ALPHAS) | {CONVEX_ALPHA})
     for name in SETS:
         ds, lists = F.query_lists(name, embedder)
-        by_alpha = {a: _per_query(ds, lists, F._default, a) for a in alphas}  # noqa: SLF001
-        dense = _per_query(ds, lists, lambda q, a: q.dense, 0.0)
-        bm25 = _per_query(ds, lists, lambda q, a: q.keyword, 0.0)
+        by_alpha = {a: F.per_query_ndcg(ds, lists, F._default, a) for a in alphas}  # noqa: SLF001
+        dense = F.per_query_ndcg(ds, lists, lambda q, a: q.dense, 0.0)
+        bm25 = F.per_query_ndcg(ds, lists, lambda q, a: q.keyword, 0.0)
         qids = sorted(by_alpha[CONVEX_ALPHA])
         halves = [qids[0::2], qids[1::2]]
         held_out, chosen = {}, []

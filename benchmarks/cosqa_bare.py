@@ -29,7 +29,6 @@ import _common as C  # noqa: E402
 import fusion_weights as F  # noqa: E402
 
 from qwen3_rag.pipelines.calibration import ALPHAS  # noqa: E402
-from qwen3_rag.pipelines.evaluation import per_query_metrics  # noqa: E402
 from qwen3_rag.pipelines.fusion import CONVEX_ALPHA  # noqa: E402
 
 OUT = F.ROOT / "benchmarks" / "results" / "cosqa_bare.json"
@@ -64,11 +63,6 @@ def derive() -> Path:
     return DERIVED
 
 
-def per_query(ds: F.BeirDataset, lists: list[F.QueryLists], fuse: F.Callable, alpha: float) -> dict[str, float]:
-    run = {q.qid: dict(fuse(q, alpha)[:F.DEPTH]) for q in lists}
-    return {qid: m["ndcg@10"] for qid, m in per_query_metrics(ds.qrels, run, [10]).items()}
-
-
 def main() -> None:
     from qwen3_rag import Embedder
 
@@ -79,9 +73,9 @@ def main() -> None:
             "cosqa-bare": F.query_lists("cosqa-bare", embedder, root=derive())}
     curves, singles, scores = {}, {}, {}
     for name, (ds, lists) in sets.items():
-        scores[name] = {a: per_query(ds, lists, F._default, a) for a in alphas}  # noqa: SLF001
+        scores[name] = {a: F.per_query_ndcg(ds, lists, F._default, a) for a in alphas}  # noqa: SLF001
         curves[name] = {a: float(np.mean(list(v.values()))) for a, v in scores[name].items()}
-        singles[name] = {mode: float(np.mean(list(per_query(ds, lists, pick, 0.0).values())))
+        singles[name] = {mode: float(np.mean(list(F.per_query_ndcg(ds, lists, pick, 0.0).values())))
                          for mode, pick in (("dense", lambda q, a: q.dense), ("bm25", lambda q, a: q.keyword))}
         print(name, {k: round(v, 4) for k, v in singles[name].items()},
               {f"{a:g}": round(v, 4) for a, v in curves[name].items()}, flush=True)

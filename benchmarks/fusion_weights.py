@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import _common as C  # noqa: E402
 
 from qwen3_rag.indexers.bm25 import BM25Config, BM25Index  # noqa: E402
-from qwen3_rag.pipelines.evaluation import BeirDataset, evaluate_run, load_beir  # noqa: E402
+from qwen3_rag.pipelines.evaluation import BeirDataset, evaluate_run, load_beir, per_query_metrics  # noqa: E402
 from qwen3_rag.pipelines.fusion import (  # noqa: E402
     CONVEX_ALPHA,
     convex_fusion,
@@ -205,6 +205,13 @@ def score(ds: BeirDataset, lists: list[QueryLists], fuse: Callable[[QueryLists, 
     run = {q.qid: dict(fuse(q, alpha)[:DEPTH]) for q in lists}
     m = evaluate_run(ds.qrels, run, [10, 100])
     return {"ndcg@10": round(m["ndcg@10"], 4), "recall@100": round(m["recall@100"], 4)}
+
+
+def per_query_ndcg(ds: BeirDataset, lists: list[QueryLists], fuse: Callable[[QueryLists, float], Ranked],
+                   alpha: float) -> dict[str, float]:
+    """nDCG@10 of each judged query (what :func:`score` averages)."""
+    run = {q.qid: dict(fuse(q, alpha)[:DEPTH]) for q in lists}
+    return {qid: m["ndcg@10"] for qid, m in per_query_metrics(ds.qrels, run, [10]).items()}
 
 
 def singles(ds: BeirDataset, lists: list[QueryLists]) -> dict[str, dict[str, float]]:

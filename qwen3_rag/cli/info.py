@@ -70,10 +70,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+
 def _hybrid(settings: dict[str, Any] | None) -> str:
     if not settings:
         return "the default fusion (calibrate with qwen3-rag eval --calibrate)"
+    from qwen3_rag.pipelines.fusion import describe_calibration
+
     calibration = settings.get("calibration") or {}
-    where = (f", calibrated on {calibration['queries']} queries of {calibration.get('dataset')} "
-             f"({calibration.get('date', '?')})" if "queries" in calibration else "")
-    return f"{settings.get('fusion')}, alpha {settings.get('alpha')}{where}"
+    when = f" ({calibration['date']})" if "date" in calibration else ""
+    return f"{settings.get('fusion')}, alpha {settings.get('alpha')}, {describe_calibration(calibration)}{when}"

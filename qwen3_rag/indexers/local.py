@@ -46,7 +46,8 @@ from qwen3_rag.indexers.manifest import (
     refuse_foreign,
     warn_long_chunks,
 )
-from qwen3_rag.indexers.store import STORE_FILE, Store, checked_manifest, connect_uri
+from qwen3_rag.indexers.store import STORE_FILE, Store, connect_uri
+from qwen3_rag.indexers.store_formats import checked_manifest
 from qwen3_rag.indexers.vector_index import IndexSpec, VectorComponent, VectorIndex
 from qwen3_rag.protocols import Filter, TextEmbedder
 from qwen3_rag.types import Chunk, Document, IndexCounts

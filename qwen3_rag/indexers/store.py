@@ -30,9 +30,9 @@ import numpy as np
 
 from qwen3_rag.indexers.chunking import PAGE_STARTS_KEY
 from qwen3_rag.indexers.connection import GuardedConnection, damaged, row_crc, str_crc, vector_crc
-from qwen3_rag.indexers.manifest import FORMAT_VERSION, IndexDamagedError, IndexLockedError
+from qwen3_rag.indexers.manifest import IndexLockedError
 from qwen3_rag.protocols import PARTIAL
-from qwen3_rag.types import Chunk, Document, line_spans
+from qwen3_rag.types import Chunk, Document
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +89,9 @@ _CHUNK_COLS = f"{_CHUNK_OWN}, d.source, d.metadata, {_CHUNK_TEXT}"
 _CHUNK_QUERY = f"SELECT {_CHUNK_COLS} FROM chunks c LEFT JOIN documents d ON d.doc_id = c.doc_id"
 #: The chunks the documents list (a full scan of the chunks table must find as many rows).
 _LISTED_CHUNKS = "SELECT COALESCE(SUM(n_chunks), 0) FROM documents"
-_INSERT_DOCUMENT = ("INSERT INTO documents(doc_id, source, content_hash, metadata, fmeta, n_chunks, chunk_ids, "
+INSERT_DOCUMENT = ("INSERT INTO documents(doc_id, source, content_hash, metadata, fmeta, n_chunks, chunk_ids, "
                     "updated_at, crc, tcrc, fcrc, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_INSERT_CHUNK = ("INSERT INTO chunks(id, doc_id, position, start_char, end_char, start_byte, end_byte, start_line, "
+INSERT_CHUNK = ("INSERT INTO chunks(id, doc_id, position, start_char, end_char, start_byte, end_byte, start_line, "
                  "end_line, page, headings, crc, vcrc, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 #: The columns of a document row its checksum ``crc`` covers, then ``crc``.
 _DOC_COLS = "doc_id, source, content_hash, metadata, n_chunks, chunk_ids, crc"
@@ -151,13 +151,13 @@ def _chunk(row: Sequence[Any], meta_cache: dict[str, dict[str, Any]]) -> Chunk:
                  metadata=meta, start_line=int(row[7]), end_line=int(row[8]), chunk_id=int(row[0]), source=row[12])
 
 
-def _chunk_crc(fields: Sequence[Any], text: Any, source: Any, metadata: Any) -> int:
+def chunk_crc(fields: Sequence[Any], text: Any, source: Any, metadata: Any) -> int:
     """The checksum of a chunk: its own columns (without ``crc``), its text and its document's source and
     metadata (all a search hit shows)."""
     return row_crc((*fields, text, source, metadata))
 
 
-def _document_crcs(doc_id: str, source: str, digest: str, text: str, metadata: str, fmeta: str, n_chunks: int,
+def document_crcs(doc_id: str, source: str, digest: str, text: str, metadata: str, fmeta: str, n_chunks: int,
                    chunk_ids: bytes) -> tuple[int, int, int]:
     """The checksums of a document row: of its small columns, of its text, of its filter fields (each is read
     without the others)."""
@@ -165,7 +165,7 @@ def _document_crcs(doc_id: str, source: str, digest: str, text: str, metadata: s
             row_crc((doc_id, fmeta)))
 
 
-def _ids_blob(ids: Sequence[int] | np.ndarray) -> bytes:
+def ids_blob(ids: Sequence[int] | np.ndarray) -> bytes:
     return np.asarray(ids, dtype="<i8").tobytes()
 
 
@@ -331,9 +331,9 @@ class Store:
             if append:
                 self._extend_document(doc, digest, metadata, chunk_ids, now)
             else:
-                listed = _ids_blob(chunk_ids)
+                listed = ids_blob(chunk_ids)
                 doc_rows.append((doc.id, doc.source, digest, metadata, fmeta, len(chunks), listed, now,
-                                 *_document_crcs(doc.id, doc.source, digest, doc.text, metadata, fmeta, len(chunks),
+                                 *document_crcs(doc.id, doc.source, digest, doc.text, metadata, fmeta, len(chunks),
                                                  listed), doc.text))
             for c, (start_byte, end_byte) in zip(chunks, byte_offsets(doc.text, chunks), strict=True):
                 chunk_id, blob = int(ids[row]), vecs[row].tobytes()
@@ -341,11 +341,11 @@ class Store:
                           int(c.start_line), int(c.end_line), None if c.page is None else int(c.page),
                           dumps(list(c.headings)))
                 text = doc.text[c.start:c.end].encode("utf-8", "surrogatepass")
-                chunk_rows.append((*fields, _chunk_crc(fields, text, doc.source, metadata),
+                chunk_rows.append((*fields, chunk_crc(fields, text, doc.source, metadata),
                                    vector_crc(chunk_id, blob), blob))
                 row += 1
-        self.conn.executemany(_INSERT_DOCUMENT, doc_rows)
-        self.conn.executemany(_INSERT_CHUNK, chunk_rows)
+        self.conn.executemany(INSERT_DOCUMENT, doc_rows)
+        self.conn.executemany(INSERT_CHUNK, chunk_rows)
 
     def _extend_document(self, doc: Document, digest: str, metadata: str, chunk_ids: np.ndarray, now: float) -> None:
         """List ``chunk_ids`` after the chunks of a stored document and store ``digest`` as its content hash."""
@@ -353,7 +353,7 @@ class Store:
         if doc.id not in rows:
             raise ValueError(f"document {doc.id!r} is not stored, so no part can be appended to it; write its "
                              "first part with append=False")
-        listed = rows[doc.id].chunk_ids + _ids_blob(chunk_ids)
+        listed = rows[doc.id].chunk_ids + ids_blob(chunk_ids)
         n = len(listed) // 8
         self.conn.execute("UPDATE documents SET content_hash = ?, n_chunks = ?, chunk_ids = ?, updated_at = ?, "
                           "crc = ? WHERE doc_id = ?",
@@ -450,7 +450,7 @@ class Store:
         yield from self.conn.execute("SELECT doc_id, source, content_hash FROM documents ORDER BY doc_id")
 
     def _checked_chunk(self, row: Sequence[Any]) -> Sequence[Any]:
-        if _chunk_crc(row[:11], row[14], row[12], row[13]) != row[11]:
+        if chunk_crc(row[:11], row[14], row[12], row[13]) != row[11]:
             raise damaged(self.path, f"chunk {row[0]} does not match its checksum")
         return row
 
@@ -488,7 +488,7 @@ class Store:
             for row in rows:
                 doc = docs.get(row[1])
                 text = _slice(doc.data, row[5], row[6]) if doc is not None else None
-                if doc is None or _chunk_crc(row[:11], text, doc.source, doc.metadata) != row[11]:
+                if doc is None or chunk_crc(row[:11], text, doc.source, doc.metadata) != row[11]:
                     raise damaged(self.path, f"chunk {row[0]} does not match its checksum")
                 yield int(row[0]), doc.text[row[3]:row[4]]
             scanned += len(rows)
@@ -600,100 +600,6 @@ def _slice(data: bytes | None, start: Any, end: Any) -> bytes | None:
     if data is None or not isinstance(start, int) or not isinstance(end, int):
         return None
     return data[start:end]
-
-
-def upgrade(store: Store, version: int) -> None:
-    """Bring a store of an older format (1 or 2) to this one, inside one transaction (a crash leaves the old one).
-
-    Format 2 gave each chunk its byte offsets and lines (its text is read from its document); format 3 gave every
-    row its checksums and each document the list of its chunk ids.
-    """
-    if version not in (1, 2):
-        raise ValueError(f"cannot upgrade index format {version}")
-    store.begin()
-    try:
-        _to_format_3(store, version)
-        manifest = store.get_meta("manifest")
-        manifest["format_version"] = FORMAT_VERSION
-        store.set_meta("manifest", manifest)
-        store.commit()
-    except BaseException:
-        store.rollback()
-        raise
-
-
-def _to_format_3(store: Store, version: int) -> None:
-    conn = store.conn
-    conn.execute("DROP INDEX IF EXISTS documents_source")  # the schema makes it again, on the new table
-    conn.execute("ALTER TABLE documents RENAME TO old_documents")
-    conn.execute("ALTER TABLE chunks RENAME TO old_chunks")  # keeps its (doc_id, position) index until dropped
-    for table in ("meta", "removals"):
-        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if have and "crc" not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN crc INTEGER NOT NULL DEFAULT 0")
-    for statement in SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    store.checked = True
-    for key, value in conn.execute("SELECT key, value FROM meta").fetchall():
-        conn.execute("UPDATE meta SET crc = ? WHERE key = ?", (row_crc((key, value)), key))
-    conn.executemany("UPDATE removals SET crc = ? WHERE rowid = ?",
-                     [(row_crc((g, i)), rowid) for rowid, g, i in
-                      conn.execute("SELECT rowid, generation, id FROM removals").fetchall()])
-    for (doc_id,) in conn.execute("SELECT doc_id FROM old_documents").fetchall():
-        doc = Document(*conn.execute("SELECT doc_id, text, source FROM old_documents WHERE doc_id = ?",
-                                     (doc_id,)).fetchone())
-        metadata, fmeta, now = conn.execute("SELECT metadata, fmeta, updated_at FROM old_documents WHERE doc_id = ?",
-                                            (doc_id,)).fetchone()
-        digest = conn.execute("SELECT content_hash FROM old_documents WHERE doc_id = ?", (doc_id,)).fetchone()[0]
-        rows = _old_chunks(conn, doc, version)
-        listed = _ids_blob([r[0] for r in rows])
-        conn.execute(_INSERT_DOCUMENT,
-                     (doc_id, doc.source, digest, metadata, fmeta, len(rows), listed, now,
-                      *_document_crcs(doc_id, doc.source, digest, doc.text, metadata, fmeta, len(rows), listed),
-                      doc.text))
-        data = doc.text.encode("utf-8", "surrogatepass")
-        conn.executemany(
-            _INSERT_CHUNK,
-            [(*r[:11], _chunk_crc(r[:11], data[r[5]:r[6]], doc.source, metadata), vector_crc(r[0], r[11]), r[11])
-             for r in rows])
-    conn.execute("DROP TABLE old_chunks")
-    conn.execute("DROP TABLE old_documents")
-
-
-def _old_chunks(conn: GuardedConnection, doc: Document, version: int) -> list[tuple[Any, ...]]:
-    """A document's chunks in a table of format ``version``, as rows of format 2 (id, doc_id, position,
-    start_char, end_char, start_byte, end_byte, start_line, end_line, page, headings, vector)."""
-    if version == 2:
-        return conn.execute("SELECT id, doc_id, position, start_char, end_char, start_byte, end_byte, start_line, "
-                            "end_line, page, headings, vector FROM old_chunks WHERE doc_id = ? ORDER BY position",
-                            (doc.id,)).fetchall()
-    rows = conn.execute("SELECT id, doc_id, position, start_char, end_char, page, headings, vector FROM old_chunks "
-                        "WHERE doc_id = ? ORDER BY position", (doc.id,)).fetchall()
-    spans = [(int(r[3]), int(r[4])) for r in rows]
-    chunks = [Chunk(doc.id, 0, "", a, b) for a, b in spans]
-    return [(*r[:5], b[0], b[1], ln[0], ln[1], *r[5:])
-            for r, b, ln in zip(rows, byte_offsets(doc.text, chunks), line_spans(doc.text, spans), strict=True)]
-
-
-def checked_manifest(store: Store, root: Path, read_only: bool) -> dict[str, Any]:
-    manifest = store.get_meta("manifest")
-    if not isinstance(manifest, dict):
-        raise damaged(store.path, "it holds no manifest")
-    version = manifest.get("format_version")
-    if version in (1, 2) and not read_only:
-        logger.warning("upgrading the index at %s from format %d to %d", root, version, FORMAT_VERSION)
-        upgrade(store, version)
-        manifest = store.get_meta("manifest")
-    elif version in (1, 2):
-        raise IndexDamagedError(f"{str(root)!r} has index format {version}; open it once for writing (e.g. "
-                                f"Index.open(path), or `qwen3-rag index` on it) to upgrade it to format "
-                                f"{FORMAT_VERSION}")
-    elif version != FORMAT_VERSION:
-        raise IndexDamagedError(f"{str(root)!r} has index format version {version}; this qwen3-rag reads version "
-                                f"{FORMAT_VERSION}. Upgrade qwen3-rag, or rebuild the index.")
-    return dict(manifest)
-
 
 
 class _Snapshot:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from qwen3_rag.types import Hit
 
 __all__ = ["CONFIDENCE_POWER", "CONFIDENCE_RANK", "CONVEX_ALPHA", "FusionMethod", "OverlapMode", "RRF_K",
-           "convex_fusion", "describe_fusion", "keyword_confidence", "merge_overlapping",
+           "convex_fusion", "describe_calibration", "describe_fusion", "keyword_confidence", "merge_overlapping",
            "reciprocal_rank_fusion"]
 
 K = TypeVar("K", bound=Hashable)
@@ -207,6 +207,18 @@ def describe_fusion(method: FusionMethod, alpha: float = CONVEX_ALPHA, rrf_k: in
     if method == "rrf":
         return f"rrf, k {rrf_k}, weights {weights[0]:g}/{weights[1]:g}"
     raise ValueError(f"fusion must be 'convex' or 'rrf', got {method!r}")
+
+
+def describe_calibration(calibration: Mapping[str, Any]) -> str:
+    """Where an index's stored fusion settings came from, e.g. ``"calibrated on 974 queries of mbpp"``.
+
+    Example:
+        >>> describe_calibration({})
+        "the index's hybrid settings"
+    """
+    if "queries" not in calibration:
+        return "the index's hybrid settings"
+    return f"calibrated on {calibration['queries']} queries of {calibration.get('dataset', '?')}"
 
 
 def _union(a: Hit, b: Hit) -> tuple[str, int, int, int, int]:

@@ -41,6 +41,7 @@ from qwen3_rag.pipelines.fusion import (
     FusionMethod,
     OverlapMode,
     convex_fusion,
+    describe_calibration,
     describe_fusion,
     merge_overlapping,
     reciprocal_rank_fusion,
@@ -98,8 +99,8 @@ class Retriever:
                  alpha: float | None = None, weights: Sequence[float] = (1.0, 1.0), rrf_k: int = RRF_K,
                  overlap: OverlapMode = "merge", instruction: str | None = None, device: str = "auto",
                  query_cache_size: int = 1024) -> None:
-        _check_options(overlap=overlap, weights=weights, rrf_k=rrf_k, fusion=fusion or "convex",
-                       alpha=CONVEX_ALPHA if alpha is None else alpha)
+        _check_options(overlap=overlap, weights=weights, rrf_k=rrf_k)
+        _check_fusion(fusion, alpha)
         self._owns_index = isinstance(index, (str, os.PathLike))
         self.index = _open(index, model, embedder, device) if isinstance(index, (str, os.PathLike)) else index
         try:
@@ -157,12 +158,7 @@ class Retriever:
         """The fusion of hybrid search in words, e.g. ``"convex, BM25 confidence-weighted, alpha 0.35"``, and
         where its weight came from when the index's calibration chose it."""
         text = describe_fusion(self.fusion, self.alpha, self.rrf_k, self.weights)
-        calibration = self.calibration
-        if calibration is not None and "queries" in calibration:
-            text += f" (calibrated on {calibration['queries']} queries of {calibration.get('dataset', '?')})"
-        elif calibration is not None:
-            text += " (the index's hybrid settings)"
-        return text
+        return text if self.calibration is None else f"{text} ({describe_calibration(self.calibration)})"
 
     # -- reranking -----------------------------------------------------------------------------------------------
     def _resolve_reranker(self, rerank: Reranking) -> PairScorer | None:
@@ -386,12 +382,12 @@ def _fusion_for(index: StorageBackend, fusion: FusionMethod | None,
     if stored is None:
         return explicit
     try:
-        missing = [key for key in ("fusion", "alpha") if key not in stored]
+        missing = [key for key in ("fusion", "alpha") if stored.get(key) is None]
         if missing:
             raise ValueError(f"{' and '.join(missing)} missing")
         stored_fusion, stored_alpha = stored["fusion"], float(stored["alpha"])
-        _check_options(overlap="merge", weights=(1.0, 1.0), rrf_k=RRF_K, fusion=stored_fusion, alpha=stored_alpha)
-    except (TypeError, ValueError) as exc:
+        _check_fusion(stored_fusion, stored_alpha)
+    except (AttributeError, TypeError, ValueError) as exc:
         raise ValueError(f"the index at {index.location!r} has unusable hybrid settings {stored!r} ({exc}); "
                          "calibrate again with qwen3-rag eval --calibrate, or remove them with "
                          "index.set_hybrid_settings(None)") from None
@@ -400,16 +396,20 @@ def _fusion_for(index: StorageBackend, fusion: FusionMethod | None,
     return stored_fusion, stored_alpha, dict(stored.get("calibration") or {})
 
 
-def _check_options(*, overlap: str, weights: Sequence[float], rrf_k: int, fusion: str, alpha: float) -> None:
+def _check_options(*, overlap: str, weights: Sequence[float], rrf_k: int) -> None:
     if overlap not in _OVERLAPS:
         raise ValueError(f"overlap must be 'merge', 'dedup' or 'none', got {overlap!r}")
     if len(weights) != 2:
         raise ValueError(f"weights must be two numbers (dense, bm25), got {tuple(weights)!r}")
     if rrf_k < 0:
         raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
-    if fusion not in ("convex", "rrf"):
+
+
+def _check_fusion(fusion: str | None, alpha: float | None) -> None:
+    """Given or stored fusion settings (None: not given)."""
+    if fusion is not None and fusion not in ("convex", "rrf"):
         raise ValueError(f"fusion must be 'convex' or 'rrf', got {fusion!r}")
-    if not 0.0 <= alpha <= 1.0:
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
 
 
