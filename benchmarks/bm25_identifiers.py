@@ -36,7 +36,7 @@ def _lists(name: str, identifiers: str, embedder: object) -> tuple[F.BeirDataset
 def _row(ds: F.BeirDataset, lists: list[F.QueryLists], alpha: float) -> dict[str, dict[str, float]]:
     row = F.singles(ds, lists)
     del row["rrf"]
-    row["hybrid"] = F.score(ds, lists, F._default, alpha)  # noqa: SLF001
+    row["hybrid"] = F.score(ds, lists, F._single, alpha)  # noqa: SLF001
     return row
 
 
@@ -51,7 +51,7 @@ def main() -> None:
         tuning = {name: _lists(name, identifiers, embedder) for name in F.TUNING}
         best = {n: max(m["dense"]["ndcg@10"], m["bm25"]["ndcg@10"])
                 for n, m in ((n, F.singles(ds, ls)) for n, (ds, ls) in tuning.items())}
-        changes = {a: [F.score(ds, ls, F._default, a)["ndcg@10"] - best[n]  # noqa: SLF001
+        changes = {a: [F.score(ds, ls, F._single, a)["ndcg@10"] - best[n]  # noqa: SLF001
                        for n, (ds, ls) in tuning.items()] for a in F.ALPHAS}
         alpha = max(F.ALPHAS, key=lambda a: (round(min(changes[a]), 4), round(float(np.mean(changes[a])), 4)))
         chosen[identifiers] = {"alpha": alpha, "worst": round(min(changes[alpha]), 4),

@@ -4,9 +4,9 @@ dense weight than prose?
 MBPP (an independent set) pairs programming tasks with solutions that have no docstrings; CoSQA (a tuning set)
 pairs web queries with functions that mostly have one. This script derives **CoSQA-bare** from CoSQA only: the
 same queries and judgments, each function with its docstrings (module, class, function) and comments removed
-(``ast``; the 20 functions Python cannot parse lose their triple-quoted strings by pattern). It reports, on CoSQA
-and CoSQA-bare: dense, BM25, the default hybrid, nDCG@10 at every dense weight, the weight a code-aware default
-would take (best worst case over the two code sets), and a paired bootstrap of that weight against the default.
+(``fusion_weights.derive``); fusion_weights.py tunes on it with the other tuning sets. This script reports, on
+CoSQA and CoSQA-bare: dense, BM25, the prose weight (CONVEX_ALPHA) and the code weight (CODE_ALPHA, what the default
+uses there), nDCG@10 at every dense weight, and a paired bootstrap of the code weight against the prose one.
 
     python benchmarks/cosqa_bare.py     # writes benchmarks/results/cosqa_bare.json (embeds CoSQA-bare once, ~10 min)
 
@@ -15,9 +15,6 @@ Everything else is fusion_weights.py's (all-MiniLM-L6-v2, max length 256, lists 
 
 from __future__ import annotations
 
-import ast
-import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -29,59 +26,27 @@ import _common as C  # noqa: E402
 import fusion_weights as F  # noqa: E402
 
 from qwen3_rag.pipelines.calibration import ALPHAS  # noqa: E402
-from qwen3_rag.pipelines.fusion import CONVEX_ALPHA  # noqa: E402
+from qwen3_rag.pipelines.fusion import CODE_ALPHA, CONVEX_ALPHA  # noqa: E402
 
 OUT = F.ROOT / "benchmarks" / "results" / "cosqa_bare.json"
-DERIVED = F.CACHE / "data"
-_TRIPLE_QUOTED = re.compile(r"(\"\"\"|''')[\s\S]*?\1")
-
-
-def bare(code: str) -> str:
-    """The function without docstrings or comments."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return _TRIPLE_QUOTED.sub("", code)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree)  # comments are not in the tree
-
-
-def derive() -> Path:
-    source, target = F.DATA / "cosqa-coclr", DERIVED / "cosqa-bare"
-    (target / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(source / "corpus.jsonl", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
-    (target / "corpus.jsonl").write_text("".join(json.dumps({**r, "text": bare(r["text"])}) + "\n" for r in rows),
-                                         encoding="utf-8")
-    (target / "queries.jsonl").write_bytes((source / "queries.jsonl").read_bytes())
-    (target / "qrels" / "test.tsv").write_bytes((source / "qrels" / "test.tsv").read_bytes())
-    return DERIVED
-
-
 def main() -> None:
     from qwen3_rag import Embedder
 
     embedder = Embedder(C.minilm_path(), device="cpu", dtype="float32", max_length=F.MAX_LENGTH)
     started = time.time()
-    alphas = sorted(set(ALPHAS) | {CONVEX_ALPHA})
+    alphas = sorted(set(ALPHAS) | {CONVEX_ALPHA, CODE_ALPHA})
     sets = {"cosqa-coclr": F.query_lists("cosqa-coclr", embedder),
-            "cosqa-bare": F.query_lists("cosqa-bare", embedder, root=derive())}
+            "cosqa-bare": F.query_lists("cosqa-bare", embedder, root=F.derive())}
     curves, singles, scores = {}, {}, {}
     for name, (ds, lists) in sets.items():
-        scores[name] = {a: F.per_query_ndcg(ds, lists, F._default, a) for a in alphas}  # noqa: SLF001
+        scores[name] = {a: F.per_query_ndcg(ds, lists, F._single, a) for a in alphas}  # noqa: SLF001
         curves[name] = {a: float(np.mean(list(v.values()))) for a, v in scores[name].items()}
         singles[name] = {mode: float(np.mean(list(F.per_query_ndcg(ds, lists, pick, 0.0).values())))
                          for mode, pick in (("dense", lambda q, a: q.dense), ("bm25", lambda q, a: q.keyword))}
         print(name, {k: round(v, 4) for k, v in singles[name].items()},
               {f"{a:g}": round(v, 4) for a, v in curves[name].items()}, flush=True)
     best = {n: max(s.values()) for n, s in singles.items()}
-    code_alpha = max(alphas, key=lambda a: (round(min(curves[n][a] - best[n] for n in sets), 4),
-                                            round(float(np.mean([curves[n][a] - best[n] for n in sets])), 4)))
+    code_alpha = CODE_ALPHA
     rng = np.random.default_rng(0)
     bootstrap = {}
     for name in sets:

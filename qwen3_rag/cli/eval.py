@@ -12,7 +12,7 @@ from qwen3_rag.cli import CLIError
 from qwen3_rag.indexers.chunking import CHUNK_CONTEXTS, DEFAULT_CHUNK_CONTEXT, DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from qwen3_rag.pipelines.calibration import MIN_GAIN, MIN_QUERIES  # light: evaluation and fusion
 from qwen3_rag.pipelines.evaluation import EVAL_MODES  # standard library only
-from qwen3_rag.pipelines.fusion import CONVEX_ALPHA  # standard library only
+from qwen3_rag.pipelines.fusion import AUTO, CODE_ALPHA, CONVEX_ALPHA  # standard library only
 
 
 def add_parser(subparsers: Any) -> None:
@@ -53,9 +53,10 @@ def add_parser(subparsers: Any) -> None:
                    help="hybrid fusion: convex (default: alpha x cosine + (1 - alpha) x BM25 over the query's "
                         "best BM25 score, weighted by how far that best hit stands out from the tenth) or rrf "
                         "(reciprocal rank fusion)")
-    p.add_argument("--alpha", type=float, default=None,
-                   help=f"dense weight of the convex fusion, 0..1 (default: the one calibrated for --index, "
-                        f"else {CONVEX_ALPHA:g})")
+    p.add_argument("--alpha", type=_alpha, default=None,
+                   help=f"dense weight of the convex fusion, 0..1, or auto: {CONVEX_ALPHA:g}, and {CODE_ALPHA:g} "
+                        "for a query whose best hits are code (default: the one calibrated for --index, else "
+                        "auto)")
     p.add_argument("--weights", default="1,1", metavar="DENSE,BM25",
                    help="RRF weights (--fusion rrf; default 1,1)")
     p.add_argument("--calibrate", action="store_true",
@@ -95,6 +96,11 @@ def _parse_weights(text: str) -> tuple[float, float]:
         raise CLIError(f"--weights {text!r}: expected two non-negative numbers DENSE,BM25 such as 1,1 "
                        "or 1,0.5")
     return parts[0], parts[1]
+
+
+def _alpha(text: str) -> float | str:
+    """--alpha: a number or auto (argparse reports a ValueError as an invalid value)."""
+    return AUTO if text == AUTO else float(text)
 
 
 def mode_label(mode: str, fusion: str | None = None) -> str:
@@ -144,8 +150,8 @@ def _check_args(args: argparse.Namespace) -> tuple[list[str], tuple[float, float
     """The modes and RRF weights; a CLIError for any flag out of range."""
     modes = _parse_modes(args.modes)
     weights = _parse_weights(args.weights)
-    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
-        raise CLIError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    if args.alpha not in (None, AUTO) and not 0.0 <= args.alpha <= 1.0:
+        raise CLIError(f"--alpha must be between 0 and 1 or auto, got {args.alpha}")
     if args.calibrate and not args.index:
         raise CLIError("--calibrate stores the chosen alpha in the index: give --index LOCATION, the index your "
                        "queries search")
@@ -206,7 +212,7 @@ def _evaluate(args: argparse.Namespace, dataset: Any, location: str, modes: list
 
             try:
                 # explicit fusion settings: the weights are tried whatever the index has stored, even if unusable
-                searcher = Retriever(index, embedder=embedder, fusion="convex", alpha=CONVEX_ALPHA)
+                searcher = Retriever(index, embedder=embedder, fusion="convex", alpha=AUTO)
                 calibration = calibrate_hybrid(dataset, searcher, k=args.k,
                                                instruction=args.instruction,
                                                ignore_identical_ids=args.ignore_identical_ids)
@@ -239,7 +245,9 @@ def _write_report(args: argparse.Namespace, dataset: Any, model: str, report: An
 
     if calibration is not None:
         print(calibration.summary())
-        print(f"stored in {args.index}: hybrid search over it uses alpha {calibration.alpha:g}\n")
+        from qwen3_rag.pipelines.fusion import describe_alpha
+
+        print(f"stored in {args.index}: hybrid search over it uses {describe_alpha(calibration.alpha)}\n")
     print(f"{dataset.path} ({len(dataset.corpus)} documents, {report.num_queries} queries, model {model})")
     if report.settings.get("fusion"):
         print(f"hybrid fusion: {report.settings['fusion']}")

@@ -78,4 +78,5 @@ def _hybrid(settings: dict[str, Any] | None) -> str:
 
     calibration = settings.get("calibration") or {}
     when = f" ({calibration['date']})" if "date" in calibration else ""
-    return f"{settings.get('fusion')}, alpha {settings.get('alpha')}, {describe_calibration(calibration)}{when}"
+    alpha = "auto (the default)" if settings.get("alpha") == "auto" else settings.get("alpha")
+    return f"{settings.get('fusion')}, alpha {alpha}, {describe_calibration(calibration)}{when}"

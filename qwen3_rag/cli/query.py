@@ -10,7 +10,7 @@ from typing import Any
 
 from qwen3_rag.cli import CLIError
 from qwen3_rag.cli._text import printable
-from qwen3_rag.pipelines.fusion import CONVEX_ALPHA
+from qwen3_rag.pipelines.fusion import CODE_ALPHA, CONVEX_ALPHA
 from qwen3_rag.retrieval.prompts import DEFAULT_RERANKER_MODEL
 
 
@@ -35,7 +35,8 @@ def add_parser(subparsers: Any) -> None:
                    help=f"how --hybrid combines the lists: convex (default: {CONVEX_ALPHA:g} x cosine + "
                         f"{1 - CONVEX_ALPHA:g} x BM25 over "
                         "the query's best BM25 score, weighted by how far that best hit stands out from the "
-                        "tenth, so weak keyword matches barely move the dense order; an index calibrated with "
+                        "tenth, so weak keyword matches barely move the dense order; where the best hits are "
+                        f"code, {CODE_ALPHA:g} x cosine; an index calibrated with "
                         "qwen3-rag eval --calibrate uses its own weight) or rrf (reciprocal rank fusion)")
     p.add_argument("--rerank", nargs="?", const=DEFAULT_RERANKER_MODEL, default=None, metavar="MODEL",
                    help=f"rerank the top --candidates with a Qwen3-Reranker (default model "

@@ -3,7 +3,8 @@
 :func:`convex_fusion` (the default of hybrid search) combines the scores of a dense list (cosines) and a BM25
 list: ``alpha * cosine + (1 - alpha) * confidence * bm25 / max bm25``, where :func:`keyword_confidence`,
 ``(1 - bm25@10 / max bm25) ** 2``, says how far the best BM25 hit stands out from the tenth; see its docstring
-for why.
+for why. Its dense weight depends on what was found (:func:`default_alpha`): :data:`CODE_ALPHA` when most of the
+best candidates of both lists are source code (:func:`looks_like_code`), :data:`CONVEX_ALPHA` otherwise.
 
 :func:`reciprocal_rank_fusion` combines ranked lists by (weighted) reciprocal rank fusion (Cormack, Clarke and
 Büttcher, 2009): ``score(d) = sum_i w_i / (k + rank_i(d))`` with 1-based ranks and k = 60.
@@ -18,23 +19,38 @@ exactly from the two chunk texts) or the lower-ranked one is dropped (``"dedup"`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable, Mapping, Sequence
+import re
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from qwen3_rag.types import Hit
 
-__all__ = ["CONFIDENCE_POWER", "CONFIDENCE_RANK", "CONVEX_ALPHA", "FusionMethod", "OverlapMode", "RRF_K",
-           "convex_fusion", "describe_calibration", "describe_fusion", "keyword_confidence", "merge_overlapping",
-           "reciprocal_rank_fusion"]
+__all__ = ["AUTO", "CODE_ALPHA", "CODE_DENSITY", "CODE_SHARE", "CONFIDENCE_POWER", "CONFIDENCE_RANK",
+           "CONVEX_ALPHA", "Alpha", "FusionMethod", "OverlapMode", "RRF_K", "best_candidates", "code_density",
+           "convex_fusion", "default_alpha", "describe_alpha", "describe_calibration", "describe_fusion",
+           "keyword_confidence", "looks_like_code", "merge_overlapping", "reciprocal_rank_fusion"]
 
 K = TypeVar("K", bound=Hashable)
 
 #: The RRF constant from the original paper, also the default of Elasticsearch, Vespa and LangChain.
 RRF_K = 60
 
-#: Dense weight of :func:`convex_fusion`, tuned with all-MiniLM-L6-v2 on SciFact, XQuAD en/zh/de/es and CoSQA
-#: only (benchmarks/fusion_weights.py; BENCHMARKS.md, "Hybrid fusion", has the table).
+#: Dense weight of :func:`convex_fusion` on prose, tuned with all-MiniLM-L6-v2 on SciFact, XQuAD en/zh/de/es,
+#: CoSQA and CoSQA without docstrings only (benchmarks/fusion_weights.py; BENCHMARKS.md, "Hybrid fusion").
 CONVEX_ALPHA = 0.35
+
+#: Dense weight of :func:`convex_fusion` when the candidates are code, tuned with :data:`CONVEX_ALPHA`. Questions
+#: in words share few words with code, so BM25 finds less there than on prose and gets less weight.
+CODE_ALPHA = 0.8
+
+#: Symbols of code per visible character above which a text counts as code: prose has a median of 0 to 0.005,
+#: CoSQA's Python functions 0.076 (93% above 0.04).
+CODE_DENSITY = 0.04
+
+#: The share of code among the best candidates from which they count as code.
+CODE_SHARE = 0.5
+
+_CODE_SYMBOLS = re.compile(r"[(){}\[\]=;_<>]")
 
 #: The BM25 hit that :func:`keyword_confidence` compares the best one with (1-based rank).
 CONFIDENCE_RANK = 10
@@ -44,6 +60,9 @@ CONFIDENCE_POWER = 2.0
 
 OverlapMode = Literal["merge", "dedup", "none"]
 FusionMethod = Literal["convex", "rrf"]
+#: A dense weight in [0, 1], or :data:`AUTO`: the default for what a query found (:func:`default_alpha`).
+Alpha = float | Literal["auto"]
+AUTO: Literal["auto"] = "auto"
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[K]], k: int = RRF_K,
@@ -194,19 +213,64 @@ def convex_fusion(dense: Sequence[tuple[K, float]], keyword: Sequence[tuple[K, f
     return sorted(fused.items(), key=lambda item: (-item[1], order[item[0]]))
 
 
-def describe_fusion(method: FusionMethod, alpha: float = CONVEX_ALPHA, rrf_k: int = RRF_K,
+def code_density(text: str) -> float:
+    """Symbols of code (``(){}[]=;_<>``) per visible (non-space) character of ``text``; 0.0 for a blank text.
+
+    Example:
+        >>> round(code_density("if x[i] == 0: return f(y)"), 3)
+        0.3
+    """
+    visible = len(text) - sum(map(str.isspace, text))
+    return len(_CODE_SYMBOLS.findall(text)) / visible if visible else 0.0
+
+
+def looks_like_code(texts: Iterable[str]) -> bool:
+    """Whether at least :data:`CODE_SHARE` of ``texts`` have a :func:`code_density` above :data:`CODE_DENSITY`
+    (False for no texts).
+
+    Example:
+        >>> looks_like_code(["def add(a, b):\\n    return a + b", "x = [i ** 2 for i in range(9)]", "A sentence."])
+        True
+    """
+    flags = [code_density(text) > CODE_DENSITY for text in texts]
+    return bool(flags) and sum(flags) >= CODE_SHARE * len(flags)
+
+
+def best_candidates(dense: Sequence[tuple[K, float]], keyword: Sequence[tuple[K, float]],
+                    n: int = CONFIDENCE_RANK) -> list[K]:
+    """The keys whose texts :func:`default_alpha` reads: the ``n`` best of each list, dense first, each once."""
+    return list(dict.fromkeys([key for key, _ in dense[:n]] + [key for key, _ in keyword[:n]]))
+
+
+def default_alpha(texts: Iterable[str]) -> float:
+    """The default dense weight for candidates with these texts (:func:`best_candidates`): :data:`CODE_ALPHA`
+    when they :func:`look like code <looks_like_code>`, else :data:`CONVEX_ALPHA`.
+
+    Example:
+        >>> default_alpha(["Tea is grown in Assam.", "Assam tea is malty."])
+        0.35
+    """
+    return CODE_ALPHA if looks_like_code(texts) else CONVEX_ALPHA
+
+
+def describe_fusion(method: FusionMethod, alpha: Alpha = AUTO, rrf_k: int = RRF_K,
                     weights: Sequence[float] = (1.0, 1.0)) -> str:
-    """The fusion in a few words, e.g. ``"convex, BM25 confidence-weighted, alpha 0.35"``.
+    """The fusion in a few words, e.g. ``"convex, BM25 confidence-weighted, alpha 0.35 (0.75 on code)"``.
 
     Example:
         >>> describe_fusion("rrf", weights=(1.0, 0.5))
         'rrf, k 60, weights 1/0.5'
     """
     if method == "convex":
-        return f"convex, BM25 confidence-weighted, alpha {alpha:g}"
+        return f"convex, BM25 confidence-weighted, {describe_alpha(alpha)}"
     if method == "rrf":
         return f"rrf, k {rrf_k}, weights {weights[0]:g}/{weights[1]:g}"
     raise ValueError(f"fusion must be 'convex' or 'rrf', got {method!r}")
+
+
+def describe_alpha(alpha: Alpha) -> str:
+    """A dense weight in words: ``"alpha 0.5"``, or for ``"auto"`` ``"alpha 0.35 (0.8 on code)"``."""
+    return f"alpha {CONVEX_ALPHA:g} ({CODE_ALPHA:g} on code)" if alpha == AUTO else f"alpha {alpha:g}"
 
 
 def describe_calibration(calibration: Mapping[str, Any]) -> str:

@@ -13,7 +13,9 @@ Pipeline of one search:
 1. first stage: the dense top list (the query embedded with the index's embedder and ``instruction``), the BM25
    top list, or both fused (``fusion="convex"``, the default: ``alpha * cosine + (1 - alpha) * confidence * bm25 /
    max bm25``, the confidence saying how far the best BM25 hit stands out from the tenth, see
-   :func:`~qwen3_rag.pipelines.fusion.convex_fusion`; ``fusion="rrf"``: reciprocal rank fusion), each list cut to
+   :func:`~qwen3_rag.pipelines.fusion.convex_fusion`, and alpha by default 0.35 on prose and 0.8 where the best
+   candidates are code, see :func:`~qwen3_rag.pipelines.fusion.default_alpha`; ``fusion="rrf"``: reciprocal rank
+   fusion), each list cut to
    ``max(k, candidates)`` when fusing or reranking, else ``k`` (plus ``k`` spare hits when overlapping chunks are
    merged), all read from one commit of the index;
 2. overlapping chunks of one document are merged (or de-duplicated) so a reader never sees a passage twice; when
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -36,11 +39,14 @@ import numpy as np
 
 from qwen3_rag.indexers.index import LARGE_K, cut_k
 from qwen3_rag.pipelines.fusion import (
-    CONVEX_ALPHA,
+    AUTO,
     RRF_K,
+    Alpha,
     FusionMethod,
     OverlapMode,
+    best_candidates,
     convex_fusion,
+    default_alpha,
     describe_calibration,
     describe_fusion,
     merge_overlapping,
@@ -48,7 +54,7 @@ from qwen3_rag.pipelines.fusion import (
 )
 from qwen3_rag.protocols import Filter, PairScorer, StorageBackend, TextEmbedder
 from qwen3_rag.retrieval.inputs import check_queries
-from qwen3_rag.types import Hit
+from qwen3_rag.types import Chunk, Hit
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +84,10 @@ class Retriever:
             "Hybrid fusion", compares them. None: the fusion calibrated for the index
             (:attr:`~qwen3_rag.protocols.StorageBackend.hybrid_settings`, ``qwen3-rag eval --calibrate``), else
             ``"convex"``.
-        alpha: Dense weight of the convex fusion. None: the index's calibrated alpha (when its fusion is the one
-            used), else :data:`~qwen3_rag.pipelines.fusion.CONVEX_ALPHA`.
+        alpha: Dense weight of the convex fusion, in [0, 1], or ``"auto"``: per query, 0.8 when most of the best
+            candidates are code, else 0.35 (:func:`~qwen3_rag.pipelines.fusion.default_alpha`; questions in
+            words share few words with code). None: the index's calibrated alpha (when its fusion is the one
+            used), else ``"auto"``.
         weights: RRF weights of the (dense, BM25) lists.
         rrf_k: The RRF constant.
         overlap: What to do with overlapping chunks of one document in a result list: ``"merge"``, ``"dedup"`` or
@@ -96,7 +104,7 @@ class Retriever:
 
     def __init__(self, index: str | os.PathLike[str] | StorageBackend, *, model: str | None = None,
                  embedder: TextEmbedder | None = None, reranker: Reranking = None, fusion: FusionMethod | None = None,
-                 alpha: float | None = None, weights: Sequence[float] = (1.0, 1.0), rrf_k: int = RRF_K,
+                 alpha: Alpha | None = None, weights: Sequence[float] = (1.0, 1.0), rrf_k: int = RRF_K,
                  overlap: OverlapMode = "merge", instruction: str | None = None, device: str = "auto",
                  query_cache_size: int = 1024) -> None:
         _check_options(overlap=overlap, weights=weights, rrf_k=rrf_k)
@@ -303,16 +311,21 @@ class Retriever:
     def _fused(self, mode: str, dense: list[tuple[int, float]], keyword: list[tuple[int, float]], n: int,
                overlap: OverlapMode) -> list[Hit]:
         dense_scores, keyword_scores = dict(dense), dict(keyword)
+        chunks: dict[int | None, Chunk] = {}
         if mode == "dense":
             ranked = dense
         elif mode == "bm25":
             ranked = keyword
         elif self.fusion == "convex":
-            ranked = convex_fusion(dense, keyword, self.alpha, keyword_truncated=len(keyword) >= n)[:n]
+            alpha = self.alpha
+            if alpha == AUTO:
+                chunks = {c.chunk_id: c for c in self.index.get_chunks(best_candidates(dense, keyword))}
+                alpha = default_alpha(chunk.text for chunk in chunks.values())
+            ranked = convex_fusion(dense, keyword, alpha, keyword_truncated=len(keyword) >= n)[:n]
         else:
             ranked = reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in keyword]], k=self.rrf_k,
                                             weights=self.weights)[:n]
-        chunks = {c.chunk_id: c for c in self.index.get_chunks([i for i, _ in ranked])}
+        chunks.update((c.chunk_id, c) for c in self.index.get_chunks([i for i, _ in ranked if i not in chunks]))
         out = []
         for chunk_id, final in ranked:
             chunk = chunks.get(chunk_id)
@@ -374,10 +387,9 @@ def _embedder_for(index: StorageBackend, model: str | None, embedder: TextEmbedd
 
 
 def _fusion_for(index: StorageBackend, fusion: FusionMethod | None,
-                alpha: float | None) -> tuple[FusionMethod, float, dict[str, Any] | None]:
+                alpha: Alpha | None) -> tuple[FusionMethod, Alpha, dict[str, Any] | None]:
     """The fusion, its alpha and, where the index's stored settings supplied them, their calibration record."""
-    explicit: tuple[FusionMethod, float, None] = (fusion or "convex", CONVEX_ALPHA if alpha is None else float(alpha),
-                                                  None)
+    explicit: tuple[FusionMethod, Alpha, None] = (fusion or "convex", AUTO if alpha is None else _alpha(alpha), None)
     stored = None if alpha is not None or fusion == "rrf" else index.hybrid_settings
     if stored is None:
         return explicit
@@ -385,7 +397,7 @@ def _fusion_for(index: StorageBackend, fusion: FusionMethod | None,
         missing = [key for key in ("fusion", "alpha") if stored.get(key) is None]
         if missing:
             raise ValueError(f"{' and '.join(missing)} missing")
-        stored_fusion, stored_alpha = stored["fusion"], float(stored["alpha"])
+        stored_fusion, stored_alpha = stored["fusion"], _alpha(stored["alpha"])
         _check_fusion(stored_fusion, stored_alpha)
     except (AttributeError, TypeError, ValueError) as exc:
         raise ValueError(f"the index at {index.location!r} has unusable hybrid settings {stored!r} ({exc}); "
@@ -405,12 +417,21 @@ def _check_options(*, overlap: str, weights: Sequence[float], rrf_k: int) -> Non
         raise ValueError(f"rrf_k must be >= 0, got {rrf_k}")
 
 
-def _check_fusion(fusion: str | None, alpha: float | None) -> None:
+def _check_fusion(fusion: str | None, alpha: object) -> None:
     """Given or stored fusion settings (None: not given)."""
     if fusion is not None and fusion not in ("convex", "rrf"):
         raise ValueError(f"fusion must be 'convex' or 'rrf', got {fusion!r}")
-    if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if alpha is not None:
+        _alpha(alpha)
+
+
+def _alpha(value: object) -> Alpha:
+    """A dense weight in [0, 1] as a float, or ``"auto"``."""
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1] or 'auto', got {value!r}")
+    return float(value)
 
 
 def _check_search(*, k: int, candidates: int, mode: str, overlap: str) -> None:

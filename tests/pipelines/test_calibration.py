@@ -14,7 +14,7 @@ import pytest
 from qwen3_rag import Index, Retriever
 from qwen3_rag.pipelines.calibration import ALPHAS, MIN_GAIN, MIN_QUERIES, calibrate_hybrid, choose_alpha
 from qwen3_rag.pipelines.evaluation import evaluate_index, index_corpus, load_beir
-from qwen3_rag.pipelines.fusion import CONVEX_ALPHA
+from qwen3_rag.pipelines.fusion import CODE_ALPHA, CONVEX_ALPHA
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma", "omega",
          "rho", "tau", "phi", "chi", "psi"]
@@ -47,13 +47,16 @@ def test_each_weight_scores_what_hybrid_search_at_that_weight_scores(tmp_path: P
     with Index.create(tmp_path / "ix", hash_embedder, chunk_size=chunk_size, chunk_overlap=0) as index:
         index_corpus(ds, index)
         calibration = calibrate_hybrid(ds, Retriever(index), depth=20)
-        assert sorted(calibration.ndcg) == sorted(set(ALPHAS) | {CONVEX_ALPHA})
+        assert sorted(calibration.ndcg) == sorted(ALPHAS)
         for alpha in (0.0, CONVEX_ALPHA, 0.8, 1.0):
             report = evaluate_index(ds, Retriever(index, alpha=alpha), ["dense", "bm25", "hybrid"], depth=20)
             assert calibration.ndcg[alpha] == pytest.approx(report.metrics["hybrid"]["ndcg@10"], abs=1e-12)
         assert calibration.dense == pytest.approx(report.metrics["dense"]["ndcg@10"], abs=1e-12)
         assert calibration.bm25 == pytest.approx(report.metrics["bm25"]["ndcg@10"], abs=1e-12)
-    assert calibration.alpha == choose_alpha(calibration.ndcg) and calibration.queries == 24
+        default = evaluate_index(ds, Retriever(index, alpha="auto"), ["hybrid"], depth=20)
+        assert calibration.default == pytest.approx(default.metrics["hybrid"]["ndcg@10"], abs=1e-12)
+    assert calibration.code_queries == 0 and calibration.default == calibration.ndcg[CONVEX_ALPHA]  # words
+    assert calibration.alpha == choose_alpha(calibration.ndcg, calibration.default) and calibration.queries == 24
     settings = calibration.settings()
     assert settings["fusion"] == "convex" and settings["alpha"] == calibration.alpha
     assert settings["calibration"]["queries"] == 24 and settings["calibration"]["dataset"] == "set"
@@ -61,11 +64,28 @@ def test_each_weight_scores_what_hybrid_search_at_that_weight_scores(tmp_path: P
 
 def test_the_default_stays_unless_another_weight_gains_enough() -> None:
     flat = {a: 0.5 for a in ALPHAS}
-    assert choose_alpha(flat) == CONVEX_ALPHA
-    assert choose_alpha({**flat, 0.8: 0.5 + MIN_GAIN / 2}) == CONVEX_ALPHA  # noise
-    assert choose_alpha({**flat, 0.8: 0.5 + MIN_GAIN}) == 0.8
-    # among equally good weights, the one nearest the default
-    assert choose_alpha({**flat, 0.1: 0.6, 0.45: 0.6, 0.9: 0.6}) == 0.45
+    assert choose_alpha(flat, 0.5) == "auto"
+    assert choose_alpha({**flat, 0.8: 0.5 + MIN_GAIN / 2}, 0.5) == "auto"  # noise
+    assert choose_alpha({**flat, 0.8: 0.5 + MIN_GAIN}, 0.5) == 0.8
+    assert choose_alpha(flat, 0.5 - MIN_GAIN) == CONVEX_ALPHA  # every fixed weight beats the default
+    # among equally good weights, the one nearest the weight the default gives most queries
+    assert choose_alpha({**flat, 0.1: 0.6, 0.45: 0.6, 0.9: 0.6}, 0.5) == 0.45
+    assert choose_alpha({**flat, 0.1: 0.6, 0.45: 0.6, 0.9: 0.6}, 0.5, near=CODE_ALPHA) == 0.9
+
+
+def test_code_queries_are_scored_with_the_code_weight(tmp_path: Path, hash_embedder: Any) -> None:
+    root = write_beir(tmp_path / "set")
+    rows = [json.loads(line) for line in (root / "corpus.jsonl").read_text().splitlines()]
+    (root / "corpus.jsonl").write_text("".join(  # each document becomes a line of code
+        json.dumps({**r, "text": "x = f([" + "], [".join(r["text"].split()) + "])"}) + "\n" for r in rows))
+    ds = load_beir(root)
+    with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0) as index:
+        index_corpus(ds, index)
+        calibration = calibrate_hybrid(ds, Retriever(index), depth=20)
+        default = evaluate_index(ds, Retriever(index), ["hybrid"], depth=20)
+    assert calibration.code_queries == 24 and calibration.default == calibration.ndcg[CODE_ALPHA]
+    assert calibration.default == pytest.approx(default.metrics["hybrid"]["ndcg@10"], abs=1e-12)
+    assert "queries whose best hits are code: 24 of 24" in calibration.summary()
 
 
 def test_too_few_queries_are_refused(tmp_path: Path, hash_embedder: Any) -> None:
@@ -81,7 +101,9 @@ def test_stored_settings_are_what_retrievers_over_the_index_use(tmp_path: Path, 
     settings = {"fusion": "convex", "alpha": 0.8, "calibration": {"dataset": "set", "queries": 24}}
     with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0) as index:
         index_corpus(ds, index)
-        assert index.hybrid_settings is None and Retriever(index).alpha == CONVEX_ALPHA
+        assert index.hybrid_settings is None and Retriever(index).alpha == "auto"
+        index.set_hybrid_settings({**settings, "alpha": "auto"})  # a calibration that kept the default
+        assert Retriever(index).alpha == "auto" and Retriever(index).calibration == settings["calibration"]
         index.set_hybrid_settings(settings)
         assert index.hybrid_settings == settings
     with Retriever(tmp_path / "ix", embedder=hash_embedder) as retriever:  # opens the index read-only
@@ -101,7 +123,7 @@ def test_stored_settings_are_what_retrievers_over_the_index_use(tmp_path: Path, 
         assert Retriever(index, fusion="rrf", embedder=hash_embedder).fusion_description == "rrf, k 60, weights 1/1"
         assert Retriever(index, fusion="convex", embedder=hash_embedder).alpha == 0.8
         index.set_hybrid_settings(None)
-        assert index.hybrid_settings is None and Retriever(index, embedder=hash_embedder).alpha == CONVEX_ALPHA
+        assert index.hybrid_settings is None and Retriever(index, embedder=hash_embedder).alpha == "auto"
         with pytest.raises(TypeError):
             index.set_hybrid_settings({"fusion": "convex", "alpha": object()})
         assert index.hybrid_settings is None  # a refused value changes nothing
@@ -110,8 +132,8 @@ def test_stored_settings_are_what_retrievers_over_the_index_use(tmp_path: Path, 
 def test_unusable_stored_settings_get_a_clear_error(tmp_path: Path, hash_embedder: Any) -> None:
     with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0) as index:
         index.set_hybrid_settings({"fusion": "convex", "alpha": 1.7})
-        with pytest.raises(ValueError, match=r"unusable hybrid settings .*alpha must be in \[0, 1\].*"
-                                             r"qwen3-rag eval --calibrate"):
+        with pytest.raises(ValueError, match=r"unusable hybrid settings .*alpha must be a number in \[0, 1\] or "
+                                             r"'auto'.*qwen3-rag eval --calibrate"):
             Retriever(index)
         index.set_hybrid_settings({"alpha": 0.5})
         with pytest.raises(ValueError, match="unusable hybrid settings"):
@@ -147,3 +169,9 @@ def test_eval_calibrate_stores_the_weight_in_the_index(tmp_path: Path, tiny_qwen
     assert main([*base, "--calibrate", "--index", str(tmp_path / "ix"), "--modes", "dense"]) == 0  # ... replaced
     assert Index.read_manifest(tmp_path / "ix")["hybrid"] == stored | {"calibration": {
         **stored["calibration"], "date": Index.read_manifest(tmp_path / "ix")["hybrid"]["calibration"]["date"]}}
+    # --alpha auto: the default, whatever the index has stored
+    assert main([*base, "--index", str(tmp_path / "ix"), "--modes", "hybrid", "--alpha", "auto"]) == 0
+    assert f"hybrid fusion: convex, BM25 confidence-weighted, alpha {CONVEX_ALPHA:g} ({CODE_ALPHA:g} on code)\n" in (
+        capsys.readouterr().out)
+    assert main([*base, "--index", str(tmp_path / "ix"), "--modes", "hybrid", "--alpha", "1.5"]) == 2
+    assert "--alpha must be between 0 and 1 or auto, got 1.5" in capsys.readouterr().err

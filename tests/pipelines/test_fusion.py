@@ -7,10 +7,16 @@ import random
 import pytest
 
 from qwen3_rag.pipelines.fusion import (
+    CODE_ALPHA,
     CONFIDENCE_RANK,
+    CONVEX_ALPHA,
+    best_candidates,
+    code_density,
     convex_fusion,
+    default_alpha,
     describe_fusion,
     keyword_confidence,
+    looks_like_code,
     merge_overlapping,
     reciprocal_rank_fusion,
 )
@@ -155,6 +161,8 @@ def test_convex_ties_and_empty_lists() -> None:
 
 def test_describe_fusion() -> None:
     assert describe_fusion("convex", alpha=0.35) == "convex, BM25 confidence-weighted, alpha 0.35"
+    assert describe_fusion("convex") == describe_fusion("convex", "auto") == (
+        f"convex, BM25 confidence-weighted, alpha {CONVEX_ALPHA:g} ({CODE_ALPHA:g} on code)")
     assert describe_fusion("rrf", rrf_k=60, weights=(1.0, 0.5)) == "rrf, k 60, weights 1/0.5"
     with pytest.raises(ValueError, match="fusion must be"):
         describe_fusion("max")  # type: ignore[arg-type]
@@ -197,3 +205,25 @@ def test_dedup_and_none() -> None:
     assert merge_overlapping(hits, "none") == hits
     with pytest.raises(ValueError, match="overlap mode"):
         merge_overlapping(hits, "bogus")  # type: ignore[arg-type]
+
+
+def test_code_is_told_from_prose_by_its_symbols() -> None:
+    assert code_density("") == code_density("   \n") == 0.0
+    assert code_density("x = f(a[0]);") == pytest.approx(6 / 10)  # spaces do not count
+    assert code_density("The results of the trial (see Table 2) were significant for every group that took "
+                        "the drug for more than a year.") < 0.04
+    code = ["def area(r):\n    return 3.14159 * r ** 2", "items = [x for x in range(10) if x % 2 == 0]"]
+    prose = ["Photosynthesis turns light into chemical energy.", "Water boils at 100 degrees at sea level."]
+    assert looks_like_code(code) and looks_like_code(code + prose[:1])
+    assert looks_like_code(code + prose)  # half is enough
+    assert not looks_like_code(code[:1] + prose) and not looks_like_code(prose) and not looks_like_code([])
+    assert default_alpha(code) == CODE_ALPHA and default_alpha(prose) == CONVEX_ALPHA
+
+
+def test_best_candidates_are_the_head_of_each_list() -> None:
+    dense = [(f"d{i}", 1.0 - i / 100) for i in range(30)]
+    keyword = [("d3", 9.0), ("k1", 8.0)] + [(f"k{i}", 7.0 - i / 10) for i in range(2, 30)]
+    head = best_candidates(dense, keyword)
+    assert head[:CONFIDENCE_RANK] == [f"d{i}" for i in range(CONFIDENCE_RANK)]
+    assert head[CONFIDENCE_RANK:] == ["k1"] + [f"k{i}" for i in range(2, CONFIDENCE_RANK)]  # d3 once
+    assert best_candidates([], keyword, n=2) == ["d3", "k1"] and best_candidates([], []) == []

@@ -10,7 +10,7 @@ import pytest
 
 from qwen3_rag import Index, ingest_documents
 from qwen3_rag.indexers.bm25 import BM25Index
-from qwen3_rag.pipelines.fusion import reciprocal_rank_fusion
+from qwen3_rag.pipelines.fusion import CODE_ALPHA, CONVEX_ALPHA, reciprocal_rank_fusion
 from qwen3_rag.pipelines.search import Retriever, hits_to_dicts
 from qwen3_rag.types import Document
 
@@ -23,6 +23,14 @@ TEXTS = [
     "Interest rates shape the bond market; central banks move them to fight inflation.",
 ]
 QUERIES = ["cat purring in the garden", "central bank interest rates", "qubit superposition", "moon gravity"]
+CODE = [
+    "def purr(cat):\n    return cat.sound() if cat.is_happy() else None",
+    "rates = {bank: rate_of(bank) for bank in central_banks()}",
+    "def superpose(qubits):\n    return [q.hadamard() for q in qubits]",
+    "class Moon(Body):\n    def pull(self, earth): return G * self.mass * earth.mass / r ** 2",
+    "if garden[cat] == 'purring': dogs.bark()",
+    "def raise_rates(bank, by=0.25):\n    bank.rate += by; return bank.rate",
+]
 
 
 def _docs(texts: list[str] = TEXTS) -> list[Document]:
@@ -99,6 +107,22 @@ def test_hybrid_convex_is_the_score_combination(index: Any) -> None:
         hits = retriever.search(query, k=6, mode="hybrid", candidates=6, overlap="none")
         assert [h.score for h in hits] == pytest.approx(sorted(expected.values(), reverse=True)[:6])
         assert all(h.scores["fused"] == h.score for h in hits)
+
+
+@pytest.mark.parametrize(("texts", "weight"), [(TEXTS, CONVEX_ALPHA), (CODE, CODE_ALPHA)])
+def test_the_default_dense_weight_follows_what_was_found(tmp_path: Path, hash_embedder: Any, texts: list[str],
+                                                         weight: float) -> None:
+    with Index.create(tmp_path / "ix", hash_embedder, chunk_size=0) as index:
+        ingest_documents(_docs(texts), index)
+        default, other = Retriever(index), Retriever(index, alpha=CODE_ALPHA + CONVEX_ALPHA - weight)
+        assert default.alpha == "auto" and default.fusion_description == (
+            f"convex, BM25 confidence-weighted, alpha {CONVEX_ALPHA:g} ({CODE_ALPHA:g} on code)")
+        for query in QUERIES:
+            hits = default.search(query, k=6, mode="hybrid", overlap="none")
+            expected = Retriever(index, alpha=weight).search(query, k=6, mode="hybrid", overlap="none")
+            assert [(h.chunk_id, h.score) for h in hits] == [(h.chunk_id, h.score) for h in expected]
+            assert [h.score for h in hits] != [h.score for h in other.search(query, k=6, mode="hybrid",
+                                                                            overlap="none")]
 
 
 def test_batch_equals_single_calls(index: Any) -> None:
@@ -201,8 +225,9 @@ def test_errors(index: Any, tmp_path: Path) -> None:
         Retriever(index, weights=(1.0,))
     with pytest.raises(ValueError, match="fusion must be"):
         Retriever(index, fusion="max")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="alpha"):
-        Retriever(index, alpha=1.5)
+    for alpha in (1.5, "0.5", True, "automatic"):
+        with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\] or 'auto'"):
+            Retriever(index, alpha=alpha)  # type: ignore[arg-type]
 
 
 def test_repeated_queries_are_embedded_once(index: Any, hash_embedder: Any) -> None:

@@ -177,7 +177,7 @@ def test_index_routes(qwen_server, qwen_index_dir):
     manifest = Index.read_manifest(qwen_index_dir)
     assert one["counts"]["documents"] == 5 and one["model"] == manifest["model"]
     assert one["chunking"]["chunk_size"] == 16
-    assert one["hybrid"] == "convex, BM25 confidence-weighted, alpha 0.35"  # no calibration stored
+    assert one["hybrid"] == "convex, BM25 confidence-weighted, alpha 0.35 (0.8 on code)"  # nothing calibrated
     models = httpx.get(qwen_server + "/v1/models").json()["data"]
     assert [(m["id"], m["task"]) for m in models] == [("tiny-qwen3", "embed"), (models[1]["id"], "rerank"),
                                                        ("fake-qwen3", "chat")]  # chat: the model it forwards to
