@@ -324,7 +324,8 @@ def tune(sets: dict[str, tuple[BeirDataset, list[QueryLists]]]) -> tuple[dict[st
             worst, mean = round(min(deltas), 4), round(float(np.mean(deltas)), 4)
             return (True, mean, worst) if worst >= -TOLERANCE else (False, worst, mean)
         chosen[cand] = max(GRIDS[cand], key=key)
-        print(f"  {cand}: alpha {fmt(chosen[cand])} (within tolerance; mean, worst change: {key(chosen[cand])})",
+        deltas = [sweep[cand][fmt(chosen[cand])][n] - best_single[n] for n in sets]
+        print(f"  {cand}: alpha {fmt(chosen[cand])} (worst change {min(deltas):+.4f}, mean {np.mean(deltas):+.4f})",
               flush=True)
     return chosen, sweep
 

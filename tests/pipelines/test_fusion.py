@@ -210,6 +210,7 @@ def test_dedup_and_none() -> None:
 def test_code_is_told_from_prose_by_its_symbols() -> None:
     assert code_density("") == code_density("   \n") == 0.0
     assert code_density("x = f(a[0]);") == pytest.approx(6 / 10)  # spaces do not count
+    assert code_density("words " * 1000 + "x[0] = f(y);" * 1000) == 0.0  # the first 4,096 characters tell
     assert code_density("The results of the trial (see Table 2) were significant for every group that took "
                         "the drug for more than a year.") < 0.04
     code = ["def area(r):\n    return 3.14159 * r ** 2", "items = [x for x in range(10) if x % 2 == 0]"]
