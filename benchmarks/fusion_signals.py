@@ -28,7 +28,6 @@ library compares a top-ten hit with the eleventh), within 0.003 of fusion_weight
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -42,14 +41,10 @@ import _common as C  # noqa: E402
 import fusion_weights as F  # noqa: E402
 
 from qwen3_rag.indexers.bm25 import BM25Index  # noqa: E402
+from qwen3_rag.pipelines.fusion import CODE_DENSITY, code_density  # noqa: E402
 
 OUT = F.ROOT / "benchmarks" / "results" / "fusion_signals.json"
 RANK = 10
-#: Symbols per non-space character above which a text counts as code (prose: median 0.000-0.005, CoSQA's Python
-#: functions: median 0.076, 93% above 0.04).
-CODE_DENSITY = 0.04
-_SYMBOLS = re.compile(r"[(){}\[\]=;_<>]")
-_VISIBLE = re.compile(r"\S")
 _DISCOUNT = 1 / np.log2(np.arange(2, 12))
 
 
@@ -63,11 +58,6 @@ class Query:
     idcg: float
     idf: float  # sum of the query terms' idf
     code: float  # share of the 10 best of each list that is code
-
-
-def code_density(text: str) -> float:
-    visible = len(_VISIBLE.findall(text))
-    return len(_SYMBOLS.findall(text)) / visible if visible else 0.0
 
 
 def queries(name: str, embedder: object) -> list[Query]:
