@@ -12,7 +12,7 @@ from qwen3_rag.cli import CLIError
 from qwen3_rag.indexers.chunking import CHUNK_CONTEXTS, DEFAULT_CHUNK_CONTEXT, DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from qwen3_rag.pipelines.calibration import MIN_GAIN, MIN_QUERIES  # light: evaluation and fusion
 from qwen3_rag.pipelines.evaluation import EVAL_MODES  # standard library only
-from qwen3_rag.pipelines.fusion import AUTO, CODE_ALPHA, CONVEX_ALPHA  # standard library only
+from qwen3_rag.pipelines.fusion import AUTO, CODE_ALPHA, CONVEX_ALPHA, describe_alpha  # standard library only
 
 
 def add_parser(subparsers: Any) -> None:
@@ -245,8 +245,6 @@ def _write_report(args: argparse.Namespace, dataset: Any, model: str, report: An
 
     if calibration is not None:
         print(calibration.summary())
-        from qwen3_rag.pipelines.fusion import describe_alpha
-
         print(f"stored in {args.index}: hybrid search over it uses {describe_alpha(calibration.alpha)}\n")
     print(f"{dataset.path} ({len(dataset.corpus)} documents, {report.num_queries} queries, model {model})")
     if report.settings.get("fusion"):

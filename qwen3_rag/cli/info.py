@@ -70,7 +70,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _hybrid(settings: dict[str, Any] | None) -> str:
     if not settings:
         return "the default fusion (calibrate with qwen3-rag eval --calibrate)"

@@ -399,13 +399,8 @@ def chunks_for_documents(index: StorageBackend, depth: int) -> int:
 def ranked_documents(doc_ids: Iterable[str], depth: int) -> dict[str, float]:
     """The first ``depth`` distinct documents of a ranked list of (chunks') document ids, each scored by its
     rank (``depth`` for the first, then ``depth - 1``, ...)."""
-    scores: dict[str, float] = {}
-    for doc_id in doc_ids:
-        if doc_id not in scores:
-            scores[doc_id] = float(depth - len(scores))
-            if len(scores) >= depth:
-                break
-    return scores
+    first = scored_documents(((doc_id, 0.0) for doc_id in doc_ids), depth)
+    return {doc_id: float(depth - rank) for rank, doc_id in enumerate(first)}
 
 
 def evaluate_index(

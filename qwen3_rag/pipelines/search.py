@@ -398,7 +398,7 @@ def _fusion_for(index: StorageBackend, fusion: FusionMethod | None,
         if missing:
             raise ValueError(f"{' and '.join(missing)} missing")
         stored_fusion, stored_alpha = stored["fusion"], _alpha(stored["alpha"])
-        _check_fusion(stored_fusion, stored_alpha)
+        _check_fusion(stored_fusion, None)
     except (AttributeError, TypeError, ValueError) as exc:
         raise ValueError(f"the index at {index.location!r} has unusable hybrid settings {stored!r} ({exc}); "
                          "calibrate again with qwen3-rag eval --calibrate, or remove them with "
