@@ -16,7 +16,8 @@ from qwen3_rag._optional import lazy_attributes
 
 _MODULES = {
     "chunking": ("CHUNK_CONTEXTS", "DEFAULT_CHUNK_CONTEXT", "DEFAULT_CHUNK_OVERLAP", "DEFAULT_CHUNK_SIZE", "ChunkBatch",
-                 "ChunkContext", "Chunker", "ChunkingConfig", "chunk_contexts", "document_title"),
+                 "ChunkContext", "Chunker", "ChunkingConfig"),
+    "headings": ("chunk_contexts", "document_title"),
     "filters": ("FilterError", "matches"),
     "index": ("Index", "backend_for"),
     "local": ("LocalIndex",),
@@ -39,10 +40,9 @@ if TYPE_CHECKING:
         ChunkContext,
         Chunker,
         ChunkingConfig,
-        chunk_contexts,
-        document_title,
     )
     from qwen3_rag.indexers.filters import FilterError, matches
+    from qwen3_rag.indexers.headings import chunk_contexts, document_title
     from qwen3_rag.indexers.index import Index, backend_for
     from qwen3_rag.indexers.loaders import LoadReport, RecordFields, iter_documents, load_file
     from qwen3_rag.indexers.local import LocalIndex

@@ -17,11 +17,11 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Any, Literal
 
 import numpy as np
 
+from qwen3_rag.indexers.headings import heading_index, headings_at, is_markdown
 from qwen3_rag.types import Chunk, Document, line_spans
 
 logger = logging.getLogger(__name__)
@@ -41,11 +41,6 @@ CHUNK_CONTEXTS: tuple[ChunkContext, ...] = ("title+headings", "none")
 #: BENCHMARKS.md, 5. Retrieval quality, "Chunks with their context"), so chunks are embedded alone unless asked;
 #: an index without the setting (made before it existed) embeds with ``"none"`` too.
 DEFAULT_CHUNK_CONTEXT: ChunkContext = "none"
-#: Document metadata key holding its title (the HTML and PDF loaders set it; record files and BEIR corpora keep
-#: their ``title`` field under it).
-TITLE_KEY = "title"
-#: Longest context line in characters (cut at a word boundary): a title or heading path is a hint, not a text.
-MAX_CONTEXT_CHARS = 200
 
 #: Callers of :meth:`Chunker.chunk_batch` (ingestion, ``Index.add``) chunk documents in groups of this many, or of
 #: this many characters: one tokenizer call per group, with the memory of one group's tokens.
@@ -57,8 +52,6 @@ PAGE_STARTS_KEY = "page_starts"
 
 # Boundary levels between two tokens: higher is a better place to cut.
 _PARAGRAPH, _LINE, _SENTENCE, _WORD, _TOKEN = 4, 3, 2, 1, 0
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
-_FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
 _WORD_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
@@ -356,7 +349,7 @@ class Chunker:
         text = document.text
         metadata = {k: v for k, v in document.metadata.items() if k != PAGE_STARTS_KEY}
         pages = _page_starts(document.metadata)
-        headings = _heading_index(text) if _is_markdown(document) else []
+        headings = heading_index(text) if is_markdown(document) else []
         heading_starts = [p for p, _ in headings]
         return [
             Chunk(
@@ -366,7 +359,7 @@ class Chunker:
                 start=start,
                 end=end,
                 page=_page_at(pages, start),
-                headings=_headings_at(headings, heading_starts, start),
+                headings=headings_at(headings, heading_starts, start),
                 metadata=metadata,
                 start_line=first,
                 end_line=last,
@@ -563,65 +556,3 @@ def _page_at(pages: list[int] | None, pos: int) -> int | None:
     if pages is None:
         return None
     return max(1, bisect.bisect_right(pages, pos))
-
-
-def _is_markdown(document: Document) -> bool:
-    fmt = document.metadata.get("format")
-    if fmt is not None:
-        return fmt == "markdown"
-    return document.source.lower().endswith((".md", ".markdown"))
-
-
-def document_title(document: Document) -> str:
-    """A document's title: its ``title`` metadata (:data:`TITLE_KEY`), else a Markdown document's first heading,
-    else the file name of a loaded file (its ``path`` metadata); ``""`` when it has none."""
-    title = document.metadata.get(TITLE_KEY)
-    if isinstance(title, str) and title.strip():
-        return " ".join(title.split())
-    if _is_markdown(document):
-        headings = _heading_index(document.text)
-        if headings:
-            return headings[0][1][-1]
-    path = document.metadata.get("path")
-    return PurePath(path).name if isinstance(path, str) else ""
-
-
-def chunk_contexts(document: Document, chunks: Sequence[Chunk]) -> list[str]:
-    """The context line of each chunk of ``document``: its title and heading path, ``" > "`` between them, at most
-    :data:`MAX_CONTEXT_CHARS` characters; the title is left out of a chunk that begins with it (a whole document,
-    the first chunk of a BEIR record or of a Markdown file under its title), and a heading path that repeats the
-    title starts after it. ``""`` when there is nothing to add.
-    """
-    title = document_title(document)
-    out = []
-    for chunk in chunks:
-        path = list(chunk.headings[1:] if chunk.headings[:1] == (title,) else chunk.headings)
-        if title and not chunk.text.lstrip("# \t").startswith(title):
-            path.insert(0, title)
-        line = " > ".join(path)
-        if len(line) > MAX_CONTEXT_CHARS:
-            cut = line.rfind(" ", 0, MAX_CONTEXT_CHARS)
-            line = line[: cut if cut > 0 else MAX_CONTEXT_CHARS].rstrip()
-        out.append(line)
-    return out
-
-
-def _heading_index(text: str) -> list[tuple[int, tuple[str, ...]]]:
-    """(position, heading path in force from that position) for every Markdown heading outside code fences."""
-    fences = [m.start() for m in _FENCE.finditer(text)]
-    out: list[tuple[int, tuple[str, ...]]] = []
-    path: list[tuple[int, str]] = []
-    for m in _HEADING.finditer(text):
-        if bisect.bisect_right(fences, m.start()) % 2 == 1:
-            continue  # inside a fenced code block
-        level = len(m.group(1))
-        while path and path[-1][0] >= level:
-            path.pop()
-        path.append((level, m.group(2).strip()))
-        out.append((m.start(), tuple(t for _, t in path)))
-    return out
-
-
-def _headings_at(index: list[tuple[int, tuple[str, ...]]], starts: list[int], pos: int) -> tuple[str, ...]:
-    i = bisect.bisect_right(starts, pos) - 1
-    return index[i][1] if i >= 0 else ()

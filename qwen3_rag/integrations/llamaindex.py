@@ -55,7 +55,7 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 
 from qwen3_rag.indexers.filters import FilterError
 from qwen3_rag.integrations import _common as common
-from qwen3_rag.pipelines.writing import DocumentError
+from qwen3_rag.pipelines.documents import DocumentError
 from qwen3_rag.protocols import PairScorer, StorageBackend, TextEmbedder
 from qwen3_rag.retrieval import DEFAULT_EMBEDDING_MODEL, DEFAULT_RERANKER_MODEL
 from qwen3_rag.retrieval.models import load_embedder, load_reranker

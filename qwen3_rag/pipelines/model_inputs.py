@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from qwen3_rag.indexers.chunking import ChunkContext, Chunker, chunk_contexts
+from qwen3_rag.indexers.chunking import ChunkContext, Chunker
+from qwen3_rag.indexers.headings import chunk_contexts
 from qwen3_rag.protocols import TextEmbedder, TokenEmbedder
 from qwen3_rag.types import Chunk, Document
 
@@ -33,7 +34,7 @@ class ChunkInputs:
     """What the model reads for each chunk: the one place that decides it.
 
     With ``context="title+headings"`` a chunk is read after a first line holding its document's title and its
-    heading path (:func:`~qwen3_rag.indexers.chunking.chunk_contexts`), which a chunk cut from the middle of a long
+    heading path (:func:`~qwen3_rag.indexers.headings.chunk_contexts`), which a chunk cut from the middle of a long
     document has lost; with ``"none"`` it is read alone. The stored chunk keeps its own text and offsets either
     way. Token ids and texts give the same input: the context line ends in a newline, where every tokenizer
     starts a new token.

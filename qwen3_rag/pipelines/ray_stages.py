@@ -36,8 +36,9 @@ from qwen3_rag._optional import require
 from qwen3_rag.indexers.chunking import GROUP_CHARS, GROUP_DOCUMENTS, ChunkContext, Chunker
 from qwen3_rag.indexers.loaders import LoadReport, RecordFields, load_listed
 from qwen3_rag.indexers.manifest import check_embedder
+from qwen3_rag.pipelines.documents import checked
 from qwen3_rag.pipelines.model_inputs import ChunkInputs, token_framer
-from qwen3_rag.pipelines.writing import DocumentWriter, checked, stats_of_replacing, timed
+from qwen3_rag.pipelines.writing import DocumentWriter, stats_of_replacing, timed
 from qwen3_rag.protocols import PARTIAL, StorageBackend, TextEmbedder, TokenEmbedder
 from qwen3_rag.retrieval.models import load_embedder
 from qwen3_rag.types import Chunk, Document, WriteStats

@@ -10,9 +10,10 @@ from typing import Any, Protocol
 from fastapi import APIRouter
 
 from qwen3_rag.indexers.bm25 import BM25Config, matching_spans
+from qwen3_rag.pipelines.documents import as_document
 from qwen3_rag.pipelines.rag import Context, build_context, cite
 from qwen3_rag.pipelines.search import hits_to_dicts
-from qwen3_rag.pipelines.writing import DocumentWriter, IngestReport, as_document
+from qwen3_rag.pipelines.writing import DocumentWriter, IngestReport
 from qwen3_rag.protocols import Filter, TokenCounter
 from qwen3_rag.server.errors import APIError
 from qwen3_rag.server.model_routes import RuntimeDep, checked_texts
